@@ -1,0 +1,64 @@
+"""Image augmentation presets (a registry: one name -> one transform builder)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+AUGMENTATION_PRESETS: dict[str, Callable[[dict[str, Any]], Any]] = {}
+
+
+def register_augmentation(name: str):
+    def wrap(fn):
+        AUGMENTATION_PRESETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def _eval_transform(cfg: dict[str, Any]):
+    from timm.data import create_transform
+
+    return create_transform(input_size=cfg["input_size"], is_training=False, interpolation=cfg["interpolation"],
+                            mean=cfg["mean"], std=cfg["std"], crop_pct=cfg["crop_pct"],
+                            crop_mode=cfg.get("crop_mode", "center"))
+
+
+@register_augmentation("none")
+def _none(cfg: dict[str, Any]):
+    """No augmentation: the deterministic evaluation transform (lets linear probing cache features)."""
+    return _eval_transform(cfg)
+
+
+@register_augmentation("default")
+def _default(cfg: dict[str, Any]):
+    """Random-resized-crop + horizontal flip (the classic transfer-learning recipe)."""
+    from timm.data import create_transform
+
+    return create_transform(input_size=cfg["input_size"], is_training=True, interpolation=cfg["interpolation"],
+                            mean=cfg["mean"], std=cfg["std"], hflip=0.5, color_jitter=None, auto_augment=None)
+
+
+@register_augmentation("randaugment")
+def _randaugment(cfg: dict[str, Any]):
+    """Random-resized-crop + flip + RandAugment (timm ``rand-m9-mstd0.5``)."""
+    from timm.data import create_transform
+
+    return create_transform(input_size=cfg["input_size"], is_training=True, interpolation=cfg["interpolation"],
+                            mean=cfg["mean"], std=cfg["std"], hflip=0.5, color_jitter=None,
+                            auto_augment="rand-m9-mstd0.5")
+
+
+def build_image_transform(cfg: dict[str, Any], train: bool, augment: str | None = "default"):
+    if not train:
+        return _eval_transform(cfg)
+    name = augment or "none"
+    if name not in AUGMENTATION_PRESETS:
+        raise ValueError(f"augment={name!r} is not a known preset; choose one of {sorted(AUGMENTATION_PRESETS)}.")
+    return AUGMENTATION_PRESETS[name](cfg)
+
+
+def is_deterministic(augment: str | None) -> bool:
+    """True when the training transform is the evaluation transform (so features can be cached)."""
+    return augment in (None, "none")

@@ -1,0 +1,114 @@
+"""Backbone families (timm, transformers), packaged offline weights, and name resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hftransfer.backbones.base import (
+    IMAGE_CLASSIFICATION,
+    TASK_BY_MODALITY,
+    TEXT_CLASSIFICATION,
+    Backbone,
+    BackboneSpec,
+    PretrainedHead,
+)
+from hftransfer.backbones.packaged import list_packaged, load_packaged, register_packaged
+from hftransfer.backbones.resolve import ResolvedName, classify_folder, resolve_name
+from hftransfer.backbones.timm_backbone import TimmBackbone, pretrained_hub_id
+from hftransfer.backbones.transformers_backbone import TransformersBackbone
+
+
+BACKBONE_FAMILIES: dict[str, type[Backbone]] = {"timm": TimmBackbone, "transformers": TransformersBackbone}
+
+
+def load_backbone(
+    resolved: ResolvedName,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    pretrained: bool = True,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    pooling: str | None = None,
+    max_length: int = 128,
+    modality: str | None = None,
+    model_args: dict[str, Any] | None = None,
+) -> Backbone:
+    """Build the backbone a resolved name points at (downloading safetensors weights when needed)."""
+    from hftransfer.hub.fetch import fetch_snapshot
+
+    if resolved.kind == "packaged":
+        return load_packaged(resolved.location)
+    if resolved.kind == "timm":
+        if resolved.source == "architecture" and not pretrained:
+            spec = BackboneSpec("timm", resolved.location, "architecture", pretrained=False)
+            return TimmBackbone.from_architecture_name(resolved.location, spec, model_args)
+        hub_id = pretrained_hub_id(resolved.location) if resolved.source == "architecture" else resolved.location
+        if resolved.source == "local":
+            folder, commit = Path(resolved.location), None
+        else:
+            fetched = fetch_snapshot(hub_id, revision=revision, token=token, allow_pickle=allow_pickle)
+            folder, commit = fetched.local_dir, fetched.revision
+        spec = BackboneSpec("timm", _display_name(resolved, hub_id), resolved.source if resolved.source != "architecture"
+                            else "hub", revision=commit)
+        return TimmBackbone.from_local_dir(folder, spec, model_args)
+    if resolved.kind == "transformers":
+        if resolved.source == "local":
+            folder, commit = Path(resolved.location), None
+        else:
+            fetched = fetch_snapshot(resolved.location, revision=revision, token=token, allow_pickle=allow_pickle)
+            folder, commit = fetched.local_dir, fetched.revision
+        spec = BackboneSpec("transformers", resolved.location, resolved.source, revision=commit, pretrained=pretrained)
+        if not pretrained:
+            return _transformers_random(folder, spec, pooling, trust_remote_code, max_length, modality)
+        return TransformersBackbone.from_local_dir(folder, spec, modality=modality, pooling=pooling,
+                                                   trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                                                   max_length=max_length)
+    raise ValueError(f"resolved.kind={resolved.kind!r} is not a backbone kind ({sorted(BACKBONE_FAMILIES)}).")
+
+
+def _display_name(resolved: ResolvedName, hub_id: str) -> str:
+    if resolved.source == "local":
+        return resolved.location
+    return hub_id if hub_id.startswith("timm/") or resolved.source == "architecture" else f"hf-hub:{hub_id}"
+
+
+def _transformers_random(folder: Path, spec: BackboneSpec, pooling: str | None, trust_remote_code: bool,
+                         max_length: int, modality: str | None) -> TransformersBackbone:
+    """Architecture of a transformers folder with freshly initialised weights (``pretrained=False``)."""
+    from transformers import AutoConfig, AutoModel
+
+    from hftransfer.backbones.transformers_backbone import (
+        _load_preprocessor,
+        _pooling_layer_kwargs,
+        default_pooling,
+        modality_of_config,
+    )
+
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    modality = modality or modality_of_config(config) or "text"
+    pooling = pooling or default_pooling(config, modality)
+    model = AutoModel.from_config(config, trust_remote_code=trust_remote_code, **_pooling_layer_kwargs(config, pooling))
+    return TransformersBackbone(model, spec, modality, _load_preprocessor(folder, config, modality,
+                                                                          {"max_length": max_length}), pooling)
+
+
+__all__ = [
+    "BACKBONE_FAMILIES",
+    "IMAGE_CLASSIFICATION",
+    "TASK_BY_MODALITY",
+    "TEXT_CLASSIFICATION",
+    "Backbone",
+    "BackboneSpec",
+    "PretrainedHead",
+    "ResolvedName",
+    "TimmBackbone",
+    "TransformersBackbone",
+    "classify_folder",
+    "list_packaged",
+    "load_backbone",
+    "load_packaged",
+    "register_packaged",
+    "resolve_name",
+]

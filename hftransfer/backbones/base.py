@@ -1,0 +1,97 @@
+"""The backbone interface every model family implements, and the spec that records where it came from."""
+
+from __future__ import annotations
+
+import abc
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+IMAGE_CLASSIFICATION = "image-classification"
+TEXT_CLASSIFICATION = "text-classification"
+TASK_BY_MODALITY = {"image": IMAGE_CLASSIFICATION, "text": TEXT_CLASSIFICATION}
+
+
+@dataclass
+class BackboneSpec:
+    """Where a backbone comes from, enough to fetch it again (or rebuild its architecture offline)."""
+
+    family: str  # "timm" | "transformers"
+    name: str  # what the user typed, normalised: hub id, architecture, folder or "packaged:<name>"
+    source: str  # "hub" | "architecture" | "local" | "packaged"
+    revision: str | None = None  # exact commit id (hub) or package version (packaged)
+    pretrained: bool = True  # False: random init (architecture only)
+    options: dict[str, Any] = field(default_factory=dict)  # family-specific (timm architecture/model_args, pooling)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackboneSpec:
+        known = {k: data[k] for k in ("family", "name", "source", "revision", "pretrained", "options") if k in data}
+        return cls(**known)
+
+
+@dataclass
+class PretrainedHead:
+    """The classifier a backbone was pretrained with (kept when the user asks for no new label set)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    label_names: list[str] | None
+
+
+class Backbone(nn.Module, metaclass=abc.ABCMeta):
+    """A feature extractor: ``forward(**inputs) -> Tensor[batch, num_features]`` (pooled features).
+
+    Subclasses set ``family``, wrap the library model as ``self.model`` (adapter methods act on it) and implement
+    ``save_architecture`` / ``from_architecture`` so a saved model can be rebuilt without downloading weights.
+    """
+
+    family: ClassVar[str]
+    input_names: ClassVar[tuple[str, ...]]
+
+    def __init__(self, model: nn.Module, spec: BackboneSpec, modality: str, num_features: int, preprocessor: Any):
+        super().__init__()
+        self.model = model
+        self.spec = spec
+        self.modality = modality
+        self.num_features = int(num_features)
+        self.preprocessor = preprocessor
+        self.pretrained_head: PretrainedHead | None = None
+
+    @property
+    def task(self) -> str:
+        return TASK_BY_MODALITY[self.modality]
+
+    def select_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Keep the batch entries this backbone consumes (labels, ids and other columns are dropped)."""
+        return {k: v for k, v in inputs.items() if k in self.input_names and v is not None}
+
+    @abc.abstractmethod
+    def save_architecture(self, directory: Path) -> None:
+        """Write the files needed to rebuild this architecture (config, tokenizer) into ``directory``."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_architecture(cls, directory: Path, spec: BackboneSpec, trust_remote_code: bool = False) -> Backbone:
+        """Rebuild a randomly initialised backbone from files written by :meth:`save_architecture`."""
+
+    def block_names(self) -> list[str]:
+        """Module-name prefixes of the backbone's blocks, input side first (for freezing and layer-wise LR)."""
+        names: list[str] = []
+        for name, _ in self.model.named_parameters():
+            match = _BLOCK_RE.search(name)
+            prefix = name[: match.end()] if match else None
+            if prefix and prefix not in names:
+                names.append(prefix)
+        return names
+
+
+# Numbered containers used by timm and transformers: blocks.3, layer.3, layers.3, stages.2, encoder.layer.5 ...
+_BLOCK_RE = re.compile(r"^(?:.*?\.)?(?:blocks|layer|layers|stages|encoder\.layer|_blocks)\.\d+(?:\.blocks\.\d+)?")

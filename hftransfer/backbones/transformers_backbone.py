@@ -1,0 +1,167 @@
+"""transformers backbones: ``AutoModel`` (no task head) for image and text classification."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hftransfer.backbones.base import Backbone, BackboneSpec
+from hftransfer.errors import ConfigurationError
+from hftransfer.preprocessing import ImagePreprocessor, TextPreprocessor, data_config_from_image_processor
+from hftransfer.utils.io import read_json, write_json
+
+
+POOLING_FILE = "hftransfer_pooling.json"
+# Vision transformers trained with a [CLS] token whose checkpoints ship no pooler weights.
+CLS_POOLED_MODEL_TYPES = {"vit", "deit", "beit", "data2vec-vision", "dinov2", "dinov2_with_registers", "vit_msn",
+                          "vit_mae", "ijepa"}
+
+
+def modality_of_config(config: Any) -> str | None:
+    """'image' or 'text' from the transformers auto mappings, None when the model type classifies neither."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    )
+
+    model_type = getattr(config, "model_type", None)
+    if model_type in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
+        return "image"
+    if model_type in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+        return "text"
+    return None
+
+
+def default_pooling(config: Any, modality: str) -> str:
+    if modality == "text":
+        return "mean"
+    return "cls" if config.model_type in CLS_POOLED_MODEL_TYPES else "pooler"
+
+
+POOLERS = {
+    "cls": lambda out, mask: out.last_hidden_state[:, 0],
+    "pooler": lambda out, mask: out.pooler_output.flatten(1),
+    "mean": lambda out, mask: _masked_mean(out.last_hidden_state, mask),
+}
+
+
+def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if hidden.dim() == 4:  # conv feature maps (B, C, H, W)
+        return hidden.mean(dim=(2, 3))
+    if mask is None:
+        return hidden.mean(dim=1)
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+class TransformersBackbone(Backbone):
+    """Wraps ``AutoModel``; ``pooling`` turns its hidden states into one vector per example."""
+
+    family = "transformers"
+    input_names = ("pixel_values", "input_ids", "attention_mask", "token_type_ids")
+
+    def __init__(self, model: nn.Module, spec: BackboneSpec, modality: str, preprocessor: Any, pooling: str):
+        if pooling not in POOLERS:
+            raise ConfigurationError(f"pooling={pooling!r} is not supported; choose one of {sorted(POOLERS)}.")
+        super().__init__(model, spec, modality, _num_features(model, pooling), preprocessor)
+        self.pooling = pooling
+        spec.options["pooling"] = pooling
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        out = self.model(**inputs, return_dict=True)
+        return POOLERS[self.pooling](out, inputs.get("attention_mask"))
+
+    def save_architecture(self, directory: Path) -> None:
+        directory = Path(directory)
+        self.model.config.save_pretrained(directory)
+        if isinstance(self.preprocessor, TextPreprocessor):
+            self.preprocessor.tokenizer.save_pretrained(directory)
+        write_json(directory / POOLING_FILE, {"pooling": self.pooling, "preprocessor": self.preprocessor.to_dict()})
+
+    @classmethod
+    def from_architecture(cls, directory: Path, spec: BackboneSpec, trust_remote_code: bool = False
+                          ) -> TransformersBackbone:
+        from transformers import AutoConfig, AutoModel
+
+        directory = Path(directory)
+        extra = read_json(directory / POOLING_FILE)
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        modality = modality_of_config(config) or extra["preprocessor"]["type"]
+        kwargs = _pooling_layer_kwargs(config, extra["pooling"])
+        model = AutoModel.from_config(config, trust_remote_code=trust_remote_code, **kwargs)
+        preprocessor = _load_preprocessor(directory, config, modality, extra["preprocessor"])
+        return cls(model, spec, modality, preprocessor, extra["pooling"])
+
+    @classmethod
+    def from_local_dir(cls, directory: Path, spec: BackboneSpec, modality: str | None = None,
+                       pooling: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False,
+                       max_length: int = 128) -> TransformersBackbone:
+        """Load pretrained weights from a transformers folder (hub snapshot or ``save_pretrained`` output)."""
+        from transformers import AutoConfig, AutoModel
+
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        modality = modality or modality_of_config(config)
+        if modality is None:
+            raise ConfigurationError(
+                f"The transformers model_type {config.model_type!r} at {spec.name!r} is neither an image nor a text "
+                "classification backbone. Pass task='image-classification' or task='text-classification' if you "
+                "know it works."
+            )
+        pooling = pooling or default_pooling(config, modality)
+        model = AutoModel.from_pretrained(
+            directory, config=config, trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True, **_pooling_layer_kwargs(config, pooling)
+        )
+        preprocessor = _load_preprocessor(Path(directory), config, modality, {"max_length": max_length})
+        return cls(model, spec, modality, preprocessor, pooling)
+
+
+def _pooling_layer_kwargs(config: Any, pooling: str) -> dict[str, Any]:
+    """Skip the pooler when it is not used: its random weights would get no gradient (DDP errors)."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    try:
+        model_cls = MODEL_MAPPING[type(config)]
+    except KeyError:
+        return {}
+    if pooling != "pooler" and "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters:
+        return {"add_pooling_layer": False}
+    return {}
+
+
+def _num_features(model: nn.Module, pooling: str) -> int:
+    config = model.config
+    if pooling == "pooler" and getattr(model, "num_features", None):
+        return int(model.num_features)
+    hidden_sizes = getattr(config, "hidden_sizes", None)
+    if hidden_sizes:
+        return int(hidden_sizes[-1])
+    return int(config.hidden_size)
+
+
+def _load_preprocessor(directory: Path, config: Any, modality: str, saved: dict[str, Any]) -> Any:
+    if modality == "text":
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+        except (OSError, ValueError, TypeError) as err:
+            raise ConfigurationError(
+                f"No tokenizer found in {str(directory)!r}; a text backbone needs one (tokenizer.json or vocab files)."
+            ) from err
+        return TextPreprocessor(tokenizer, max_length=saved.get("max_length", 128))
+    if "data_config" in saved:
+        return ImagePreprocessor(saved["data_config"])
+    try:
+        from transformers import AutoImageProcessor
+
+        processor = AutoImageProcessor.from_pretrained(directory)
+        return ImagePreprocessor(data_config_from_image_processor(processor))
+    except (OSError, ValueError, KeyError):
+        size = int(getattr(config, "image_size", 224) or 224)
+        return ImagePreprocessor({"input_size": (3, size, size), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+                                  "crop_pct": 1.0})

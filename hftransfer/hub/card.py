@@ -1,0 +1,467 @@
+# Copyright 2025 The hftransfer Authors. Licensed under the Apache License, Version 2.0.
+"""Model cards: `model-index` metadata from any metric, and re-rendering that keeps the user's edits.
+
+The card body is a Jinja template (`model_cards/hftransfer_model_card.md`). Generated parts sit between
+`<!-- hftransfer:begin NAME -->` and `<!-- hftransfer:end NAME -->`; re-rendering an existing README replaces only those
+parts and the metadata keys hftransfer owns (see `OWNED_METADATA_KEYS`).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import platform
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+
+TASKS = ("image-classification", "text-classification")
+DATASET_KINDS = ("hub", "imagefolder", "csv", "json", "arrays")
+
+# Metadata keys regenerated on every render. Other keys (license, language, ...) belong to the user once written.
+OWNED_METADATA_KEYS = ("library_name", "base_model", "tags", "datasets", "metrics", "model-index")
+# Filled in only when the existing card does not set them.
+DEFAULT_METADATA_KEYS = ("license", "pipeline_tag")
+
+VERSIONED_PACKAGES = (
+    "hftransfer",
+    "torch",
+    "transformers",
+    "timm",
+    "peft",
+    "accelerate",
+    "datasets",
+    "evaluate",
+    "huggingface_hub",
+)
+
+_PACKAGED_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
+_REPO_TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "hftransfer_model_card.md"
+
+_SECTION_RE = re.compile(r"<!-- hftransfer:begin (?P<name>[\w.-]+) -->.*?<!-- hftransfer:end (?P=name) -->", re.S)
+_MARKER_RE = re.compile(r"<!-- hftransfer:(?P<kind>begin|end) (?P<name>[\w.-]+) -->")
+_TAGS_RE = re.compile(r"<!-- hftransfer:tags (?P<tags>[^>]*?) -->")
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+REDACTED = "<redacted>"
+_HF_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{20,}")
+_SECRET_KEYS = (
+    "token",
+    "hf_token",
+    "hub_token",
+    "huggingface_token",
+    "huggingface_hub_token",
+    "hugging_face_hub_token",
+    "api_token",
+    "access_token",
+    "auth_token",
+    "password",
+    "secret",
+    "api_key",
+)
+_SECRET_KEY_PATTERN = "|".join(key.replace("_", "[_-]") for key in sorted(_SECRET_KEYS, key=len, reverse=True))
+# `token=abc`, `hub.token: abc`, `--hub-token=abc` (keys match exactly, so `pad_token` is left alone) ...
+_SECRET_ASSIGN_RE = re.compile(
+    rf"(?i)(?<![\w-])(?P<key>(?:[\w-]+\.)*-{{0,2}}(?:{_SECRET_KEY_PATTERN}))(?P<sep>\s*[:=]\s*)"
+    r"(?P<quote>['\"]?)(?P<value>[^\s'\",}\]]+)(?P=quote)"
+)
+# ... and `--token abc` on a command line.
+_SECRET_FLAG_RE = re.compile(rf"(?i)(?<![\w-])(?P<key>--(?:{_SECRET_KEY_PATTERN}))(?P<sep>\s+)(?P<value>[^\s'\"-][^\s'\"]*)")
+_NOT_SECRET_VALUES = {"null", "none", "~", "true", "false", REDACTED}
+
+
+def redact_secrets(text: str) -> str:
+    """Replace Hugging Face tokens (`hf_...`) and values of token/password-like keys or flags with `<redacted>`."""
+    text = _HF_TOKEN_RE.sub(REDACTED, text)
+
+    def assign(match: re.Match) -> str:
+        if match["value"].lower() in _NOT_SECRET_VALUES:
+            return match[0]
+        return f"{match['key']}{match['sep']}{match['quote']}{REDACTED}{match['quote']}"
+
+    def flag(match: re.Match) -> str:
+        return f"{match['key']}{match['sep']}{REDACTED}"
+
+    return _SECRET_FLAG_RE.sub(flag, _SECRET_ASSIGN_RE.sub(assign, text))
+
+
+def _is_secret_key(key: str) -> bool:
+    return key.rsplit(".", 1)[-1].lower().replace("-", "_") in _SECRET_KEYS
+
+
+def collect_versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:
+    """Installed versions of `packages` (plus Python), read with `importlib.metadata`; `"not installed"` if absent."""
+    versions = {"python": platform.python_version()}
+    for package in packages:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            # A source checkout (not pip-installed) still knows its own version.
+            module = sys.modules.get(package)
+            versions[package] = getattr(module, "__version__", None) or "not installed"
+    return versions
+
+
+@dataclass
+class DatasetInfo:
+    """One dataset used for training or evaluation.
+
+    Args:
+        name (`str`): Hub dataset id for `kind="hub"`, else a short local name (e.g. `"flowers"`).
+        kind (`str`): `"hub"`, `"imagefolder"`, `"csv"`, `"json"` or `"arrays"`.
+        path (`str`, *optional*): Local folder or file; only its basename is shown on the card.
+        num_samples (`dict[str, int]`, *optional*): Samples per split, e.g. `{"train": 800, "validation": 200}`.
+        label_names (`list[str]`, *optional*): Class names in class-id order.
+        config (`str`, *optional*): Hub dataset configuration name.
+        revision (`str`, *optional*): Hub dataset revision.
+    """
+
+    name: str
+    kind: Literal["hub", "imagefolder", "csv", "json", "arrays"] = "hub"
+    path: str | None = None
+    num_samples: dict[str, int] = field(default_factory=dict)
+    label_names: list[str] = field(default_factory=list)
+    config: str | None = None
+    revision: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in DATASET_KINDS:
+            raise ValueError(f"`kind` must be one of {DATASET_KINDS}, got {self.kind!r} for dataset {self.name!r}.")
+
+
+@dataclass
+class CardInfo:
+    """Everything a model card shows. There is deliberately no token field: cards are public.
+
+    Args:
+        model_name (`str`): Card title and `model-index` name.
+        base_model (`str`): Checkpoint fine-tuned from, e.g. `"timm/efficientnet_lite0.ra_in1k"`; it goes into the
+            `base_model` metadata only when it is a Hub id (`org/name`, optionally `hf-hub:` prefixed).
+        task (`str`): `"image-classification"` or `"text-classification"`.
+        recipe (`str`): hftransfer recipe name, e.g. `"lora"`.
+        repo_id (`str`, *optional*): Hub repo used in the usage snippet; defaults to `model_name`.
+        base_model_revision (`str`, *optional*): Revision of the base checkpoint.
+        hyperparameters (`dict`, *optional*): Shown as a table; nested dicts are flattened with dots.
+        trainable_params / all_params (`int`, *optional*): Parameter counts.
+        datasets (`list[DatasetInfo]`, *optional*): Training/evaluation data. Each split's results are attributed to
+            the first dataset that has that split in `num_samples` (else the first dataset).
+        eval_results (`dict[str, dict[str, float]]`, *optional*): `{split: {metric_name: value}}`, any metric names.
+        per_class_report (`dict`, *optional*): From `hftransfer.metrics.classification_report`.
+        per_class_split (`str`, *optional*): Split the per-class report was computed on.
+        confusion_matrix_image / training_curves_image (`str`, *optional*): PNG paths relative to the README.
+        command (`str`, *optional*): Exact launch command. Secrets are redacted when rendering.
+        config_yaml (`str`, *optional*): Resolved YAML config. Secrets are redacted when rendering.
+        versions (`dict[str, str]`, *optional*): Framework versions; defaults to [`collect_versions`].
+        license (`str`, *optional*): Written only if the existing card has no license.
+        tags (`list[str]`, *optional*): Extra tags; recipe, task and `"hftransfer"` are always added.
+
+    Example:
+
+    ```py
+    >>> from hftransfer.hub.card import CardInfo, render_model_card
+    >>> info = CardInfo(model_name="lite0-flowers", base_model="timm/efficientnet_lite0.ra_in1k",
+    ...                 task="image-classification", recipe="lora", eval_results={"validation": {"accuracy": 0.9}})
+    >>> render_model_card(info).data.library_name
+    'hftransfer'
+    ```
+    """
+
+    model_name: str
+    base_model: str
+    task: Literal["image-classification", "text-classification"]
+    recipe: str
+    repo_id: str | None = None
+    base_model_revision: str | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    trainable_params: int | None = None
+    all_params: int | None = None
+    datasets: list[DatasetInfo] = field(default_factory=list)
+    eval_results: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_class_report: dict[str, Any] | None = None
+    per_class_split: str | None = None
+    confusion_matrix_image: str | None = None
+    training_curves_image: str | None = None
+    command: str | None = None
+    config_yaml: str | None = None
+    versions: dict[str, str] = field(default_factory=collect_versions)
+    license: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"`task` must be one of {TASKS}, got {self.task!r}.")
+        if not self.model_name:
+            raise ValueError("`model_name` must be a non-empty string; it names the model in `model-index`.")
+        self.datasets = [DatasetInfo(**d) if isinstance(d, Mapping) else d for d in self.datasets]
+
+
+def default_template_path() -> Path:
+    """The packaged template (installed wheels), else `model_cards/hftransfer_model_card.md` of a source checkout."""
+    for path in (_PACKAGED_TEMPLATE, _REPO_TEMPLATE):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"No model card template at {_PACKAGED_TEMPLATE} or {_REPO_TEMPLATE}. Reinstall hftransfer or pass "
+        "`template_path`."
+    )
+
+
+def _hub_base_model(base_model: str) -> str | None:
+    name = base_model.removeprefix("hf-hub:")
+    return name if _HUB_ID_RE.match(name) else None
+
+
+def _generated_tags(info: CardInfo) -> list[str]:
+    return list(dict.fromkeys([info.recipe, info.task, "hftransfer", *info.tags]))
+
+
+def _dataset_for_split(info: CardInfo, split: str) -> DatasetInfo:
+    for dataset in info.datasets:
+        if split in dataset.num_samples:
+            return dataset
+    return info.datasets[0] if info.datasets else DatasetInfo(name="custom", kind="arrays")
+
+
+def _eval_results(info: CardInfo) -> list[EvalResult]:
+    results = []
+    for split, metrics in info.eval_results.items():
+        dataset = _dataset_for_split(info, split)
+        hub = dataset.kind == "hub"
+        for metric, value in metrics.items():
+            value = float(value)
+            if not math.isfinite(value):  # the Hub rejects NaN/inf in model-index; the body table still shows them
+                continue
+            results.append(
+                EvalResult(
+                    task_type=info.task,
+                    dataset_type=dataset.name if hub else dataset.kind,
+                    dataset_name=dataset.name,
+                    dataset_split=split,
+                    dataset_config=dataset.config if hub else None,
+                    dataset_revision=dataset.revision if hub else None,
+                    metric_type=metric,
+                    metric_name=metric,
+                    metric_value=value,
+                )
+            )
+    return results
+
+
+def build_card_data(info: CardInfo) -> ModelCardData:
+    """The card metadata: `library_name`, `base_model`, tags, datasets, metrics and a `model-index` of every result."""
+    metric_names = list(dict.fromkeys(name for metrics in info.eval_results.values() for name in metrics))
+    return ModelCardData(
+        library_name="hftransfer",
+        base_model=_hub_base_model(info.base_model),
+        license=info.license,
+        pipeline_tag=info.task,
+        tags=_generated_tags(info),
+        datasets=list(dict.fromkeys(dataset.name for dataset in info.datasets)) or None,
+        metrics=metric_names or None,
+        eval_results=_eval_results(info) or None,
+        model_name=info.model_name,
+    )
+
+
+def _cell(value: Any, metric: bool) -> str:
+    if metric and isinstance(value, float) and math.isfinite(value):
+        value = f"{value:.4f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(headers: list[str], rows: list[list[Any]], metric: bool = False) -> str:
+    """Markdown table; `metric=True` prints floats with 4 decimals and right-aligns the value columns."""
+    align = ["--:" if metric else ":--"] * (len(headers) - 1)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join([":--", *align]) + "|"]
+    lines += ["| " + " | ".join(_cell(value, metric) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = REDACTED if _is_secret_key(name) and value else value
+    return flat
+
+
+def _fence(text: str) -> str:
+    # A fence longer than any backtick run inside keeps a config containing ``` from closing the block early.
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _results_table(eval_results: dict[str, dict[str, float]]) -> str:
+    if not eval_results:
+        return ""
+    splits = list(eval_results)
+    metrics = list(dict.fromkeys(name for values in eval_results.values() for name in values))
+    rows = [[name] + [eval_results[split].get(name, "–") for split in splits] for name in metrics]
+    return _table(["Metric", *splits], rows, metric=True)
+
+
+def _datasets_markdown(datasets: list[DatasetInfo], max_labels: int = 50) -> str:
+    blocks = []
+    for dataset in datasets:
+        if dataset.kind == "hub":
+            title = f"- [`{dataset.name}`](https://huggingface.co/datasets/{dataset.name}) (Hub dataset"
+            title += f", config `{dataset.config}`" if dataset.config else ""
+            title += f", revision `{dataset.revision}`" if dataset.revision else ""
+            title += ")"
+        else:
+            # Only the basename: full local paths leak user names and mean nothing to readers of the card.
+            source = f" from `{Path(dataset.path).name}`" if dataset.path else ""
+            title = f"- `{dataset.name}`: local {dataset.kind} data{source}"
+        lines = [title]
+        if dataset.num_samples:
+            splits = ", ".join(f"{split}: {count:,}" for split, count in dataset.num_samples.items())
+            lines.append(f"  - samples per split: {splits}")
+        if dataset.label_names:
+            shown = ", ".join(f"`{name}`" for name in dataset.label_names[:max_labels])
+            more = f" and {len(dataset.label_names) - max_labels} more" if len(dataset.label_names) > max_labels else ""
+            lines.append(f"  - {len(dataset.label_names)} labels: {shown}{more}")
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
+
+
+def _params_line(info: CardInfo) -> str:
+    if info.trainable_params is None or info.all_params is None:
+        return ""
+    percent = 100 * info.trainable_params / info.all_params if info.all_params else 0.0
+    return f"trainable params: {info.trainable_params:,} || all params: {info.all_params:,} || trainable%: {percent:.4f}"
+
+
+def _template_kwargs(info: CardInfo) -> dict[str, Any]:
+    from hftransfer.metrics.classification import format_report_markdown
+
+    hub_id = _hub_base_model(info.base_model)
+    command = redact_secrets(info.command.strip()) if info.command else ""
+    config_yaml = redact_secrets(info.config_yaml.strip()) if info.config_yaml else ""
+    num_labels = next((len(d.label_names) for d in info.datasets if d.label_names), 0)
+    hyperparameters = _flatten(info.hyperparameters)
+    return {
+        "model_name": info.model_name,
+        "repo_id": info.repo_id or info.model_name,
+        "base_model_link": f"[`{hub_id}`](https://huggingface.co/{hub_id})" if hub_id else f"`{info.base_model}`",
+        "base_model_revision": info.base_model_revision,
+        "recipe": info.recipe,
+        "task_title": info.task.replace("-", " "),
+        "num_labels": num_labels,
+        "generated_tags": _generated_tags(info),
+        "results_table": _results_table(info.eval_results),
+        "per_class_table": format_report_markdown(info.per_class_report) if info.per_class_report else "",
+        "per_class_split": info.per_class_split,
+        "confusion_matrix_image": info.confusion_matrix_image,
+        "training_curves_image": info.training_curves_image,
+        "params_line": _params_line(info),
+        "hyperparameters_table": _table(["Hyperparameter", "Value"], [[k, v] for k, v in hyperparameters.items()])
+        if hyperparameters
+        else "",
+        "datasets_markdown": _datasets_markdown(info.datasets),
+        "predict_example": '["path/to/image.jpg"]' if info.task == "image-classification" else '["I loved it!"]',
+        "command": command,
+        "command_fence": _fence(command),
+        "config_yaml": config_yaml,
+        "config_fence": _fence(config_yaml),
+        "versions_table": _table(["Library", "Version"], [[k, v] for k, v in info.versions.items()])
+        if info.versions
+        else "",
+    }
+
+
+def _sections(text: str, where: str) -> dict[str, str]:
+    """`{name: whole marked block}`; raises on unbalanced or repeated markers so nothing is silently dropped."""
+    stack: list[str] = []
+    for match in _MARKER_RE.finditer(text):
+        if match["kind"] == "begin":
+            if stack:
+                raise ValueError(f"{where}: section '{match['name']}' begins inside section '{stack[-1]}'.")
+            stack.append(match["name"])
+        elif not stack or stack.pop() != match["name"]:
+            raise ValueError(f"{where}: '<!-- hftransfer:end {match['name']} -->' has no matching begin marker.")
+    if stack:
+        raise ValueError(
+            f"{where}: section '{stack[-1]}' has no '<!-- hftransfer:end {stack[-1]} -->' marker. Restore the end "
+            "marker, or delete both markers to stop hftransfer from managing that section."
+        )
+    sections: dict[str, str] = {}
+    for match in _SECTION_RE.finditer(text):
+        if match["name"] in sections:
+            raise ValueError(f"{where}: section '{match['name']}' appears twice. Delete one copy, markers included.")
+        sections[match["name"]] = match[0]
+    return sections
+
+
+def _merge(existing: str, fresh: ModelCard, info: CardInfo) -> ModelCard:
+    old = ModelCard(existing, ignore_metadata_errors=True)
+    old_meta = old.data.to_dict()
+    new_meta = fresh.data.to_dict()
+
+    # Tags: drop the ones the previous render generated (recorded in the header), keep the user's own.
+    previous = _TAGS_RE.search(old.text)
+    previous_generated = set(previous["tags"].split(",")) if previous else set()
+    generated = new_meta.get("tags", [])
+    user_tags = [tag for tag in old_meta.get("tags") or [] if tag not in previous_generated and tag not in generated]
+
+    merged = {key: value for key, value in old_meta.items() if key not in OWNED_METADATA_KEYS}
+    for key in OWNED_METADATA_KEYS:
+        if key in new_meta:
+            merged[key] = new_meta[key]
+    merged["tags"] = generated + user_tags
+    for key in DEFAULT_METADATA_KEYS:
+        if key not in merged and key in new_meta:
+            merged[key] = new_meta[key]
+    data = ModelCardData(ignore_metadata_errors=True, **merged)
+
+    new_sections = _sections(fresh.text, "rendered template")
+    old_sections = _sections(old.text, "existing card")
+    if old_sections:
+        # Only blocks still marked in the existing card are regenerated: deleting a block's markers opts it out.
+        body = _SECTION_RE.sub(lambda m: new_sections.get(m["name"], m[0]), old.text)
+    else:
+        user_text = old.text.strip("\n")
+        body = (f"{user_text}\n\n" if user_text else "\n") + "\n\n".join(new_sections.values()) + "\n"
+    yaml_block = data.to_yaml(original_order=list(old_meta))
+    return ModelCard(f"---\n{yaml_block}\n---\n{body}", ignore_metadata_errors=True)
+
+
+def render_model_card(
+    info: CardInfo, existing: str | None = None, template_path: str | Path | None = None
+) -> ModelCard:
+    """Render the model card, or update `existing` README text in place.
+
+    With `existing`, only the text between hftransfer markers and the metadata keys in `OWNED_METADATA_KEYS` are
+    regenerated (tags: only those hftransfer added); the user's text, metadata keys (license, language, ...) and own
+    tags stay as they are. A card without any hftransfer marker gets the generated sections appended.
+
+    Args:
+        info ([`CardInfo`]): What to show.
+        existing (`str`, *optional*): Current README.md content.
+        template_path (`str` or `Path`, *optional*): A custom Jinja template; defaults to [`default_template_path`].
+
+    Returns:
+        `huggingface_hub.ModelCard`: Save it with `card.save("README.md")`.
+    """
+    template = Path(template_path) if template_path else default_template_path()
+    rendered = ModelCard.from_template(build_card_data(info), template_path=str(template), **_template_kwargs(info))
+    # Last line of defence: nothing generated may carry a token, whatever field it came in through.
+    fresh = ModelCard(redact_secrets(rendered.content).rstrip("\n") + "\n")
+    return fresh if existing is None else _merge(existing, fresh, info)
+
+
+def write_model_card(info: CardInfo, folder: str | Path, template_path: str | Path | None = None) -> Path:
+    """Render into `folder/README.md`, updating (not overwriting) a README that is already there."""
+    path = Path(folder) / "README.md"
+    existing = path.read_text(encoding="utf-8") if path.is_file() else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    render_model_card(info, existing=existing, template_path=template_path).save(path)
+    return path

@@ -1,0 +1,143 @@
+"""Download repos from the hub the safe way: safetensors only, fail fast offline, record the exact revision."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from hftransfer.errors import ModelNameError, OfflineError, UnsafeCheckpointError
+from hftransfer.utils.io import PICKLE_SUFFIXES, pickle_refusal_message
+
+
+# Files a backbone or an hftransfer model needs; weights are filtered separately (safetensors first).
+_META_PATTERNS = ["*.json", "*.txt", "*.model", "*.md", "*.yaml", "*.png", "merges.txt", "vocab.*", "*.tiktoken"]
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class FetchedRepo:
+    """A local snapshot of a hub repo."""
+
+    repo_id: str
+    local_dir: Path
+    revision: str | None  # the exact commit id the snapshot came from (None when unknown)
+
+
+def hub_offline_forced() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+@functools.lru_cache(maxsize=8)
+def _endpoint_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    parsed = urlparse(endpoint)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_reachable() -> bool:
+    """True when the hub endpoint accepts a TCP connection (checked once per process).
+
+    huggingface_hub retries a failing request for ~25 s; probing once lets an offline user get an answer in seconds.
+    """
+    if hub_offline_forced():
+        return False
+    from huggingface_hub import constants
+
+    return _endpoint_reachable(constants.ENDPOINT)
+
+
+def _commit_from_snapshot_path(path: Path) -> str | None:
+    parts = Path(path).parts
+    if "snapshots" in parts:
+        candidate = parts[parts.index("snapshots") + 1]
+        if _COMMIT_RE.fullmatch(candidate):
+            return candidate
+    return None
+
+
+def fetch_file(repo_id: str, filename: str, revision: str | None = None, token: str | bool | None = None) -> Path:
+    """Download (or read from cache) one file; fail in seconds with :class:`OfflineError` when unreachable."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    online = hub_reachable()
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, token=token, local_files_only=not online))
+    except RepositoryNotFoundError as err:
+        raise ModelNameError(f"Repository {repo_id!r} was not found on the hub ({_endpoint()}).") from err
+    except RevisionNotFoundError as err:
+        raise ModelNameError(f"revision={revision!r} does not exist in repository {repo_id!r}.") from err
+    except EntryNotFoundError:
+        raise
+    except Exception as err:  # LocalEntryNotFoundError and connection errors
+        if not online:
+            raise OfflineError(_offline_message(repo_id)) from err
+        raise
+
+
+def fetch_snapshot(
+    repo_id: str,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    allow_pickle: bool = False,
+) -> FetchedRepo:
+    """Download the metadata and safetensors weights of a repo (pickle weights only with ``allow_pickle``)."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    online = hub_reachable()
+    patterns = list(_META_PATTERNS) + ["*.safetensors"]
+    if online:
+        try:
+            info = HfApi().model_info(repo_id, revision=revision, token=token, files_metadata=False)
+        except RepositoryNotFoundError as err:
+            raise ModelNameError(
+                f"Repository {repo_id!r} was not found on the hub ({_endpoint()}). Check the name, or pass a token "
+                "for a private repo."
+            ) from err
+        except RevisionNotFoundError as err:
+            raise ModelNameError(f"revision={revision!r} does not exist in repository {repo_id!r}.") from err
+        files = [s.rfilename for s in (info.siblings or [])]
+        has_safetensors = any(f.endswith(".safetensors") for f in files)
+        has_pickle = any(f.endswith(PICKLE_SUFFIXES) for f in files)
+        if has_pickle and not has_safetensors:
+            if not allow_pickle:
+                raise UnsafeCheckpointError(pickle_refusal_message(f"{repo_id}@{revision or 'main'}"))
+            patterns += [f"*{suffix}" for suffix in PICKLE_SUFFIXES]
+        revision = info.sha or revision
+    try:
+        local = snapshot_download(
+            repo_id, revision=revision, allow_patterns=patterns, token=token, local_files_only=not online
+        )
+    except Exception as err:
+        if not online:
+            raise OfflineError(_offline_message(repo_id)) from err
+        raise
+    local_path = Path(local)
+    return FetchedRepo(repo_id=repo_id, local_dir=local_path, revision=_commit_from_snapshot_path(local_path) or revision)
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _offline_message(repo_id: str) -> str:
+    why = "HF_HUB_OFFLINE is set" if hub_offline_forced() else f"the hub ({_endpoint()}) cannot be reached"
+    return (
+        f"Cannot load {repo_id!r}: {why} and it is not in the local cache ({os.environ.get('HF_HUB_CACHE', '~/.cache/huggingface/hub')}). "
+        "Download it once while online, point to a local folder, or use a packaged offline backbone "
+        "('packaged:efficientnet_lite0', 'packaged:all-MiniLM-L6-v2')."
+    )

@@ -1,0 +1,69 @@
+"""What a transfer method is: a config dataclass plus a class that reshapes and freezes an ``AutoTransfer``.
+
+Adding a method = one module with a config and a ``TransferMethod`` subclass, registered with
+``@register_method("name", ConfigClass)``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from torch import nn
+
+
+if TYPE_CHECKING:
+    from hftransfer.modeling import AutoTransfer
+
+
+@dataclass
+class MethodConfig:
+    """Base for method configs: plain dataclasses saved as JSON inside hftransfer_config.json."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> MethodConfig:
+        data = dict(data or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"Unknown option(s) {unknown} for {cls.__name__}; valid options: {sorted(names)}.")
+        return cls(**data)
+
+
+class TransferMethod(abc.ABC):
+    """Reshapes a model for one way of transferring (adds adapter modules, freezes parts).
+
+    Subclasses implement :meth:`apply` and :meth:`is_trained_parameter`. ``saves_full_weights`` False means a saved
+    model stores only the parameters this method trains (plus the head) and a reference to the base backbone.
+    """
+
+    name: ClassVar[str]
+    saves_full_weights: ClassVar[bool] = True
+    trains_backbone: ClassVar[bool] = True  # False: backbone outputs never change (features can be cached)
+
+    def __init__(self, config: MethodConfig):
+        self.config = config
+
+    @abc.abstractmethod
+    def apply(self, model: AutoTransfer) -> None:
+        """Change the model's structure (if needed) and set ``requires_grad`` for this method."""
+
+    @abc.abstractmethod
+    def is_trained_parameter(self, name: str) -> bool:
+        """Whether the parameter called ``name`` (in ``model.named_parameters()``) is trained by this method."""
+
+    def set_trainable(self, model: nn.Module) -> None:
+        for name, param in model.named_parameters():
+            param.requires_grad_(self.is_trained_parameter(name))
+
+    def merge(self, model: AutoTransfer) -> bool:
+        """Fold added modules into the backbone weights. Returns True when something was merged."""
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "config": self.config.to_dict()}

@@ -1,0 +1,28 @@
+"""``linear_probe``: the backbone is frozen, only the head trains (features can be cached)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hftransfer.methods.base import MethodConfig, TransferMethod
+from hftransfer.methods.registry import register_method
+
+
+@dataclass
+class LinearProbeConfig(MethodConfig):
+    cache_features: bool = True  # compute backbone features once and reuse them every epoch
+    cache_dir: str | None = None  # None: keep the cache in memory; a folder: memory-map it from disk
+
+
+@register_method("linear_probe", LinearProbeConfig)
+class LinearProbe(TransferMethod):
+    """Linear probing: frozen backbone (eval mode), trainable head."""
+
+    saves_full_weights = False
+    trains_backbone = False
+
+    def apply(self, model) -> None:
+        self.set_trainable(model)
+
+    def is_trained_parameter(self, name: str) -> bool:
+        return name.startswith("head.")

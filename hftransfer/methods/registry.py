@@ -1,0 +1,48 @@
+"""The method registry: name -> (config class, method class)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hftransfer.methods.base import MethodConfig, TransferMethod
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    name: str
+    config_cls: type[MethodConfig]
+    method_cls: type[TransferMethod]
+    description: str
+
+
+METHODS: dict[str, MethodEntry] = {}
+
+
+def register_method(name: str, config_cls: type[MethodConfig]):
+    """Class decorator: ``@register_method("lora", LoraMethodConfig)``."""
+
+    def wrap(method_cls: type[TransferMethod]) -> type[TransferMethod]:
+        if name != name.lower() or not name.isidentifier():
+            raise ValueError(f"Method name {name!r} must be a lowercase identifier.")
+        if name in METHODS:
+            raise ValueError(f"Method {name!r} is already registered by {METHODS[name].method_cls.__module__}.")
+        method_cls.name = name
+        doc = (method_cls.__doc__ or "").strip().splitlines()
+        METHODS[name] = MethodEntry(name, config_cls, method_cls, doc[0] if doc else "")
+        return method_cls
+
+    return wrap
+
+
+def list_methods() -> list[str]:
+    return sorted(METHODS)
+
+
+def get_method(name: str, config: dict[str, Any] | MethodConfig | None = None) -> TransferMethod:
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}. Valid methods: {', '.join(list_methods())}.")
+    entry = METHODS[name]
+    if not isinstance(config, MethodConfig):
+        config = entry.config_cls.from_dict(config)
+    return entry.method_cls(config)
