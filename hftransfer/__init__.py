@@ -4,6 +4,17 @@ from hftransfer._version import __version__
 from hftransfer.backbones import list_packaged
 from hftransfer.methods import list_methods
 from hftransfer.modeling import AutoTransfer, TransferOutput
+from hftransfer.recipes import list_recipes
 
 
-__all__ = ["AutoTransfer", "TransferOutput", "__version__", "list_methods", "list_packaged"]
+def __getattr__(name: str):
+    # The training stack (accelerate, datasets, evaluate) loads only when used.
+    if name in ("train", "TrainConfig", "TransferTrainer", "TrainResult", "Callback"):
+        import hftransfer.training as training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'hftransfer' has no attribute {name!r}")
+
+
+__all__ = ["AutoTransfer", "Callback", "TrainConfig", "TrainResult", "TransferOutput", "TransferTrainer",
+           "__version__", "list_methods", "list_packaged", "list_recipes", "train"]

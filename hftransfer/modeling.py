@@ -298,10 +298,13 @@ class AutoTransfer(nn.Module):
         return {"trainable_params": trainable, "all_params": total,
                 "trainable_percent": round(100.0 * trainable / max(total, 1), 4)}
 
-    def print_trainable_parameters(self) -> str:
+    def trainable_parameters_line(self) -> str:
         s = self.trainable_summary()
-        line = (f"trainable params: {s['trainable_params']:,} || all params: {s['all_params']:,} || "
+        return (f"trainable params: {s['trainable_params']:,} || all params: {s['all_params']:,} || "
                 f"trainable%: {s['trainable_percent']:.4f}")
+
+    def print_trainable_parameters(self) -> str:
+        line = self.trainable_parameters_line()
         print(line)
         return line
 

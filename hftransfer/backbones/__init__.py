@@ -17,6 +17,8 @@ from hftransfer.backbones.packaged import list_packaged, load_packaged, register
 from hftransfer.backbones.resolve import ResolvedName, classify_folder, resolve_name
 from hftransfer.backbones.timm_backbone import TimmBackbone, pretrained_hub_id
 from hftransfer.backbones.transformers_backbone import TransformersBackbone
+from hftransfer.errors import UnsafeCheckpointError
+from hftransfer.utils.io import find_weight_files, pickle_refusal_message
 
 
 BACKBONE_FAMILIES: dict[str, type[Backbone]] = {"timm": TimmBackbone, "transformers": TransformersBackbone}
@@ -46,7 +48,7 @@ def load_backbone(
             return TimmBackbone.from_architecture_name(resolved.location, spec, model_args)
         hub_id = pretrained_hub_id(resolved.location) if resolved.source == "architecture" else resolved.location
         if resolved.source == "local":
-            folder, commit = Path(resolved.location), None
+            folder, commit = _checked_local_folder(resolved.location, allow_pickle), None
         else:
             fetched = fetch_snapshot(hub_id, revision=revision, token=token, allow_pickle=allow_pickle)
             folder, commit = fetched.local_dir, fetched.revision
@@ -55,7 +57,7 @@ def load_backbone(
         return TimmBackbone.from_local_dir(folder, spec, model_args)
     if resolved.kind == "transformers":
         if resolved.source == "local":
-            folder, commit = Path(resolved.location), None
+            folder, commit = _checked_local_folder(resolved.location, allow_pickle), None
         else:
             fetched = fetch_snapshot(resolved.location, revision=revision, token=token, allow_pickle=allow_pickle)
             folder, commit = fetched.local_dir, fetched.revision
@@ -66,6 +68,15 @@ def load_backbone(
                                                    trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                                                    max_length=max_length)
     raise ValueError(f"resolved.kind={resolved.kind!r} is not a backbone kind ({sorted(BACKBONE_FAMILIES)}).")
+
+
+def _checked_local_folder(location: str, allow_pickle: bool) -> Path:
+    """A local backbone folder must carry safetensors weights unless pickle is explicitly allowed."""
+    folder = Path(location)
+    safetensors, pickles = find_weight_files(folder)
+    if pickles and not safetensors and not allow_pickle:
+        raise UnsafeCheckpointError(pickle_refusal_message(folder))
+    return folder
 
 
 def _display_name(resolved: ResolvedName, hub_id: str) -> str:

@@ -93,5 +93,6 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
         return names
 
 
-# Numbered containers used by timm and transformers: blocks.3, layer.3, layers.3, stages.2, encoder.layer.5 ...
-_BLOCK_RE = re.compile(r"^(?:.*?\.)?(?:blocks|layer|layers|stages|encoder\.layer|_blocks)\.\d+(?:\.blocks\.\d+)?")
+# Numbered containers used by timm and transformers: blocks.3, layer1.0, layers.3, stages.2, encoder.layer.5 ...
+BLOCK_PATTERN = r"(?:^|\.)(?:blocks|layers?\d*|stages|_blocks)\.\d+"
+_BLOCK_RE = re.compile(r"^(?:.*?)" + BLOCK_PATTERN)

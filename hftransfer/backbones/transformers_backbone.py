@@ -104,7 +104,13 @@ class TransformersBackbone(Backbone):
         from transformers import AutoConfig, AutoModel
 
         config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
-        modality = modality or modality_of_config(config)
+        native = modality_of_config(config)
+        if modality is not None and native is not None and modality != native:
+            raise ConfigurationError(
+                f"task={modality}-classification cannot be done by {spec.name!r}: it is a {native} backbone "
+                f"(model_type {config.model_type!r}). Pick a {modality} backbone or drop the task argument."
+            )
+        modality = modality or native
         if modality is None:
             raise ConfigurationError(
                 f"The transformers model_type {config.model_type!r} at {spec.name!r} is neither an image nor a text "

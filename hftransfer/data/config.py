@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -50,7 +51,9 @@ class DataConfig:
     text_column: str | list[str] = field(default="text", metadata={"help": "Text column (or two for pairs)."})
     label_column: str = field(default="label", metadata={"help": "Label column of tabular/hub data."})
     image_column: str = field(default="image", metadata={"help": "Image column of hub data."})
-    label_names: list[str] | None = field(default=None, metadata={"help": "Names for integer labels 0..K-1."})
+    label_names: list[str] | None = field(
+        default=None, metadata={"help": "Names of integer labels 0..K-1, or the class order of an image folder."}
+    )
     validation_split: float = field(default=0.15, metadata={"help": "Held-out fraction when there is no val split."})
     train_split: str = field(default="train", metadata={"help": "Hub split used for training."})
     validation_split_name: str | None = field(
@@ -77,7 +80,7 @@ class DataConfig:
             )
         for key in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
                 raise DataError(f"{key}={value!r} must be a positive integer or None (no cap).")
         columns = [self.text_column] if isinstance(self.text_column, str) else list(self.text_column)
         if not 1 <= len(columns) <= 2 or not all(isinstance(c, str) and c for c in columns):

@@ -98,7 +98,9 @@ def encode_image_arrays(x: Any, key: str = "x") -> list[dict[str, Any]]:
     if array.ndim == 4 and array.shape[-1] == 1:
         array = array[..., 0]
     if not (array.ndim == 3 or (array.ndim == 4 and array.shape[-1] in (3, 4))):
-        hint = " (channels first? pass x.transpose(0, 2, 3, 1))" if array.ndim == 4 and array.shape[1] in (1, 3) else ""
+        hint = (
+            " (channels first? pass x.transpose(0, 2, 3, 1))" if array.ndim == 4 and array.shape[1] in (1, 3) else ""
+        )
         raise DataError(
             f"{key} has shape {array.shape}; images must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4{hint}."
         )
@@ -114,7 +116,9 @@ def encode_image_arrays(x: Any, key: str = "x") -> list[dict[str, Any]]:
         array = np.rint(array * 255.0).astype(np.uint8)
     elif array.dtype.kind in "iub":
         if array.size and (array.min() < 0 or array.max() > 255):
-            raise DataError(f"{key} holds integers in [{array.min()}, {array.max()}]; integer pixels must lie in 0..255.")
+            raise DataError(
+                f"{key} holds integers in [{array.min()}, {array.max()}]; integer pixels must lie in 0..255."
+            )
         array = array.astype(np.uint8, copy=False)
     else:
         raise DataError(f"{key} has dtype {array.dtype}; pass uint8 pixels or floats in [0, 1].")

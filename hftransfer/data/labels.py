@@ -14,7 +14,7 @@ from .errors import DataError
 def missing_labels(values: Any) -> np.ndarray:
     """Boolean mask of missing labels: None/NaN and empty or blank strings."""
     series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype=object))
-    missing = series.isna().to_numpy(dtype=bool)
+    missing = np.array(series.isna(), dtype=bool)
     if series.dtype == object or pd.api.types.is_string_dtype(series.dtype):
         missing |= series.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
     return missing
@@ -53,7 +53,9 @@ def encode_labels(
     if names is not None:
         names = [str(n) for n in names]
         train_ids = _ids_from_names(normalise_labels(train, key), names, "train")
-        val_ids = None if validation is None else _ids_from_names(normalise_labels(validation, key), names, "validation")
+        val_ids = (
+            None if validation is None else _ids_from_names(normalise_labels(validation, key), names, "validation")
+        )
         return names, train_ids, val_ids
     train_values = normalise_labels(train, key)
     if len(train_values) == 0:
@@ -66,8 +68,8 @@ def encode_labels(
         val_ids, unknown = _lookup(val_values, names)
         if unknown:
             raise DataError(
-                f"validation label(s) {unknown[:5]} do not occur in the training labels {names[:20]}; every validation "
-                "class needs training examples. Fix those labels or add training rows for them."
+                f"validation label(s) {unknown[:5]} do not occur in the training labels {names[:20]}; every "
+                "validation class needs training examples. Fix those labels or add training rows for them."
             )
     return names, train_ids.astype(np.int64), val_ids
 
@@ -83,7 +85,9 @@ def _ids_from_names(values: np.ndarray, names: list[str], split: str) -> np.ndar
         return values
     ids, unknown = _lookup(values, names)
     if unknown:
-        raise DataError(f"{split} label(s) {unknown[:5]} are not among label_names {names[:20]}; add them or fix the data.")
+        raise DataError(
+            f"{split} label(s) {unknown[:5]} are not among label_names {names[:20]}; add them or fix the data."
+        )
     return ids
 
 

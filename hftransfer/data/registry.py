@@ -100,5 +100,6 @@ def _folder_format(path: Path) -> str:
         return formats.pop()
     raise DataError(
         f"cannot tell the format of folder {str(path)!r}: it holds no class sub-folders and "
-        f"{'table files of several formats' if formats else 'no table files'}. Set format=... (and train=/validation=)."
+        f"{'table files of several formats' if formats else 'no table files'}. Set format=... (and train=, "
+        "validation=)."
     )

@@ -68,7 +68,9 @@ def read_table(path: Path, format: str) -> pd.DataFrame:
     except DataError:
         raise
     except (ValueError, OSError, UnicodeDecodeError) as err:  # pandas ParserError and JSONDecodeError are ValueErrors
-        raise DataError(f"could not read {path} as {format}: {err}. Set format=... if the file is another format.")
+        raise DataError(
+            f"could not read {path} as {format}: {err}. Set format=... if the file is another format."
+        ) from err
 
 
 def text_features(label_names: Sequence[str], pair: bool = False) -> datasets.Features:
@@ -88,12 +90,12 @@ def text_dataset(texts: Sequence[list[str]], label_ids: np.ndarray, label_names:
     )
 
 
-def check_columns(frame: pd.DataFrame, required: dict[str, str], where: str) -> None:
+def check_columns(available: Sequence[str], required: dict[str, str], where: str) -> None:
     """Raise if a configured column is absent; `required` maps column -> the DataConfig key that named it."""
     for column, key in required.items():
-        if column not in frame.columns:
+        if column not in available:
             raise DataError(
-                f"{key}={column!r} is not a column of {where}; available columns: {[str(c) for c in frame.columns]}. "
+                f"{key}={column!r} is not a column of {where}; available columns: {[str(c) for c in available]}. "
                 f"Set {key}=... in DataConfig."
             )
 
@@ -101,8 +103,9 @@ def check_columns(frame: pd.DataFrame, required: dict[str, str], where: str) -> 
 def clean_text_frame(
     frame: pd.DataFrame, text_columns: Sequence[str], label_column: str, split: str, where: str
 ) -> tuple[list[list[str]], pd.Series, list[SkippedItem]]:
-    """Drop rows with empty/missing text or a missing label (vectorised): returns texts, labels and what was dropped."""
-    check_columns(frame, {**{c: "text_column" for c in text_columns}, label_column: "label_column"}, where)
+    """Drop rows with empty/missing text or a missing label (vectorised); return texts, labels and the dropped rows."""
+    required = {**{c: "text_column" for c in text_columns}, label_column: "label_column"}
+    check_columns(list(frame.columns), required, where)
     reasons = pd.Series("", index=frame.index, dtype=object)
     for column in text_columns:
         values = frame[column]

@@ -2,8 +2,8 @@
 """Model cards: `model-index` metadata from any metric, and re-rendering that keeps the user's edits.
 
 The card body is a Jinja template (`model_cards/hftransfer_model_card.md`). Generated parts sit between
-`<!-- hftransfer:begin NAME -->` and `<!-- hftransfer:end NAME -->`; re-rendering an existing README replaces only those
-parts and the metadata keys hftransfer owns (see `OWNED_METADATA_KEYS`).
+`<!-- hftransfer:begin NAME -->` and `<!-- hftransfer:end NAME -->`; re-rendering an existing README replaces only
+those parts and the metadata keys hftransfer owns (see `OWNED_METADATA_KEYS`).
 """
 
 from __future__ import annotations
@@ -66,13 +66,15 @@ _SECRET_KEYS = (
     "api_key",
 )
 _SECRET_KEY_PATTERN = "|".join(key.replace("_", "[_-]") for key in sorted(_SECRET_KEYS, key=len, reverse=True))
-# `token=abc`, `hub.token: abc`, `--hub-token=abc` (keys match exactly, so `pad_token` is left alone) ...
+# `token=abc`, `hub.token: abc`, `"token": "abc"`, `--hub-token=abc` (keys match exactly, so `pad_token` is left alone) ...
 _SECRET_ASSIGN_RE = re.compile(
-    rf"(?i)(?<![\w-])(?P<key>(?:[\w-]+\.)*-{{0,2}}(?:{_SECRET_KEY_PATTERN}))(?P<sep>\s*[:=]\s*)"
+    rf"(?i)(?<![\w-])(?P<key>(?:[\w-]+\.)*-{{0,2}}(?:{_SECRET_KEY_PATTERN})['\"]?)(?P<sep>\s*[:=]\s*)"
     r"(?P<quote>['\"]?)(?P<value>[^\s'\",}\]]+)(?P=quote)"
 )
 # ... and `--token abc` on a command line.
-_SECRET_FLAG_RE = re.compile(rf"(?i)(?<![\w-])(?P<key>--(?:{_SECRET_KEY_PATTERN}))(?P<sep>\s+)(?P<value>[^\s'\"-][^\s'\"]*)")
+_SECRET_FLAG_RE = re.compile(
+    rf"(?i)(?<![\w-])(?P<key>--(?:{_SECRET_KEY_PATTERN}))(?P<sep>\s+)(?P<value>[^\s'\"-][^\s'\"]*)"
+)
 _NOT_SECRET_VALUES = {"null", "none", "~", "true", "false", REDACTED}
 
 
@@ -327,7 +329,8 @@ def _datasets_markdown(datasets: list[DatasetInfo], max_labels: int = 50) -> str
             lines.append(f"  - samples per split: {splits}")
         if dataset.label_names:
             shown = ", ".join(f"`{name}`" for name in dataset.label_names[:max_labels])
-            more = f" and {len(dataset.label_names) - max_labels} more" if len(dataset.label_names) > max_labels else ""
+            hidden = len(dataset.label_names) - max_labels
+            more = f" and {hidden} more" if hidden > 0 else ""
             lines.append(f"  - {len(dataset.label_names)} labels: {shown}{more}")
         blocks.append("\n".join(lines))
     return "\n".join(blocks)
@@ -337,7 +340,10 @@ def _params_line(info: CardInfo) -> str:
     if info.trainable_params is None or info.all_params is None:
         return ""
     percent = 100 * info.trainable_params / info.all_params if info.all_params else 0.0
-    return f"trainable params: {info.trainable_params:,} || all params: {info.all_params:,} || trainable%: {percent:.4f}"
+    # Same wording as peft's print_trainable_parameters, so the card matches what training printed.
+    return (
+        f"trainable params: {info.trainable_params:,} || all params: {info.all_params:,} || trainable%: {percent:.4f}"
+    )
 
 
 def _template_kwargs(info: CardInfo) -> dict[str, Any]:
@@ -367,7 +373,10 @@ def _template_kwargs(info: CardInfo) -> dict[str, Any]:
         if hyperparameters
         else "",
         "datasets_markdown": _datasets_markdown(info.datasets),
-        "predict_example": '["path/to/image.jpg"]' if info.task == "image-classification" else '["I loved it!"]',
+        "image_task": info.task == "image-classification",
+        "predict_example": '[Image.open("example.jpg").convert("RGB")], top_k=3'
+        if info.task == "image-classification"
+        else '["I loved it!"], top_k=2',
         "command": command,
         "command_fence": _fence(command),
         "config_yaml": config_yaml,
@@ -380,19 +389,22 @@ def _template_kwargs(info: CardInfo) -> dict[str, Any]:
 
 def _sections(text: str, where: str) -> dict[str, str]:
     """`{name: whole marked block}`; raises on unbalanced or repeated markers so nothing is silently dropped."""
-    stack: list[str] = []
+    fix = "Restore the missing marker, or delete both markers to stop hftransfer from managing that section."
+    open_name: str | None = None
     for match in _MARKER_RE.finditer(text):
         if match["kind"] == "begin":
-            if stack:
-                raise ValueError(f"{where}: section '{match['name']}' begins inside section '{stack[-1]}'.")
-            stack.append(match["name"])
-        elif not stack or stack.pop() != match["name"]:
-            raise ValueError(f"{where}: '<!-- hftransfer:end {match['name']} -->' has no matching begin marker.")
-    if stack:
-        raise ValueError(
-            f"{where}: section '{stack[-1]}' has no '<!-- hftransfer:end {stack[-1]} -->' marker. Restore the end "
-            "marker, or delete both markers to stop hftransfer from managing that section."
-        )
+            if open_name is not None:
+                raise ValueError(
+                    f"{where}: section '{open_name}' has no '<!-- hftransfer:end {open_name} -->' marker before "
+                    f"section '{match['name']}' begins. {fix}"
+                )
+            open_name = match["name"]
+        elif open_name != match["name"]:
+            raise ValueError(f"{where}: '<!-- hftransfer:end {match['name']} -->' has no matching begin marker. {fix}")
+        else:
+            open_name = None
+    if open_name is not None:
+        raise ValueError(f"{where}: section '{open_name}' has no '<!-- hftransfer:end {open_name} -->' marker. {fix}")
     sections: dict[str, str] = {}
     for match in _SECTION_RE.finditer(text):
         if match["name"] in sections:
@@ -401,7 +413,7 @@ def _sections(text: str, where: str) -> dict[str, str]:
     return sections
 
 
-def _merge(existing: str, fresh: ModelCard, info: CardInfo) -> ModelCard:
+def _merge(existing: str, fresh: ModelCard) -> ModelCard:
     old = ModelCard(existing, ignore_metadata_errors=True)
     old_meta = old.data.to_dict()
     new_meta = fresh.data.to_dict()
@@ -455,7 +467,7 @@ def render_model_card(
     rendered = ModelCard.from_template(build_card_data(info), template_path=str(template), **_template_kwargs(info))
     # Last line of defence: nothing generated may carry a token, whatever field it came in through.
     fresh = ModelCard(redact_secrets(rendered.content).rstrip("\n") + "\n")
-    return fresh if existing is None else _merge(existing, fresh, info)
+    return fresh if existing is None else _merge(existing, fresh)
 
 
 def write_model_card(info: CardInfo, folder: str | Path, template_path: str | Path | None = None) -> Path:

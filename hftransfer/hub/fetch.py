@@ -69,11 +69,20 @@ def _commit_from_snapshot_path(path: Path) -> str | None:
 def fetch_file(repo_id: str, filename: str, revision: str | None = None, token: str | bool | None = None) -> Path:
     """Download (or read from cache) one file; fail in seconds with :class:`OfflineError` when unreachable."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     online = hub_reachable()
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, token=token, local_files_only=not online))
+    except LocalEntryNotFoundError as err:
+        if not online:
+            raise OfflineError(_offline_message(repo_id)) from err
+        raise
     except RepositoryNotFoundError as err:
         raise ModelNameError(f"Repository {repo_id!r} was not found on the hub ({_endpoint()}).") from err
     except RevisionNotFoundError as err:

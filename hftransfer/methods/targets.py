@@ -6,6 +6,8 @@ import re
 
 from torch import nn
 
+from hftransfer.backbones.base import BLOCK_PATTERN
+
 
 # Architecture-specific overrides (regex on the timm architecture / transformers model_type -> module name regex).
 TARGET_OVERRIDES: dict[str, str] = {
@@ -30,7 +32,7 @@ def default_target_modules(model: nn.Module, family_key: str) -> list[str]:
                      and isinstance(m, (nn.Linear, nn.Conv2d)) and getattr(m, "groups", 1) == 1]
             if names:
                 return names
-    in_block = re.compile(r"(^|\.)(blocks|layers?\d*|stages|_blocks|encoder\.layer)\.\d+\.")
+    in_block = re.compile(BLOCK_PATTERN + r"\.")
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and in_block.search(n)]
     if linears:
         return linears

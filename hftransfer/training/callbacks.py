@@ -1,0 +1,17 @@
+"""Hooks into the training loop (progress reporting, custom stopping, fault injection in tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Callback:
+    """Override any hook; each receives the trainer and the current loop state."""
+
+    def on_train_begin(self, trainer: Any) -> None: ...
+
+    def on_step_end(self, trainer: Any, state: dict[str, Any]) -> None: ...
+
+    def on_epoch_end(self, trainer: Any, state: dict[str, Any], metrics: dict[str, float]) -> None: ...
+
+    def on_train_end(self, trainer: Any, result: Any) -> None: ...

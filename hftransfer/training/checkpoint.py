@@ -1,0 +1,83 @@
+"""Training checkpoints for resume: model + optimizer + scheduler + RNG + loop position, written atomically."""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hftransfer.utils.io import atomic_directory, load_state_dict, read_json, save_state_dict, write_json
+
+
+CHECKPOINT_DIR = "checkpoints"
+_STEP_RE = re.compile(r"^step_(\d+)$")
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda_{i}"] = state
+    np_state = np.random.get_state()
+    plain = {"python": _jsonable(random.getstate()),
+             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+    return tensors, plain
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _tupled(value: Any) -> Any:
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
+
+
+def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict[str, Any], keep: int) -> Path:
+    """Write ``checkpoints/step_<global_step>`` atomically and keep only the newest ``keep`` checkpoints."""
+    root = Path(output_dir) / CHECKPOINT_DIR
+    final = root / f"step_{state['global_step']:08d}"
+    tensors, plain = _rng_state()
+    with atomic_directory(final) as tmp:
+        save_state_dict(model.state_dict(), tmp / "model.safetensors")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+        save_state_dict(tensors, tmp / "rng.safetensors")
+        write_json(tmp / "trainer_state.json", {**state, "rng": plain})
+    for old in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    root = Path(output_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _STEP_RE.match(p.name)
+             and (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(_STEP_RE.match(p.name).group(1)))
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
+    """Restore everything saved by :func:`save_checkpoint`; returns the loop state."""
+    path = Path(path)
+    model.load_state_dict(load_state_dict(path / "model.safetensors"))
+    # Our own file (never from the hub), read with weights_only=True: tensors and plain containers only.
+    opt = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(opt["optimizer"])
+    scheduler.load_state_dict(opt["scheduler"])
+    state = read_json(path / "trainer_state.json")
+    rng_tensors = load_state_dict(path / "rng.safetensors")
+    torch.set_rng_state(rng_tensors["torch"])
+    if torch.cuda.is_available():
+        cuda = [rng_tensors[k] for k in sorted(rng_tensors) if k.startswith("cuda_")]
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
+    plain = state.pop("rng")
+    random.setstate(_tupled(plain["python"]))
+    np_state = plain["numpy"]
+    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+    return state

@@ -1,0 +1,481 @@
+"""The one training loop every recipe runs, on ``accelerate``.
+
+Covers CPU, multi-process (``accelerate launch --multi_gpu``; gloo on CPU), single/multi GPU and bf16/fp16 mixed
+precision. ``batch_size`` is the *global* batch: accelerate splits each batch across processes, so one config gives
+the same optimisation whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hftransfer.augment import is_deterministic
+from hftransfer.data import LoadedData, load_data
+from hftransfer.modeling import FULL_WEIGHTS, TRAINED_WEIGHTS, AutoTransfer
+from hftransfer.recipes import get_recipe
+from hftransfer.training import checkpoint as ckpt
+from hftransfer.training.callbacks import Callback
+from hftransfer.training.config import TrainConfig
+from hftransfer.training.feature_cache import cache_key, cached_features
+from hftransfer.training.freezing import apply_stage, depth_map, stage_at
+from hftransfer.training.loaders import ImageDataset, PadCollator, build_loader, tokenize_split
+from hftransfer.training.optim import build_optimizer, build_scheduler
+from hftransfer.utils.io import load_state_dict, write_json
+
+
+logger = logging.getLogger("hftransfer")
+MODEL_DIR = "model"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    model_dir: Path
+    best_metric: float | None
+    best_epoch: int | None
+    history: list[dict[str, Any]]
+    final_metrics: dict[str, Any]
+    model: AutoTransfer | None = field(default=None, repr=False)
+
+
+class TransferTrainer:
+    """Sets up data, model, optimizer and accelerator from a :class:`TrainConfig`, then trains and evaluates."""
+
+    def __init__(self, config: TrainConfig | dict, callbacks: list[Callback] | None = None,
+                 data: LoadedData | None = None):
+        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        self.callbacks = list(callbacks or [])
+        self.data = data
+        self.recipe = get_recipe(self.config.recipe)
+        self.output_dir = Path(self.config.output_dir)
+        self.feature_mode = False
+
+    # --- setup ----------------------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        from accelerate import Accelerator, DistributedDataParallelKwargs
+        from accelerate.utils import set_seed
+
+        cfg = self.config
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=bool(cfg.unfreeze_schedule))
+        log_with = [r for r in cfg.report_to if r != "none"] or None
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            split_batches=True, log_with=log_with, project_dir=str(self.output_dir / "logs"), kwargs_handlers=[ddp],
+        )
+        acc = self.accelerator
+        if cfg.batch_size % acc.num_processes:
+            raise ValueError(f"batch_size={cfg.batch_size} is the global batch and must divide evenly across "
+                             f"{acc.num_processes} processes; use a multiple of {acc.num_processes}.")
+        self._check_output_dir()
+        self._setup_logging()
+        set_seed(cfg.seed)
+        if self.data is None:
+            with acc.main_process_first():
+                self.data = load_data(cfg.data)
+        self._log(f"data: {len(self.data.train)} train / {len(self.data.validation)} validation, "
+                  f"{self.data.num_labels} classes ({self.data.modality})")
+        self._setup_model()
+        self._setup_loaders()
+        self.depths = depth_map(self.model)
+        self.optimizer = build_optimizer(self.model, self.model.method, self.depths, cfg.optim)
+        # split_batches=True: every process sees every global batch (a slice of it), so the count is unchanged.
+        self.updates_per_epoch = max(1, math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps))
+        total = self.updates_per_epoch * cfg.epochs
+        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+        self.scheduler = build_scheduler(self.optimizer, cfg.scheduler, self.total_steps, self.updates_per_epoch)
+        self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler = acc.prepare(
+            self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler)
+        if log_with:
+            acc.init_trackers("hftransfer", config=_flat_hparams(cfg))
+
+    def _check_output_dir(self) -> None:
+        cfg, out = self.config, self.output_dir
+        finished = (out / "metrics.json").is_file()
+        has_ckpt = bool(ckpt.list_checkpoints(out))
+        if finished and not cfg.overwrite_output_dir and not (cfg.resume and has_ckpt and not finished):
+            raise FileExistsError(
+                f"output_dir={str(out)!r} already holds a finished run (metrics.json). Set overwrite_output_dir=true "
+                "or choose another output_dir."
+            )
+        if cfg.overwrite_output_dir and self.accelerator.is_main_process and out.exists():
+            import shutil
+
+            for child in (out / ckpt.CHECKPOINT_DIR, out / MODEL_DIR, out / "metrics.json"):
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        self.accelerator.wait_for_everyone()
+
+    def _setup_logging(self) -> None:
+        if self.accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(self.output_dir / "train.log")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            self._log_handler = handler
+            (self.output_dir / "config.yaml").write_text(self.config.to_yaml(), encoding="utf-8")
+
+    def _log(self, message: str) -> None:
+        if self.accelerator.is_main_process:
+            logger.info(message)
+            if self.config.progress_bar:
+                self.accelerator.print(message)
+
+    def _setup_model(self) -> None:
+        cfg, data = self.config, self.data
+        self.model = AutoTransfer.from_pretrained(
+            cfg.model.name, id2label=data.id2label, revision=cfg.model.revision, pretrained=cfg.model.pretrained,
+            pooling=cfg.model.pooling, max_length=cfg.model.max_length, head_dropout=cfg.model.head_dropout,
+            trust_remote_code=cfg.model.trust_remote_code, method=self.recipe.method, method_config=cfg.method,
+        )
+        if self.model.modality != data.modality:
+            raise ValueError(f"model.name={cfg.model.name!r} is a {self.model.modality} backbone but the data "
+                             f"({cfg.data.source!r}) is {data.modality}. Pick a matching backbone or dataset.")
+        if cfg.model.image_size and self.model.modality == "image":
+            self.model.backbone.preprocessor = self.model.preprocessor.with_image_size(cfg.model.image_size)
+        if cfg.model.channels_last and self.model.modality == "image":
+            self.model.to(memory_format=torch.channels_last)
+        self._log(self.model.trainable_parameters_line())
+
+    def _setup_loaders(self) -> None:
+        cfg, model, data = self.config, self.model, self.data
+        eval_bs = cfg.eval_batch_size or cfg.batch_size
+        method = model.method
+        if not method.trains_backbone and getattr(method.config, "cache_features", False):
+            if model.modality == "image" and not is_deterministic(cfg.augment):
+                self._log(f"feature cache off: augment={cfg.augment!r} is random, so the backbone runs every epoch "
+                          "(set augment: none to cache features)")
+            else:
+                self.feature_mode = True
+        if model.modality == "image":
+            train_tf = model.transform(train=not self.feature_mode, augment=cfg.augment)
+            eval_tf = model.transform(train=False)
+            train_ds, eval_ds = ImageDataset(data.train, train_tf), ImageDataset(data.validation, eval_tf)
+            train_len = eval_len = None
+            collate = None
+        else:
+            tok = model.preprocessor.tokenizer
+            train_ds = tokenize_split(data.train, tok, model.preprocessor.max_length)
+            eval_ds = tokenize_split(data.validation, tok, model.preprocessor.max_length)
+            train_len = [len(x) for x in train_ds.columns["input_ids"]] if cfg.bucket_by_length else None
+            eval_len = [len(x) for x in eval_ds.columns["input_ids"]]
+            collate = PadCollator(tok.pad_token_id or 0)
+        if self.feature_mode:
+            train_ds, eval_ds = self._cache_features(train_ds, eval_ds, eval_bs, collate, train_len, eval_len)
+            train_len = eval_len = None
+            collate = None
+        self.train_loader = build_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                         num_workers=cfg.num_workers, lengths=train_len, collate_fn=collate)
+        self.eval_loader = build_loader(eval_ds, eval_bs, shuffle=False, seed=cfg.seed,
+                                        num_workers=cfg.num_workers, lengths=eval_len, collate_fn=collate)
+        self.train_sampler = self.train_loader.batch_sampler
+
+    def _cache_features(self, train_ds, eval_ds, eval_bs, collate, train_len, eval_len):
+        acc, cfg = self.accelerator, self.config
+        model = self.model.to(acc.device)
+        cache_dir = getattr(self.model.method.config, "cache_dir", None)
+        out = []
+        for name, ds, lengths, split in (("train", train_ds, train_len, self.data.train),
+                                         ("validation", eval_ds, eval_len, self.data.validation)):
+            loader = acc.prepare_data_loader(build_loader(ds, eval_bs, shuffle=False, seed=cfg.seed,
+                                                          num_workers=cfg.num_workers, lengths=lengths,
+                                                          collate_fn=collate))
+            key = cache_key(self.model, getattr(split, "_fingerprint", str(len(split))),
+                            {"split": name, "mp": cfg.mixed_precision})
+            start = time.perf_counter()
+            out.append(cached_features(acc, model, loader, key, cache_dir, f"features ({name})", cfg.progress_bar))
+            self._log(f"cached {name} features {tuple(out[-1].features.shape)} in {time.perf_counter() - start:.1f}s")
+        return out
+
+    # --- training -------------------------------------------------------------------------------------------------
+
+    def train(self) -> TrainResult:
+        if not hasattr(self, "accelerator"):
+            self.setup()
+        acc, cfg = self.accelerator, self.config
+        state = {"epoch": 0, "batches_done": 0, "global_step": 0, "history": [], "best_metric": None,
+                 "best_epoch": None, "bad_epochs": 0, "loss_sum": 0.0, "loss_count": 0, "samples": 0,
+                 "train_time": 0.0}
+        resumed = self._maybe_resume(state)
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        stop = False
+        while state["epoch"] < cfg.epochs and not stop:
+            stop = self._train_epoch(state, skip=state["batches_done"] if resumed else 0)
+            resumed = False
+        result = self._finish(state)
+        for cb in self.callbacks:
+            cb.on_train_end(self, result)
+        return result
+
+    def _maybe_resume(self, state: dict[str, Any]) -> bool:
+        found = ckpt.list_checkpoints(self.output_dir) if self.config.resume else []
+        if not found:
+            return False
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        loaded = ckpt.load_checkpoint(found[-1], unwrapped, self.optimizer.optimizer, self.scheduler.scheduler)
+        state.update(loaded)
+        self._log(f"resumed from {found[-1]} (epoch {state['epoch']}, step {state['global_step']}, "
+                  f"{state['batches_done']} batches into the epoch)")
+        return True
+
+    def _set_train_mode(self, stage: str) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        model.train()
+        # Frozen BatchNorm layers keep their pretrained statistics (and frozen dropout-free backbones stay exact).
+        for module in model.backbone.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in module.parameters(recurse=False)):
+                module.eval()
+        if not model.method.trains_backbone or stage == "head":
+            model.backbone.eval()
+
+    def _train_epoch(self, state: dict[str, Any], skip: int) -> bool:
+        acc, cfg = self.accelerator, self.config
+        epoch = state["epoch"]
+        unwrapped = acc.unwrap_model(self.model)
+        stage = stage_at(cfg.unfreeze_schedule, epoch)
+        if cfg.unfreeze_schedule:
+            n = apply_stage(unwrapped, unwrapped.method, self.depths, stage)
+            self._log(f"epoch {epoch}: unfreeze stage {stage!r} ({n:,} trainable parameters)")
+        self._set_train_mode(stage)
+        self.train_sampler.set_epoch(epoch)
+        loader = acc.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+        if not skip:
+            state.update(loss_sum=0.0, loss_count=0, samples=0, train_time=0.0)
+        mixup = self._mixup()
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(self.train_loader), initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (cfg.progress_bar and acc.is_local_main_process), leave=False)
+        start = time.perf_counter()
+        batches_done = skip
+        for batch in loader:
+            labels = batch.pop("labels")
+            with acc.accumulate(self.model):
+                targets = labels
+                if mixup is not None and "pixel_values" in batch:
+                    batch["pixel_values"], targets = mixup(batch["pixel_values"], labels)
+                logits = self.model(**batch).logits
+                loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing
+                                       if mixup is None else 0.0)
+                acc.backward(loss)
+                if acc.sync_gradients and cfg.max_grad_norm:
+                    acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            batches_done += 1
+            state["batches_done"] = batches_done
+            state["loss_sum"] += float(loss.detach())
+            state["loss_count"] += 1
+            state["samples"] += int(labels.shape[0]) * acc.num_processes
+            bar.update(1)
+            if acc.sync_gradients:
+                state["global_step"] += 1
+                self._on_update(state, loss)
+                if cfg.max_steps and state["global_step"] >= cfg.max_steps:
+                    break
+        bar.close()
+        state["train_time"] += time.perf_counter() - start
+        metrics = self.evaluate()
+        row = {"epoch": epoch + 1, "step": state["global_step"],
+               "train_loss": state["loss_sum"] / max(1, state["loss_count"]),
+               "lr": self.scheduler.get_last_lr()[-1],
+               "train_samples_per_s": state["samples"] / max(state["train_time"], 1e-9),
+               "train_time_s": state["train_time"], **{f"eval_{k}": v for k, v in metrics.items()}}
+        state["history"].append(row)
+        stop = self._track_best(state, row)
+        state["epoch"] = epoch + 1
+        state["batches_done"] = 0
+        self._log(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        if cfg.report_to:
+            acc.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=state["global_step"])
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, state, row)
+        reached_max = bool(cfg.max_steps and state["global_step"] >= cfg.max_steps)
+        if not (stop or reached_max or state["epoch"] >= cfg.epochs):
+            self._checkpoint(state)
+        return stop or reached_max
+
+    def _on_update(self, state: dict[str, Any], loss: torch.Tensor) -> None:
+        cfg = self.config
+        if cfg.report_to and state["global_step"] % cfg.log_every_steps == 0:
+            self.accelerator.log({"train/loss": float(loss.detach()), "train/lr": self.scheduler.get_last_lr()[-1]},
+                                 step=state["global_step"])
+        if cfg.checkpoint_every_steps and state["global_step"] % cfg.checkpoint_every_steps == 0:
+            self._checkpoint(state)
+        for cb in self.callbacks:
+            cb.on_step_end(self, state)
+
+    def _checkpoint(self, state: dict[str, Any]) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            ckpt.save_checkpoint(self.output_dir, acc.unwrap_model(self.model), self.optimizer.optimizer,
+                                 self.scheduler.scheduler, dict(state), self.config.keep_checkpoints)
+        acc.wait_for_everyone()
+
+    def _mixup(self):
+        cfg = self.config
+        if self.feature_mode or (cfg.mixup_alpha <= 0 and cfg.cutmix_alpha <= 0):
+            return None
+        from timm.data import Mixup
+
+        mix = Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, label_smoothing=cfg.label_smoothing,
+                    num_classes=self.data.num_labels)
+
+        def apply(x, y):
+            if x.shape[0] % 2:  # timm's Mixup pairs samples: odd batches (the last one) pass through
+                return x, F.one_hot(y, self.data.num_labels).float()
+            return mix(x, y)
+
+        return apply
+
+    def _track_best(self, state: dict[str, Any], row: dict[str, Any]) -> bool:
+        cfg = self.config
+        key = f"eval_{cfg.metric_for_best}"
+        if key not in row:
+            raise KeyError(f"metric_for_best={cfg.metric_for_best!r} is not computed; available: "
+                           f"{sorted(k[5:] for k in row if k.startswith('eval_'))}.")
+        value = row[key]
+        best = state["best_metric"]
+        improved = best is None or (value > best if cfg.greater_is_better else value < best)
+        if improved:
+            state.update(best_metric=value, best_epoch=row["epoch"], bad_epochs=0)
+            self._save_model(self.output_dir / MODEL_DIR)
+        else:
+            state["bad_epochs"] += 1
+        patience = cfg.early_stopping_patience
+        if patience is not None and state["bad_epochs"] >= patience:
+            self._log(f"early stopping: no {cfg.metric_for_best} improvement for {patience} epoch(s)")
+            return True
+        return False
+
+    def _save_model(self, path: Path) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        acc.unwrap_model(self.model).save_pretrained(path, is_main_process=acc.is_main_process)
+        acc.wait_for_everyone()
+
+    # --- evaluation -----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_eval(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Logits and labels of the whole validation split (gathered across processes) and its mean loss."""
+        acc = self.accelerator
+        self.model.eval()
+        logits_all, labels_all = [], []
+        for batch in self.eval_loader:
+            labels = batch.pop("labels")
+            logits = self.model(**batch).logits.float()
+            logits, labels = acc.gather_for_metrics((logits.contiguous(), labels))
+            logits_all.append(logits.cpu())
+            labels_all.append(labels.cpu())
+        logits, labels = torch.cat(logits_all), torch.cat(labels_all)
+        loss = float(F.cross_entropy(logits, labels))
+        return logits.numpy(), labels.numpy(), loss
+
+    def evaluate(self) -> dict[str, float]:
+        from hftransfer.metrics import compute_classification_metrics
+
+        logits, labels, loss = self.predict_eval()
+        metrics = compute_classification_metrics(logits, labels, self.data.label_names)
+        return {"loss": loss, **metrics}
+
+    # --- end of training ------------------------------------------------------------------------------------------
+
+    def _finish(self, state: dict[str, Any]) -> TrainResult:
+        from hftransfer.metrics import classification_report, compute_classification_metrics, confusion_matrix
+
+        acc, cfg = self.accelerator, self.config
+        model_dir = self.output_dir / MODEL_DIR
+        acc.wait_for_everyone()
+        self._load_best(model_dir)
+        logits, labels, loss = self.predict_eval()
+        preds = logits.argmax(-1)
+        final = {"loss": loss, **compute_classification_metrics(logits, labels, self.data.label_names),
+                 "per_class": classification_report(preds, labels, self.data.label_names),
+                 "confusion_matrix": confusion_matrix(preds, labels, self.data.num_labels)}
+        unwrapped = acc.unwrap_model(self.model)
+        summary = {
+            "recipe": cfg.recipe, "model": cfg.model.name, "best_epoch": state["best_epoch"],
+            "metric_for_best": cfg.metric_for_best, "best_metric": state["best_metric"],
+            "history": state["history"], "final_eval": final, "parameters": unwrapped.trainable_summary(),
+            "data": dataclasses.asdict(self.data.report) if dataclasses.is_dataclass(self.data.report) else {},
+            "num_processes": acc.num_processes, "mixed_precision": cfg.mixed_precision,
+            "feature_cache": self.feature_mode,
+        }
+        if acc.is_main_process:
+            from hftransfer.training.reporting import write_run_report
+
+            write_run_report(self, summary, model_dir)
+            write_json(self.output_dir / "metrics.json", summary)
+        acc.wait_for_everyone()
+        if cfg.push_to_hub and acc.is_main_process:
+            from hftransfer.hub.push import push_folder
+
+            if not cfg.hub_repo_id:
+                raise ValueError("push_to_hub=true needs hub_repo_id=<namespace/name>.")
+            push_folder(model_dir, cfg.hub_repo_id, private=cfg.hub_private, revision=cfg.hub_revision,
+                        commit_message=f"hftransfer {cfg.recipe}: best {cfg.metric_for_best}={state['best_metric']:.4f}")
+        acc.end_training()
+        self._close_logging()
+        return TrainResult(self.output_dir, model_dir, state["best_metric"], state["best_epoch"], state["history"],
+                           final, unwrapped)
+
+    def _load_best(self, model_dir: Path) -> None:
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        for name in (FULL_WEIGHTS, TRAINED_WEIGHTS):
+            if (model_dir / name).is_file():
+                state = load_state_dict(model_dir / name)
+                unwrapped.load_state_dict(state, strict=name == FULL_WEIGHTS)
+                return
+
+    def _close_logging(self) -> None:
+        handler = getattr(self, "_log_handler", None)
+        if handler is not None:
+            logger.removeHandler(handler)
+            handler.close()
+
+
+def _flat_hparams(cfg: TrainConfig) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        elif isinstance(value, (int, float, str, bool)):
+            flat[prefix.rstrip(".")] = value
+
+    walk("", cfg.to_dict())
+    return flat
+
+
+def train(config: TrainConfig | dict | str | Path, overrides: list[str] | None = None,
+          callbacks: list[Callback] | None = None, data: LoadedData | None = None) -> TrainResult:
+    """Run a recipe: ``config`` is a :class:`TrainConfig`, a dict, or a YAML path (plus ``key=value`` overrides)."""
+    if isinstance(config, (str, Path)):
+        config = TrainConfig.from_yaml(config, overrides)
+    elif isinstance(config, dict):
+        from hftransfer.training.config import apply_overrides
+
+        config = TrainConfig.from_dict(apply_overrides(config, overrides or []))
+    elif overrides:
+        from hftransfer.training.config import apply_overrides
+
+        config = TrainConfig.from_dict(apply_overrides(config.to_dict(), overrides), recipe_defaults=False)
+    return TransferTrainer(config, callbacks=callbacks, data=data).train()

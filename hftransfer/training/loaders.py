@@ -1,0 +1,113 @@
+"""``datasets`` splits -> DataLoaders: per-image transforms, text tokenized once, length-bucketed batches."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Deterministic batches for each epoch (seed + epoch), so an interrupted run resumes the same order.
+
+    With ``lengths``, indices are shuffled, cut into chunks of 50 batches, each chunk sorted by length and the batches
+    shuffled again: batches hold sentences of similar length (little padding) yet stay random.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0,
+                 lengths: Sequence[int] | None = None, chunk_batches: int = 50):
+        self.num_samples, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
+        self.lengths = np.asarray(lengths) if lengths is not None else None
+        self.chunk_batches = chunk_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.num_samples) if self.shuffle else np.arange(self.num_samples)
+        if self.lengths is not None:
+            chunk = self.batch_size * self.chunk_batches if self.shuffle else self.num_samples
+            order = np.concatenate([
+                part[np.argsort(-self.lengths[part], kind="stable")]
+                for part in np.array_split(order, max(1, math.ceil(len(order) / chunk)))
+            ]) if len(order) else order
+        batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        if self.shuffle and self.lengths is not None:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        yield from batches
+
+
+class ImageDataset(Dataset):
+    """Rows of an image ``datasets.Dataset`` -> ``{"pixel_values", "labels"}`` through a transform."""
+
+    def __init__(self, data, transform):
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.data[int(index)]
+        image = row["image"]
+        image = image if image.mode == "RGB" else image.convert("RGB")
+        return {"pixel_values": self.transform(image), "labels": int(row["label"])}
+
+
+class TokenizedDataset(Dataset):
+    """Pre-tokenized text rows (python lists), padded per batch by :class:`PadCollator`."""
+
+    def __init__(self, columns: dict[str, list], labels: Sequence[int]):
+        self.columns, self.labels = columns, list(labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = {k: v[index] for k, v in self.columns.items()}
+        item["labels"] = self.labels[index]
+        return item
+
+
+class PadCollator:
+    """Pads token lists to the longest in the batch (dynamic padding)."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        longest = max(len(it["input_ids"]) for it in items)
+        batch: dict[str, torch.Tensor] = {"labels": torch.tensor([it["labels"] for it in items])}
+        for key in items[0]:
+            if key == "labels":
+                continue
+            fill = self.pad_token_id if key == "input_ids" else 0
+            out = torch.full((len(items), longest), fill, dtype=torch.long)
+            for row, it in enumerate(items):
+                out[row, : len(it[key])] = torch.as_tensor(it[key], dtype=torch.long)
+            batch[key] = out
+        return batch
+
+
+def tokenize_split(data, tokenizer, max_length: int) -> TokenizedDataset:
+    """Tokenize a text split once (no padding): later epochs reuse the ids."""
+    texts = list(data["text"])  # datasets 5 returns lazy Column objects; tokenizers want lists
+    pairs = list(data["text_pair"]) if "text_pair" in data.column_names else None
+    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=False)
+    keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+    return TokenizedDataset({k: encoded[k] for k in keep}, [int(x) for x in data["label"]])
+
+
+def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
+                 lengths: Sequence[int] | None = None, collate_fn=None) -> DataLoader:
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed=seed, lengths=lengths)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_fn,
+                      persistent_workers=num_workers > 0)

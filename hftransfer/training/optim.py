@@ -1,0 +1,74 @@
+"""Optimizers with parameter groups (no decay on 1-d params, layer-wise / discriminative LRs) and LR schedules."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from hftransfer.training.config import OptimConfig, SchedulerConfig
+from hftransfer.training.freezing import DepthMap
+
+
+def param_groups(model: nn.Module, method, depths: DepthMap, cfg: OptimConfig) -> list[dict]:
+    """Group the method's trainable parameters by (learning-rate scale, weight decay)."""
+    buckets: dict[tuple[float, float], list] = defaultdict(list)
+    names: dict[tuple[float, float], list[str]] = defaultdict(list)
+    top = depths.num_blocks + 1
+    for name, param in model.named_parameters():
+        if not method.is_trained_parameter(name):
+            continue
+        d = depths.depth[name]
+        if d == depths.head_depth:
+            lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
+        else:
+            scale = cfg.layer_decay ** (top - min(d, top)) if cfg.layer_decay else 1.0
+            lr = cfg.lr * scale * cfg.backbone_lr_scale
+        # Norm weights, biases and other 1-d tensors get no weight decay (nanoGPT's rule).
+        decay = 0.0 if param.ndim < 2 else cfg.weight_decay
+        buckets[(lr, decay)].append(param)
+        names[(lr, decay)].append(name)
+    return [{"params": params, "lr": lr, "weight_decay": decay, "param_names": names[(lr, decay)]}
+            for (lr, decay), params in sorted(buckets.items(), key=lambda kv: kv[0])]
+
+
+OPTIMIZERS = {
+    "adamw": lambda groups, cfg: torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas)),
+    "sgd": lambda groups, cfg: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum),
+}
+
+
+def build_optimizer(model: nn.Module, method, depths: DepthMap, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, method, depths, cfg)
+    if not groups:
+        raise ValueError("No trainable parameters: the method froze everything. Check the recipe and method options.")
+    return OPTIMIZERS[cfg.name](groups, cfg)
+
+
+def _warmup(step: int, warmup: int) -> float:
+    return (step + 1) / (warmup + 1) if step < warmup else 1.0
+
+
+SCHEDULES = {
+    "constant": lambda step, total, warmup, cfg, steps_per_epoch: 1.0,
+    "linear": lambda step, total, warmup, cfg, spe: max(0.0, (total - step) / max(1, total - warmup)),
+    "cosine": lambda step, total, warmup, cfg, spe: cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup)))),
+    "step": lambda step, total, warmup, cfg, spe: cfg.gamma ** int(step / max(1.0, cfg.step_size_epochs * spe)),
+}
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, total_steps: int,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warmup (linear from ~0) followed by the named decay, stepped once per optimizer step."""
+    warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total_steps)
+    decay = SCHEDULES[cfg.name]
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return _warmup(step, warmup)
+        return decay(step, total_steps, warmup, cfg, steps_per_epoch)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,71 @@
+"""End-of-run artefacts in the model folder: model card (README.md), confusion matrix and training curves."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+
+logger = logging.getLogger("hftransfer")
+_CARD_KINDS = {"imagefolder": "imagefolder", "csv": "csv", "json": "json", "hub": "hub"}
+
+
+def dataset_info(description) -> Any:
+    from hftransfer.hub.card import DatasetInfo
+
+    return DatasetInfo(name=description.name, kind=_CARD_KINDS.get(description.kind, "arrays"),
+                       path=description.path, num_samples=dict(description.num_samples),
+                       label_names=list(description.label_names))
+
+
+def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:
+    """Plots (when matplotlib is installed) and the model card, written into ``model_dir``."""
+    from hftransfer.hub.card import CardInfo, write_model_card
+
+    cfg = trainer.config
+    final = summary["final_eval"]
+    images = {}
+    try:
+        from hftransfer.metrics.plots import plot_confusion_matrix, plot_training_curves
+
+        plot_confusion_matrix(final["confusion_matrix"], trainer.data.label_names, model_dir / "confusion_matrix.png")
+        plot_training_curves(summary["history"], model_dir / "training_curves.png")
+        images = {"confusion_matrix_image": "confusion_matrix.png", "training_curves_image": "training_curves.png"}
+    except ImportError as err:
+        logger.warning("plots skipped: %s", err)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    spec = model.backbone.spec
+    scalar = {k: v for k, v in final.items() if isinstance(v, (int, float))}
+    params = summary["parameters"]
+    info = CardInfo(
+        model_name=cfg.hub_repo_id or Path(cfg.output_dir).name,
+        repo_id=cfg.hub_repo_id,
+        base_model=spec.name,
+        base_model_revision=spec.revision,
+        task=model.task,
+        recipe=cfg.recipe,
+        hyperparameters=_hyperparameters(cfg),
+        trainable_params=params["trainable_params"],
+        all_params=params["all_params"],
+        datasets=[dataset_info(trainer.data.description)],
+        eval_results={"validation": scalar},
+        per_class_report=final["per_class"],
+        per_class_split="validation",
+        command=" ".join(shlex.quote(a) for a in sys.argv) if sys.argv and sys.argv[0] else None,
+        config_yaml=cfg.to_yaml(),
+        **images,
+    )
+    write_model_card(info, model_dir)
+
+
+def _hyperparameters(cfg) -> dict[str, Any]:
+    data = cfg.to_dict()
+    keep = ("recipe", "method", "optim", "scheduler", "epochs", "batch_size", "gradient_accumulation_steps",
+            "max_grad_norm", "label_smoothing", "mixed_precision", "seed", "augment", "mixup_alpha", "cutmix_alpha",
+            "unfreeze_schedule", "early_stopping_patience", "metric_for_best")
+    out = {k: data[k] for k in keep if k in data and data[k] not in (None, [], {})}
+    out["image_size"] = data["model"].get("image_size")
+    return {k: v for k, v in out.items() if v is not None}
