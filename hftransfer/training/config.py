@@ -72,7 +72,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float | None = 1.0
     label_smoothing: float = 0.0
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (fp16 needs a GPU)
+    mixed_precision: str | None = None  # "no" | "bf16" | "fp16" (GPU); None: from `accelerate launch`, else "no"
     seed: int = 42
     augment: str | None = "default"  # image augmentation preset: "none" | "default" | "randaugment"
     mixup_alpha: float = 0.0  # mixup (images): 0 disables
@@ -101,7 +101,7 @@ class TrainConfig:
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
             "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1,
-            "mixed_precision": self.mixed_precision in ("no", "bf16", "fp16"),
+            "mixed_precision": self.mixed_precision in (None, "no", "bf16", "fp16"),
             "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
             "optim.name": self.optim.name in ("adamw", "sgd"),
             "scheduler.name": self.scheduler.name in ("cosine", "linear", "step", "constant"),
