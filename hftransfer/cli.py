@@ -96,10 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hftransfer.errors import HFTransferError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, OSError) as err:
+    except (HFTransferError, ValueError, OSError) as err:
         print(f"hftransfer {args.command}: error: {err}", file=sys.stderr)
         return 2
 

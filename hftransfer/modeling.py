@@ -21,7 +21,7 @@ from hftransfer.backbones import (
     resolve_name,
 )
 from hftransfer.backbones.resolve import HFTRANSFER_CONFIG
-from hftransfer.errors import ConfigurationError, ForeignFolderError
+from hftransfer.errors import ConfigurationError, ForeignFolderError, ModelNameError, OfflineError
 from hftransfer.heads import ClassificationHead
 from hftransfer.methods import TransferMethod, get_method
 from hftransfer.utils.io import atomic_directory, load_state_dict, read_json, save_state_dict, write_json
@@ -118,8 +118,9 @@ class AutoTransfer(nn.Module):
                 from hftransfer.hub.fetch import fetch_snapshot
 
                 folder = fetch_snapshot(resolved.location, revision=revision, token=token).local_dir
+            origin = str(model_name) + (f"@{revision}" if revision and resolved.source == "hub" else "")
             model = cls._from_saved(folder, token=token, trust_remote_code=trust_remote_code,
-                                    allow_pickle=allow_pickle)
+                                    allow_pickle=allow_pickle, origin=origin)
             if task is not None and task != model.task:
                 raise ConfigurationError(f"task={task!r} but the saved model at {str(model_name)!r} does {model.task!r}.")
             if labels is not None and labels != model.id2label:
@@ -155,10 +156,17 @@ class AutoTransfer(nn.Module):
 
     @classmethod
     def _from_saved(cls, folder: Path, token: str | bool | None, trust_remote_code: bool,
-                    allow_pickle: bool) -> AutoTransfer:
-        config = read_json(folder / HFTRANSFER_CONFIG)
-        if config.get("format") != "hftransfer":
-            raise ForeignFolderError(f"{str(folder)!r}: {HFTRANSFER_CONFIG} is not an hftransfer model config.")
+                    allow_pickle: bool, origin: str | None = None) -> AutoTransfer:
+        origin = origin or str(folder)
+        try:
+            config = read_json(folder / HFTRANSFER_CONFIG)
+        except ValueError as err:
+            raise ForeignFolderError(f"{origin!r}: {HFTRANSFER_CONFIG} is not valid JSON ({err}).") from err
+        if not isinstance(config, dict) or config.get("format") != "hftransfer":
+            raise ForeignFolderError(
+                f"{origin!r}: {HFTRANSFER_CONFIG} is not an hftransfer model config (no \"format\": \"hftransfer\"), "
+                "so this is not a model saved by hftransfer. Load the backbone by its own name instead."
+            )
         if int(config.get("format_version", 0)) > FORMAT_VERSION:
             raise ConfigurationError(
                 f"{str(folder)!r} was saved by hftransfer {config.get('hftransfer_version')} (format "
@@ -169,20 +177,30 @@ class AutoTransfer(nn.Module):
             family = BACKBONE_FAMILIES[spec.family]
             backbone = family.from_architecture(folder / BACKBONE_DIR, spec, trust_remote_code=trust_remote_code)
         else:
-            base = resolve_name(spec.name, revision=spec.revision, token=token)
-            backbone = load_backbone(base, revision=spec.revision, token=token, pretrained=True,
-                                     allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                                     pooling=spec.options.get("pooling"),
-                                     max_length=config.get("preprocessing", {}).get("max_length", 128),
-                                     modality=config["task"].split("-")[0],
-                                     model_args=spec.options.get("model_args") or None)
+            try:
+                base = resolve_name(spec.name, revision=spec.revision, token=token)
+                backbone = load_backbone(base, revision=spec.revision, token=token, pretrained=True,
+                                         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                                         pooling=spec.options.get("pooling"),
+                                         max_length=config.get("preprocessing", {}).get("max_length", 128),
+                                         modality=config["task"].split("-")[0],
+                                         model_args=spec.options.get("model_args") or None)
+            except (ModelNameError, ForeignFolderError, OfflineError) as err:
+                raise type(err)(
+                    f"{origin!r} holds only the weights trained by method {config['method']['name']!r}; its base "
+                    f"backbone {spec.name!r} (revision {spec.revision!r}, named in {HFTRANSFER_CONFIG}) could not be "
+                    f"loaded: {err}\nMake the base available (same name and revision), or push the model with full "
+                    "weights (model.push_to_hub(..., merge=True) or save_pretrained(..., full_weights=True))."
+                ) from err
             backbone.pretrained_head = None
         method = get_method(config["method"]["name"], config["method"]["config"])
         model = cls(backbone, {int(k): v for k, v in config["id2label"].items()},
                     head_dropout=config["head"].get("dropout", 0.0), method=method)
         weights_file = folder / (FULL_WEIGHTS if config["weights"] == "full" else TRAINED_WEIGHTS)
         if not weights_file.is_file():
-            raise ForeignFolderError(f"{str(folder)!r} lacks {weights_file.name}; the save was incomplete.")
+            raise ForeignFolderError(
+                f"{origin!r} lacks {weights_file.name}; the save was incomplete. Save (or push) the model again."
+            )
         state = load_state_dict(weights_file)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or (config["weights"] == "full" and missing):

@@ -45,7 +45,9 @@ class TimmBackbone(Backbone):
         import timm
 
         cfg = read_json(Path(directory) / ARCHITECTURE_FILE)
-        model = timm.create_model(cfg["architecture"], pretrained=False, num_classes=0, **cfg.get("model_args", {}))
+        # model_args copied from a hub config.json (timm.models.save_for_hf) carry the pretrained num_classes.
+        model_args = {k: v for k, v in cfg.get("model_args", {}).items() if k != "num_classes"}
+        model = timm.create_model(cfg["architecture"], pretrained=False, num_classes=0, **model_args)
         return cls(model, spec, data_config=cfg.get("data_config"))
 
     # --- constructors --------------------------------------------------------------------------------------------

@@ -81,6 +81,9 @@ def fetch_file(repo_id: str, filename: str, revision: str | None = None, token: 
         return Path(hf_hub_download(repo_id, filename, revision=revision, token=token, local_files_only=not online))
     except LocalEntryNotFoundError as err:
         if not online:
+            if _cached_as_missing(repo_id, filename, revision):
+                # An earlier online call learnt the file does not exist: answer the same offline.
+                raise EntryNotFoundError(f"{filename!r} does not exist in {repo_id!r} (cached answer).") from err
             raise OfflineError(_offline_message(repo_id)) from err
         raise
     except RepositoryNotFoundError as err:
@@ -93,6 +96,12 @@ def fetch_file(repo_id: str, filename: str, revision: str | None = None, token: 
         if not online:
             raise OfflineError(_offline_message(repo_id)) from err
         raise
+
+
+def _cached_as_missing(repo_id: str, filename: str, revision: str | None) -> bool:
+    from huggingface_hub import _CACHED_NO_EXIST, try_to_load_from_cache
+
+    return try_to_load_from_cache(repo_id, filename, revision=revision) is _CACHED_NO_EXIST
 
 
 def fetch_snapshot(

@@ -8,9 +8,9 @@ the same optimisation whatever the number of processes.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,15 +65,18 @@ class TransferTrainer:
     # --- setup ----------------------------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        from accelerate import Accelerator, DistributedDataParallelKwargs
+        from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
         from accelerate.utils import set_seed
 
         cfg = self.config
         ddp = DistributedDataParallelKwargs(find_unused_parameters=bool(cfg.unfreeze_schedule))
         log_with = [r for r in cfg.report_to if r != "none"] or None
+        # accelerate only forms a gloo process group on CPU-only machines when told to use the CPU.
+        cpu_only = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(
-            mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            split_batches=True, log_with=log_with, project_dir=str(self.output_dir / "logs"), kwargs_handlers=[ddp],
+            cpu=cpu_only, mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            dataloader_config=DataLoaderConfiguration(split_batches=True), log_with=log_with,
+            project_dir=str(self.output_dir / "logs"), kwargs_handlers=[ddp],
         )
         acc = self.accelerator
         if cfg.batch_size % acc.num_processes:
@@ -162,7 +165,8 @@ class TransferTrainer:
         if model.modality == "image":
             train_tf = model.transform(train=not self.feature_mode, augment=cfg.augment)
             eval_tf = model.transform(train=False)
-            train_ds, eval_ds = ImageDataset(data.train, train_tf), ImageDataset(data.validation, eval_tf)
+            train_ds = ImageDataset(data.train, train_tf, seed=cfg.seed)
+            eval_ds = ImageDataset(data.validation, eval_tf, seed=cfg.seed)
             train_len = eval_len = None
             collate = None
         else:
@@ -251,7 +255,7 @@ class TransferTrainer:
             n = apply_stage(unwrapped, unwrapped.method, self.depths, stage)
             self._log(f"epoch {epoch}: unfreeze stage {stage!r} ({n:,} trainable parameters)")
         self._set_train_mode(stage)
-        self.train_sampler.set_epoch(epoch)
+        self.train_sampler.use_epoch(epoch)
         loader = acc.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
         if not skip:
             state.update(loss_sum=0.0, loss_count=0, samples=0, train_time=0.0)
@@ -291,8 +295,11 @@ class TransferTrainer:
         bar.close()
         state["train_time"] += time.perf_counter() - start
         metrics = self.evaluate()
+        # Every process saw a slice of each batch: average the loss over all of them.
+        totals = acc.reduce(torch.tensor([state["loss_sum"], float(state["loss_count"])], device=acc.device),
+                            reduction="sum")
         row = {"epoch": epoch + 1, "step": state["global_step"],
-               "train_loss": state["loss_sum"] / max(1, state["loss_count"]),
+               "train_loss": float(totals[0] / totals[1].clamp(min=1)),
                "lr": self.scheduler.get_last_lr()[-1],
                "train_samples_per_s": state["samples"] / max(state["train_time"], 1e-9),
                "train_time_s": state["train_time"], **{f"eval_{k}": v for k, v in metrics.items()}}

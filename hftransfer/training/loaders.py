@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -19,13 +20,16 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
     """
 
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0,
-                 lengths: Sequence[int] | None = None, chunk_batches: int = 50):
+                 lengths: Sequence[int] | None = None, chunk_batches: int = 50, tag_epoch: bool = False):
         self.num_samples, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
+        self.tag_epoch = tag_epoch  # yield (epoch, index) pairs so datasets can seed per-sample randomness
         self.lengths = np.asarray(lengths) if lengths is not None else None
         self.chunk_batches = chunk_batches
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    # Deliberately not named ``set_epoch``: accelerate calls ``set_epoch`` with its own iteration counter, which
+    # restarts at 0 on a resumed (skip-batches) loader and would change the order after a resume.
+    def use_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -43,23 +47,38 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
         if self.shuffle and self.lengths is not None:
             batches = [batches[i] for i in rng.permutation(len(batches))]
+        if self.tag_epoch:
+            batches = [[(self.epoch, i) for i in batch] for batch in batches]
         yield from batches
 
 
 class ImageDataset(Dataset):
-    """Rows of an image ``datasets.Dataset`` -> ``{"pixel_values", "labels"}`` through a transform."""
+    """Rows of an image ``datasets.Dataset`` -> ``{"pixel_values", "labels"}`` through a transform.
 
-    def __init__(self, data, transform):
-        self.data, self.transform = data, transform
+    Random augmentations are seeded per sample from (seed, epoch, index): the same image gets the same crop in
+    the same epoch whatever the number of workers or processes, and a resumed run replays them exactly (the
+    global RNGs, which the DataLoader's prefetching would advance out of order, are left untouched).
+    """
+
+    def __init__(self, data, transform, seed: int = 0):
+        self.data, self.transform, self.seed = data, transform, seed
 
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         row = self.data[int(index)]
         image = row["image"]
         image = image if image.mode == "RGB" else image.convert("RGB")
-        return {"pixel_values": self.transform(image), "labels": int(row["label"])}
+        sample_seed = int(np.random.SeedSequence([self.seed, epoch, int(index)]).generate_state(1)[0])
+        state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            random.seed(sample_seed)
+            torch.manual_seed(sample_seed)
+            pixels = self.transform(image)
+        random.setstate(state)
+        return {"pixel_values": pixels, "labels": int(row["label"])}
 
 
 class TokenizedDataset(Dataset):
@@ -108,6 +127,10 @@ def tokenize_split(data, tokenizer, max_length: int) -> TokenizedDataset:
 
 def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
                  lengths: Sequence[int] | None = None, collate_fn=None) -> DataLoader:
-    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed=seed, lengths=lengths)
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed=seed, lengths=lengths,
+                                tag_epoch=isinstance(dataset, ImageDataset))
+    # Its own generator: creating a DataLoader iterator otherwise draws a seed from the global torch RNG, which
+    # would shift dropout randomness when a resumed run starts its iterator at another moment.
+    generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_fn,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, generator=generator)

@@ -1,0 +1,251 @@
+"""Shared helpers of the benchmark: memory monitor, timers, machine description, data subsets."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("HFTRANSFER_BENCH_DATA", REPO_ROOT.parent / "shared" / "data"))
+SST2 = DATA_ROOT / "sst2"
+HYMENOPTERA = DATA_ROOT / "hymenoptera"
+CIFAR_NPZ = DATA_ROOT / "cifar10_subset" / "cifar10_subset.npz"
+MB = 1024 * 1024
+
+
+def offline_env() -> None:
+    """No hub access, quiet libraries; set before any Hugging Face import."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+# ------------------------------------------------------------------------------------------------------- memory
+
+
+def _rss_bytes(proc) -> int:
+    try:
+        return proc.memory_info().rss
+    except Exception:  # noqa: BLE001 - a process may vanish between listing and reading
+        return 0
+
+
+class MemoryMonitor:
+    """Samples this process's RSS (and its children's, e.g. DataLoader workers) in a background thread.
+
+    ``mark_loaded()`` records the RSS once model and data are ready; the training peak is tracked from there on, so
+    ``train_mem_mb`` = peak RSS during training - RSS once loaded (the issue's definition).
+    """
+
+    def __init__(self, interval: float = 0.02):
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.peak = self.peak_children = 0
+        self.loaded = None
+        self.peak_after_loaded = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemoryMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._sample()
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def _sample(self) -> None:
+        rss = _rss_bytes(self.proc)
+        try:
+            children = sum(_rss_bytes(c) for c in self.proc.children(recursive=True))
+        except Exception:  # noqa: BLE001
+            children = 0
+        self.peak = max(self.peak, rss)
+        self.peak_children = max(self.peak_children, rss + children)
+        if self.loaded is not None:
+            self.peak_after_loaded = max(self.peak_after_loaded, rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def mark_loaded(self) -> None:
+        self.loaded = _rss_bytes(self.proc)
+        self.peak_after_loaded = self.loaded
+
+    def report(self) -> dict[str, float | None]:
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        return {
+            "peak_rss_mb": round(max(self.peak, maxrss) / MB, 1),
+            "peak_rss_with_workers_mb": round(max(self.peak_children, self.peak) / MB, 1),
+            "rss_loaded_mb": round(self.loaded / MB, 1) if self.loaded is not None else None,
+            "train_peak_rss_mb": round(self.peak_after_loaded / MB, 1) if self.loaded is not None else None,
+            "train_mem_mb": round((self.peak_after_loaded - self.loaded) / MB, 1) if self.loaded is not None else None,
+        }
+
+
+class Stopwatch:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start
+
+
+# -------------------------------------------------------------------------------------------------- machine info
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    cpu_model = ""
+    flags: list[str] = []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not cpu_model:
+                cpu_model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    try:
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3, 1)
+    except (ValueError, OSError):
+        mem_gb = None
+    versions = {"torch": torch.__version__}
+    for name in ("torchvision", "transformers", "peft", "timm", "accelerate", "datasets"):
+        try:
+            versions[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001
+            versions[name] = None
+    try:
+        import hftransfer
+
+        versions["hftransfer"] = hftransfer.__version__
+    except Exception:  # noqa: BLE001
+        versions["hftransfer"] = None
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+    except Exception:  # noqa: BLE001
+        commit = ""
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "cpu_bf16_flags": [f for f in flags if f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")],
+        "memory_gb": mem_gb,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "git_commit": commit,
+        "load_average": list(os.getloadavg()),
+    }
+
+
+# ------------------------------------------------------------------------------------------------- data subsets
+
+
+def stratified_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` indices with the class proportions of ``labels`` (sorted, deterministic)."""
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.floor(counts / counts.sum() * n).astype(int)
+    quota[np.argsort(-(counts / counts.sum() * n - quota))[: n - quota.sum()]] += 1
+    picked = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(picked))
+
+
+def sst2_dir(work_dir: Path, max_train: int | None, max_eval: int | None = None) -> Path:
+    """The SST-2 folder both tools read: the shared one, or a fixed stratified subset written under ``work_dir``."""
+    if not max_train and not max_eval:
+        return SST2
+    import pandas as pd
+
+    out = work_dir / f"sst2_{max_train or 'all'}_{max_eval or 'all'}"
+    if (out / "train.csv").is_file() and (out / "dev.csv").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    train = pd.read_csv(SST2 / "train.csv")
+    dev = pd.read_csv(SST2 / "dev.csv")
+    if max_train:
+        train = train.iloc[stratified_indices(train["label"].to_numpy(), max_train)]
+    if max_eval:
+        dev = dev.iloc[stratified_indices(dev["label"].to_numpy(), max_eval)]
+    train.to_csv(out / "train.tmp", index=False)
+    dev.to_csv(out / "dev.csv", index=False)
+    (out / "train.tmp").replace(out / "train.csv")
+    return out
+
+
+def cifar_npz(work_dir: Path, max_train: int | None, max_eval: int | None) -> Path:
+    """The CIFAR-10 subset both tools read: the shared npz, or a fixed stratified subset of it under ``work_dir``."""
+    if not max_train and not max_eval:
+        return CIFAR_NPZ
+    out = work_dir / f"cifar10_{max_train or 'all'}_{max_eval or 'all'}.npz"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with np.load(CIFAR_NPZ, allow_pickle=False) as z:
+        tr = stratified_indices(z["y_train"], max_train or len(z["y_train"]))
+        te = stratified_indices(z["y_test"], max_eval or len(z["y_test"]))
+        arrays = {"x_train": z["x_train"][tr], "y_train": z["y_train"][tr], "x_test": z["x_test"][te],
+                  "y_test": z["y_test"][te], "class_names": z["class_names"]}
+    tmp = out.with_name(out.stem + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(out)
+    return out
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (DataLoader workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class PhaseTimer:
+    """Accumulates wall and CPU seconds per named phase (``with timer("eval"): ...``)."""
+
+    def __init__(self):
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Phase:
+            def __enter__(self):
+                self.w, self.c = time.perf_counter(), cpu_seconds()
+
+            def __exit__(self, *exc):
+                timer.wall[name] = timer.wall.get(name, 0.0) + time.perf_counter() - self.w
+                timer.cpu[name] = timer.cpu.get(name, 0.0) + cpu_seconds() - self.c
+
+        return _Phase()

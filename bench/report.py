@@ -1,0 +1,374 @@
+"""results.json -> RESULTS.md (tables, goals met/missed) and accuracy_vs_time.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+NOTES_FILE = BENCH_DIR / "results_notes.md"  # hand-written analysis appended to RESULTS.md
+MODES = ("full", "quick", "smoke")
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+
+
+def _ok_rows(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in run.get("rows", {}).items() if v["result"].get("ok")}
+
+
+def _f(x: Any, digits: int = 1) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def _label(spec: dict[str, Any]) -> str:
+    method = spec["method"] + (f" ({spec['variant']})" if spec.get("variant") else "")
+    if spec.get("method") == "lora" and spec["kind"] == "text":
+        targets = spec.get("lora_targets")
+        method += " q,v" if targets == ["query", "value"] else ""
+    return method
+
+
+# --------------------------------------------------------------------------------------------------------- goals
+
+
+def _find(runs: dict[str, Any], pred) -> tuple[str, dict[str, Any]] | tuple[None, None]:
+    """The first row matching ``pred`` in full mode, else in quick mode."""
+    for mode in MODES:
+        for row in _ok_rows(runs.get(mode, {})).values():
+            if pred(row["spec"]):
+                return mode, row
+    return None, None
+
+
+def _row(runs, mode, pred):
+    for row in _ok_rows(runs.get(mode, {})).values():
+        if pred(row["spec"]):
+            return row
+    return None
+
+
+def _tag(mode: str | None, status: str) -> str:
+    return status if mode == "full" else f"{status} ({mode} mode only)"
+
+
+def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
+    goals: list[dict[str, str]] = []
+
+    def add(goal, target, measured, met, mode, limit=""):
+        status = "no data" if met is None else ("MET" if met else "MISSED")
+        goals.append({"goal": goal, "target": target, "measured": measured,
+                      "status": status if met is None else _tag(mode, status), "limit": "" if met else limit})
+
+    # 1. text LoRA speed at equal accuracy
+    for mode in MODES:
+        ours = _row(runs, mode, lambda s: s["kind"] == "text" and s["method"] == "lora" and s["tool"] == "hftransfer"
+                    and not s.get("variant"))
+        peer = _row(runs, mode, lambda s: s["kind"] == "text" and s["method"] == "lora" and s["tool"] == "peer")
+        if ours and peer:
+            o, p = ours["result"], peer["result"]
+            speed = o["samples_per_s"] / p["samples_per_s"]
+            cpu = _ratio(o.get("samples_per_cpu_s"), p.get("samples_per_cpu_s"))
+            dacc = 100 * (o["accuracy"] - p["accuracy"])
+            add("Text `lora` speed vs Trainer+PEFT at equal dev accuracy", ">= 2x samples/s, acc >= peer - 0.5 pt",
+                f"{speed:.2f}x samples/s ({_f(o['samples_per_s'])} vs {_f(p['samples_per_s'])}; per CPU-s "
+                f"{_f(cpu, 2)}x), dev acc {_pct(o['accuracy'])} vs {_pct(p['accuracy'])} ({dacc:+.2f} pt) "
+                f"[{ours['spec']['dataset']}]",
+                speed >= 2 and dacc >= -0.5, mode,
+                "see closing note: speed" if speed < 2 else "accuracy after the given epochs")
+            break
+    else:
+        add("Text `lora` speed vs Trainer+PEFT", ">= 2x", "not run", None, None)
+
+    # 2. linear probe 10 epochs
+    for dataset_kind in ("text", "vision"):
+        seen = set()
+        for mode in MODES:
+            for row in _ok_rows(runs.get(mode, {})).values():
+                s = row["spec"]
+                if (s["kind"] != dataset_kind or s["method"] != "linear_probe" or s["tool"] != "hftransfer"
+                        or s["dataset"] in seen):
+                    continue
+                peer = _row(runs, mode, lambda t, s=s: t["dataset"] == s["dataset"] and t["method"] == "linear_probe"
+                            and t["tool"] == "peer")
+                if not peer:
+                    continue
+                seen.add(s["dataset"])
+                o, p = row["result"], peer["result"]
+                speed = p["train_time_s"] / o["train_time_s"]
+                dacc = 100 * (o["accuracy"] - p["accuracy"])
+                add(f"`linear_probe` 10 epochs faster than frozen-backbone peer [{s['dataset']}]",
+                    ">= 8x faster, equal accuracy (>= peer - 0.5 pt)",
+                    f"{speed:.1f}x ({_f(o['train_time_s'])} s vs {_f(p['train_time_s'])} s incl. feature "
+                    f"extraction), acc {_pct(o['accuracy'])} vs {_pct(p['accuracy'])} ({dacc:+.2f} pt)",
+                    speed >= 8 and dacc >= -0.5, mode,
+                    "speed" if speed < 8 else "accuracy: different pooling/head (see closing note)")
+
+    # 3. vision full vs tutorial loop and vs the bare model
+    seen = set()
+    for mode in MODES:
+        for row in _ok_rows(runs.get(mode, {})).values():
+            s = row["spec"]
+            if s["kind"] != "vision" or s["method"] != "full" or s["tool"] != "hftransfer" or s["dataset"] in seen:
+                continue
+            seen.add(s["dataset"])
+            peer = _row(runs, mode, lambda t, s=s: t["dataset"] == s["dataset"] and t["method"] == "full"
+                        and t["tool"] == "peer")
+            bare = _row(runs, mode, lambda t, s=s: t["kind"] == "bare" and t["dataset"] == s["dataset"])
+            o = row["result"]
+            if peer:
+                p = peer["result"]
+                speed = o["samples_per_s"] / p["samples_per_s"]
+                cpu = _ratio(o.get("samples_per_cpu_s"), p.get("samples_per_cpu_s"))
+                add(f"Vision `full` vs tutorial loop [{s['dataset']} @ {s['image_size']} px]", ">= 4x img/s",
+                    f"{speed:.2f}x ({_f(o['samples_per_s'])} vs {_f(p['samples_per_s'])} img/s; per CPU-s "
+                    f"{_f(cpu, 2)}x)", speed >= 4, mode, "see closing note: vision speed")
+            if bare:
+                variant = "fp32_channels_last" if row["spec"].get("channels_last", True) else "fp32"
+                b = bare["result"]["variants"].get(variant, {}).get("train_fwd_bwd_img_per_s")
+                if b:
+                    frac = o["samples_per_s"] / b
+                    add(f"Vision `full` vs bare model fwd+bwd [{s['dataset']} @ {s['image_size']} px]",
+                        ">= 85% of bare (same size, fp32 + channels_last)",
+                        f"{100 * frac:.0f}% ({_f(o['samples_per_s'])} vs {_f(b)} img/s)", frac >= 0.85, mode,
+                        "see closing note: loop overhead")
+
+    # 4. LoRA memory vs full, merged LoRA latency
+    seen = set()
+    for mode in MODES:
+        for row in _ok_rows(runs.get(mode, {})).values():
+            s = row["spec"]
+            if s["method"] != "lora" or s["tool"] != "hftransfer" or s.get("variant") or s["dataset"] in seen:
+                continue
+            full = _row(runs, mode, lambda t, s=s: t["dataset"] == s["dataset"] and t["method"] == "full"
+                        and t["tool"] == "hftransfer")
+            if not full:
+                continue
+            seen.add(s["dataset"])
+            lm, fm = row["result"].get("train_mem_mb"), full["result"].get("train_mem_mb")
+            ratio = _ratio(lm, fm)
+            add(f"`lora` training memory vs `full` [{s['dataset']}]", "<= 0.7x (peak RSS - RSS once loaded)",
+                f"{_f(ratio, 2)}x ({_f(lm)} MB vs {_f(fm)} MB)", ratio is not None and ratio <= 0.7, mode,
+                "see closing note: memory")
+    for mode in MODES:
+        found = False
+        for row in _ok_rows(runs.get(mode, {})).values():
+            if row["spec"]["kind"] != "latency":
+                continue
+            found = True
+            r = row["result"]
+            parts, worst = [], 0.0
+            for key, val in r.items():
+                if key.startswith("batch_") and isinstance(val, dict):
+                    parts.append(f"batch {key[6:]}: {val['merged_over_plain']:.3f}x "
+                                 f"({val['merged_lora']['median_ms']:.1f} vs {val['plain']['median_ms']:.1f} ms; "
+                                 f"unmerged {val['unmerged_over_plain']:.2f}x)")
+                    worst = max(worst, val["merged_over_plain"])
+            add(f"Merged LoRA inference vs plain backbone [{r['modality']}]", "within 5% (<= 1.05x)",
+                "; ".join(parts), worst <= 1.05, mode, "timing noise: architectures are identical after merging")
+        if found:
+            break
+
+    # 5. accuracy
+    text_full_mode, text_full = _find(runs, lambda s: s["kind"] == "text" and s["method"] == "full"
+                                      and s["tool"] == "hftransfer")
+    if text_full:
+        acc = text_full["result"]["accuracy"]
+        add(f"MiniLM `full` SST-2 dev accuracy (full train set) [{text_full['spec']['dataset']}, "
+            f"{text_full['spec']['epochs']} ep]", ">= 91.0%", f"{_pct(acc)}%",
+            acc >= 0.91 and text_full["spec"]["max_train"] is None, text_full_mode,
+            "trained on a subset only (quick mode)" if text_full["spec"]["max_train"] else "epochs / hyperparameters")
+        for variant in (None, "default-targets"):
+            lora = _row(runs, text_full_mode, lambda s, v=variant: s["kind"] == "text" and s["method"] == "lora"
+                        and s["tool"] == "hftransfer" and s.get("variant") == v)
+            if lora:
+                gap = 100 * (acc - lora["result"]["accuracy"])
+                targets = ",".join(lora["result"].get("lora_targets") or [])
+                add(f"MiniLM `lora` ({targets}) within 1 point of `full` [{lora['spec']['dataset']}]",
+                    "full - lora <= 1.0 pt", f"{_pct(lora['result']['accuracy'])}% vs {_pct(acc)}% ({gap:+.2f} pt)",
+                    gap <= 1.0, text_full_mode, "LoRA capacity/epochs (see closing note)")
+    for method, target in (("linear_probe", 0.93), ("full", 0.95)):
+        mode, row = _find(runs, lambda s, m=method: s["kind"] == "vision" and s["dataset"] == "hymenoptera"
+                          and s["method"] == m and s["tool"] == "hftransfer")
+        if row:
+            acc = row["result"]["accuracy"]
+            add(f"EfficientNet-Lite0 hymenoptera `{method}` val accuracy [{row['spec']['image_size']} px, "
+                f"{row['spec']['epochs']} ep]", f">= {100 * target:.0f}%",
+                f"{_pct(acc)}% (last epoch; best epoch {_pct(row['result'].get('accuracy_best'))}%)",
+                acc >= target, mode, "resolution/epochs (see closing note)")
+    return goals
+
+
+# ------------------------------------------------------------------------------------------------------- tables
+
+
+def training_table(run: dict[str, Any]) -> list[str]:
+    rows = run.get("rows", {})
+    lines = ["| dataset | method | tool | train samples/s | ratio | samples/CPU-s | ratio | train time s | wall s "
+             "| train mem MB | ratio (vs full) | peak RSS MB | val acc % | Δ acc pt | trainable params | load avg |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, row in rows.items():
+        spec, res = row["spec"], row["result"]
+        if spec["kind"] not in ("text", "vision"):
+            continue
+        if not res.get("ok"):
+            lines.append(f"| {spec['dataset']} | {_label(spec)} | {spec['tool']} | FAILED: {res.get('error', '')[:80]} "
+                         "| | | | | | | | | | | | |")
+            continue
+        peer = rows.get("/".join((spec["dataset"], spec["method"], "peer")))
+        peer_res = peer["result"] if peer and peer["result"].get("ok") else None
+        full = rows.get("/".join((spec["dataset"], "full", spec["tool"])))
+        full_res = full["result"] if full and full["result"].get("ok") else None
+        is_ours = spec["tool"] == "hftransfer"
+        speed = _ratio(res["samples_per_s"], peer_res["samples_per_s"]) if is_ours and peer_res else None
+        cpu = (_ratio(res.get("samples_per_cpu_s"), peer_res.get("samples_per_cpu_s"))
+               if is_ours and peer_res else None)
+        dacc = 100 * (res["accuracy"] - peer_res["accuracy"]) if is_ours and peer_res else None
+        mem_ratio = (_ratio(res.get("train_mem_mb"), full_res.get("train_mem_mb"))
+                     if full_res and spec["method"] != "full" else None)
+        load = res.get("load_average_after") or [None]
+        lines.append(
+            f"| {spec['dataset']}{' @' + str(spec['image_size']) + 'px' if spec.get('image_size') else ''} "
+            f"| {_label(spec)} | {spec['tool']} | {_f(res['samples_per_s'])} | {_f(speed, 2)} "
+            f"| {_f(res.get('samples_per_cpu_s'))} | {_f(cpu, 2)} | {_f(res['train_time_s'])} | {_f(res['wall_s'])} "
+            f"| {_f(res.get('train_mem_mb'))} | {_f(mem_ratio, 2)} | {_f(res.get('peak_rss_mb'))} "
+            f"| {_pct(res['accuracy'])} | {'–' if dacc is None else f'{dacc:+.2f}'} "
+            f"| {_f(res.get('trainable_params'))} | {_f(load[0], 1)} |")
+    return lines
+
+
+def bare_table(run: dict[str, Any]) -> list[str]:
+    lines = ["| input | variant | train fwd+bwd img/s | inference img/s |", "|---|---|---:|---:|"]
+    for row in run.get("rows", {}).values():
+        spec, res = row["spec"], row["result"]
+        if spec["kind"] != "bare" or not res.get("ok"):
+            continue
+        for variant, v in res["variants"].items():
+            lines.append(f"| {spec['dataset']} shape ({spec['batch_size']}, 3, {spec['image_size']}, "
+                         f"{spec['image_size']}) | {variant} | {_f(v['train_fwd_bwd_img_per_s'])} "
+                         f"| {_f(v['inference_img_per_s'])} |")
+    return lines
+
+
+def latency_table(run: dict[str, Any]) -> list[str]:
+    lines = ["| model | batch | plain ms | merged LoRA ms | merged/plain | unmerged LoRA ms | unmerged/plain |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in run.get("rows", {}).values():
+        spec, res = row["spec"], row["result"]
+        if spec["kind"] != "latency" or not res.get("ok"):
+            continue
+        name = ("EfficientNet-Lite0 " + f"{spec.get('image_size')} px, fp32 channels_last"
+                if res["modality"] == "image" else "MiniLM-L6 on SST-2 dev sentences, fp32")
+        for key, v in res.items():
+            if key.startswith("batch_") and isinstance(v, dict):
+                lines.append(f"| {name} | {key[6:]} | {v['plain']['median_ms']:.2f} | {v['merged_lora']['median_ms']:.2f} "
+                             f"| {v['merged_over_plain']:.3f} | {v['unmerged_lora']['median_ms']:.2f} "
+                             f"| {v['unmerged_over_plain']:.3f} |")
+    return lines
+
+
+def render(store: dict[str, Any], out: Path) -> None:
+    runs = store.get("runs", {})
+    lines = ["# hftransfer benchmark results", "",
+             "Generated by `bench/run.py` (see [bench/README.md](../README.md)). hftransfer vs the tools users "
+             "would use instead, on this machine, one subprocess per row, hftransfer and its peer back to back. "
+             "Ratios are hftransfer / peer. Timings on a shared 2-core machine are noisy: the `load avg` column is "
+             "the 1-minute load average when the row finished (2.0 = both cores busy), and samples per CPU-second "
+             "is given next to wall-clock samples/s because it depends less on what else runs.", ""]
+    lines += ["## Goals (issue 5)", "", "| goal | target | measured | status |", "|---|---|---|---|"]
+    for g in evaluate_goals(runs):
+        lines.append(f"| {g['goal']} | {g['target']} | {g['measured']} | **{g['status']}** |")
+    lines.append("")
+    for mode in MODES:
+        run = runs.get(mode)
+        if not run:
+            continue
+        m = run.get("machine", {})
+        lines += [f"## {mode} mode", ""]
+        lines += [f"- Machine: `nproc` = {m.get('nproc')}, CPU `{m.get('cpu_model')}` (flags: "
+                  f"{', '.join(m.get('cpu_bf16_flags', []))}), {m.get('memory_gb')} GB RAM, torch threads "
+                  f"{m.get('torch_threads')}",
+                  "- Versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
+                  f"- hftransfer commit: `{m.get('git_commit')}`"]
+        for inv in run.get("invocations", []):
+            lines.append(f"- `{inv['command']}` — {inv['started']} → {inv['finished']} ({len(inv['rows'])} rows)")
+        lines += ["", "### Training", ""] + training_table(run)
+        bare = bare_table(run)
+        if len(bare) > 2:
+            lines += ["", "### Bare model, random tensors (batch as in training)", ""] + bare
+        lat = latency_table(run)
+        if len(lat) > 2:
+            lines += ["", "### Inference: merged LoRA vs plain backbone (median of alternating rounds)", ""] + lat
+        lines.append("")
+    lines += ["## Definitions", "",
+              "- **train samples/s**: training samples x epochs / training time. Training time = the training "
+              "loop only (no evaluation, no checkpoint saving) for every tool; for hftransfer `linear_probe` it "
+              "includes the one-off feature extraction over train+validation.",
+              "- **train mem**: peak RSS during training minus RSS once model and data are loaded (main process; "
+              "the tutorial loop's DataLoader workers are extra processes, see `peak_rss_with_workers_mb` in "
+              "results.json). **peak RSS**: the process's lifetime peak (`ru_maxrss`).",
+              "- **val acc**: accuracy of the last epoch on the validation split (SST-2: the 872-sentence dev set; "
+              "hymenoptera: val/; CIFAR: x_test). hftransfer itself keeps the best epoch (`accuracy_best` in "
+              "results.json).",
+              "- **Peers**: text = `AutoModelForSequenceClassification` + `Trainer` (+ PEFT `LoraConfig`), "
+              "`DataCollatorWithPadding`, same bf16 setting; vision = the PyTorch transfer-learning tutorial loop "
+              "(ImageFolder/in-memory Dataset + transforms, DataLoader(num_workers=2, shuffle=True), SGD momentum 0.9, "
+              "StepLR(7, 0.1)). Same weights, batch size, epochs, learning rate and schedule for both tools.", ""]
+    if NOTES_FILE.is_file():
+        lines += [NOTES_FILE.read_text(encoding="utf-8").strip(), ""]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "RESULTS.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plot(runs, out / "accuracy_vs_time.png")
+
+
+def plot(runs: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[str, list[dict]]]] = {}
+    for mode in MODES:
+        for row in _ok_rows(runs.get(mode, {})).values():
+            spec, res = row["spec"], row["result"]
+            if spec["kind"] not in ("text", "vision") or not res.get("curve"):
+                continue
+            panel = f"{spec['dataset']} ({mode})"
+            series.setdefault(panel, []).append((f"{spec['tool']} {_label(spec)}", res["curve"]))
+    if not series:
+        return
+    n = len(series)
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.2 * rows), squeeze=False)
+    for ax, (panel, items) in zip(axes.flat, sorted(series.items())):
+        for label, curve in sorted(items):
+            xs = [p["train_time_s"] for p in curve]
+            ys = [100 * p["accuracy"] for p in curve]
+            ax.plot(xs, ys, marker="o", markersize=3, linestyle="-" if label.startswith("hftransfer") else "--",
+                    label=label)
+        ax.set_title(panel)
+        ax.set_xscale("log")
+        ax.set_xlabel("training time (s, log)")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,271 @@
+#!/usr/bin/env python
+"""hftransfer vs the tools users would use instead, side by side on this machine.
+
+    python bench/run.py --mode quick                 # a few minutes: subsets, low resolution, 1-2 epochs
+    python bench/run.py --mode full                  # the accuracy figures (long: hours on a 2-core CPU)
+    python bench/run.py --mode full --only text      # one half; --rows REGEX re-runs matching rows only
+
+Every row (one tool x one method x one dataset) runs in its own subprocess so its peak RSS is its own; the hftransfer
+row and its peer run back to back. Results merge into ``--out``/results.json (rows keyed by mode and id, so a partial
+re-run replaces only what it ran) and RESULTS.md / accuracy_vs_time.png are re-rendered from all stored rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+from common import MemoryMonitor, machine_info, offline_env, write_json  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------------------ the suite
+
+TEXT_LR = {"full": 5e-5, "lora": 5e-4, "linear_probe": 3e-3}
+VISION_LR = {"full": 0.01, "lora": 0.01, "linear_probe": 0.01}
+QV = ["query", "value"]
+
+
+def _pair(base: dict[str, Any], **extra: Any) -> list[dict[str, Any]]:
+    spec = {**base, **extra}
+    return [{**spec, "tool": "hftransfer"}, {**spec, "tool": "peer"}]
+
+
+def build_rows(mode: str) -> list[dict[str, Any]]:
+    """The rows of one mode. ``id`` = dataset/method/tool; a pair shares dataset/method.
+
+    ``smoke`` is the wiring check of tests/test_bench.py: minuscule data, seconds per row, numbers meaningless.
+    """
+    if mode == "smoke":
+        return _smoke_rows()
+    quick = mode == "quick"
+    rows: list[dict[str, Any]] = []
+
+    # --- text: MiniLM on SST-2 (bf16 autocast for both tools) -------------------------------------------------
+    if quick:
+        text = {"kind": "text", "dataset": "sst2-2k", "max_train": 2000, "epochs": 1, "batch_size": 32,
+                "mixed_precision": "bf16"}
+    else:
+        text = {"kind": "text", "dataset": "sst2", "max_train": None, "epochs": 2, "batch_size": 32,
+                "mixed_precision": "bf16"}
+    rows += _pair(text, method="lora", lr=TEXT_LR["lora"], lora_targets=QV)
+    rows.append({**text, "tool": "hftransfer", "method": "lora", "variant": "default-targets",
+                 "lr": TEXT_LR["lora"], "lora_targets": None})
+    rows += _pair(text, method="full", lr=TEXT_LR["full"])
+    lp = {**text, "epochs": 10}
+    if not quick:  # the peer runs the frozen backbone 10x: a 10k-sentence subset keeps it under an hour
+        lp.update(dataset="sst2-10k", max_train=10000)
+    rows += _pair(lp, method="linear_probe", lr=TEXT_LR["linear_probe"])
+
+    # --- vision: EfficientNet-Lite0, fp32 (+ channels_last for hftransfer) --------------------------------------
+    if quick:
+        hym = {"kind": "vision", "dataset": "hymenoptera", "image_size": 128, "epochs": 2, "batch_size": 32}
+        cifar = {"kind": "vision", "dataset": "cifar10-1k", "image_size": 64, "epochs": 1, "batch_size": 32,
+                 "max_train": 1000, "max_eval": 500}
+    else:
+        hym = {"kind": "vision", "dataset": "hymenoptera", "image_size": 224, "epochs": 10, "batch_size": 32}
+        cifar = {"kind": "vision", "dataset": "cifar10", "image_size": 96, "epochs": 3, "batch_size": 32,
+                 "max_train": None, "max_eval": None}
+    for ds in (hym, cifar):
+        rows.append({"kind": "bare", "tool": "bare", "dataset": ds["dataset"], "method": "forward+backward",
+                     "image_size": ds["image_size"], "batch_size": ds["batch_size"],
+                     "min_time": 6.0 if quick else 15.0})
+        for method in ("full", "lora"):
+            rows += _pair(ds, method=method, lr=VISION_LR[method])
+        rows += _pair({**ds, "epochs": 10}, method="linear_probe", lr=VISION_LR["linear_probe"])
+
+    # --- inference: merged LoRA vs plain backbone ----------------------------------------------------------------
+    rows.append({"kind": "latency", "tool": "latency", "dataset": "random", "method": "merged-lora-vs-plain",
+                 "modality": "image", "image_size": 224, "batch_sizes": [1, 32], "min_time": 5.0 if quick else 15.0})
+    rows.append({"kind": "latency", "tool": "latency", "dataset": "sst2-dev", "method": "merged-lora-vs-plain",
+                 "modality": "text", "batch_sizes": [1, 32], "min_time": 5.0 if quick else 15.0})
+    for row in rows:
+        row["mode"] = mode
+        row["id"] = "/".join(x for x in (row["dataset"], row["method"], row.get("variant"), row["tool"]) if x)
+    return rows
+
+
+def _smoke_rows() -> list[dict[str, Any]]:
+    text = {"kind": "text", "dataset": "sst2-tiny", "max_train": 48, "max_eval": 32, "epochs": 1, "batch_size": 16,
+            "mixed_precision": "bf16", "max_length": 32}
+    cifar = {"kind": "vision", "dataset": "cifar10-tiny", "image_size": 32, "epochs": 1, "batch_size": 16,
+             "max_train": 40, "max_eval": 20, "peer_workers": 0}
+    rows = _pair(text, method="lora", lr=1e-3, lora_targets=QV)
+    rows += _pair({**text, "epochs": 2}, method="linear_probe", lr=1e-3)
+    rows.append({"kind": "bare", "tool": "bare", "dataset": "cifar10-tiny", "method": "forward+backward",
+                 "image_size": 32, "batch_size": 8, "min_time": 0.2, "min_iters": 1, "variants": ["fp32"]})
+    rows += _pair(cifar, method="full", lr=0.01)
+    rows += _pair(cifar, method="lora", lr=0.01)
+    rows.append({"kind": "latency", "tool": "latency", "dataset": "random", "method": "merged-lora-vs-plain",
+                 "modality": "image", "image_size": 32, "batch_sizes": [2], "min_time": 0.2, "min_rounds": 2})
+    for row in rows:
+        row["mode"] = "smoke"
+        row["id"] = "/".join(x for x in (row["dataset"], row["method"], row.get("variant"), row["tool"]) if x)
+    return rows
+
+
+def _only(rows: list[dict[str, Any]], only: str | None, pattern: str | None) -> list[dict[str, Any]]:
+    if only == "text":
+        rows = [r for r in rows if r["kind"] == "text" or (r["kind"] == "latency" and r["modality"] == "text")]
+    elif only == "vision":
+        rows = [r for r in rows if r["kind"] in ("vision", "bare")
+                or (r["kind"] == "latency" and r["modality"] == "image")]
+    if pattern:
+        rows = [r for r in rows if re.search(pattern, r["id"])]
+    return rows
+
+
+# -------------------------------------------------------------------------------------------- one row (worker)
+
+
+def run_row(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one row in this process (the orchestrator calls this through a subprocess)."""
+    offline_env()
+    os.environ.setdefault("HF_DATASETS_CACHE", str(Path(spec["work_dir"]) / "hf_datasets"))
+    os.environ.setdefault("HFTRANSFER_CACHE", str(Path(spec["work_dir"]) / "hftransfer_cache"))
+    import torch
+
+    torch.manual_seed(spec.get("seed", 42))
+    kind, tool = spec["kind"], spec["tool"]
+    if kind == "text":
+        import text_rows as mod
+    else:
+        import vision_rows as mod
+    fn = {("text", "hftransfer"): lambda: mod.run_hftransfer, ("text", "peer"): lambda: mod.run_peer,
+          ("vision", "hftransfer"): lambda: mod.run_hftransfer, ("vision", "peer"): lambda: mod.run_peer,
+          ("bare", "bare"): lambda: mod.run_bare, ("latency", "latency"): lambda: mod.run_latency}[(kind, tool)]()
+    start = time.time()
+    with MemoryMonitor() as mon:
+        out = fn(spec, mon)
+    out.update(mon.report())
+    out["torch_threads"] = torch.get_num_threads()
+    out["started"] = _dt.datetime.fromtimestamp(start).isoformat(timespec="seconds")
+    out["load_average_after"] = list(os.getloadavg())
+    return out
+
+
+def _worker_main(spec_json: str, out_path: str) -> int:
+    spec = json.loads(spec_json)
+    try:
+        result = {"ok": True, **run_row(spec)}
+    except Exception as err:  # noqa: BLE001 - recorded in the results, the suite goes on
+        traceback.print_exc()
+        result = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+    write_json(Path(out_path), result)
+    return 0 if result["ok"] else 1
+
+
+# ------------------------------------------------------------------------------------------------ orchestrator
+
+
+def run_suite(rows: list[dict[str, Any]], work_dir: Path, log_dir: Path, timeout: float) -> dict[str, dict]:
+    results = {}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for i, row in enumerate(rows, 1):
+        spec = {**row, "work_dir": str(work_dir)}
+        out_path = work_dir / f"row-{i}.json"
+        out_path.unlink(missing_ok=True)
+        log_path = log_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{row['mode']}-{row['id']}") + ".log")
+        print(f"[{i}/{len(rows)}] {row['mode']} {row['id']} ...", flush=True)
+        start = time.perf_counter()
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec), "--worker-out",
+               str(out_path)]
+        with open(log_path, "w", encoding="utf-8") as log:
+            try:
+                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, cwd=work_dir)
+                rc = proc.returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        elapsed = time.perf_counter() - start
+        for scratch in list(work_dir.glob("hft-bench-*")) + list(work_dir.glob("peer-bench-*")):
+            shutil.rmtree(scratch, ignore_errors=True)  # trained models and checkpoints of the row
+        if out_path.is_file():
+            res = json.loads(out_path.read_text())
+        else:
+            res = {"ok": False, "error": f"worker exited with {rc} and wrote no result (see {log_path.name})"}
+        res["process_wall_s"] = round(elapsed, 1)
+        results[row["id"]] = {"spec": row, "result": res}
+        summary = _one_line(res)
+        print(f"    {'ok' if res.get('ok') else 'FAILED'} in {elapsed:.0f}s {summary}", flush=True)
+    return results
+
+
+def _one_line(res: dict[str, Any]) -> str:
+    if not res.get("ok"):
+        return res.get("error", "")
+    if "samples_per_s" in res:
+        return (f"{res['samples_per_s']:.1f} samples/s, acc {res['accuracy']:.4f}, train mem "
+                f"{res.get('train_mem_mb')} MB, peak {res.get('peak_rss_mb')} MB")
+    if "variants" in res:
+        return ", ".join(f"{k}: train {v['train_fwd_bwd_img_per_s']:.1f} / infer {v['inference_img_per_s']:.1f} img/s"
+                         for k, v in res["variants"].items())
+    return ", ".join(f"{k}: merged/plain {v['merged_over_plain']:.3f}" for k, v in res.items()
+                     if isinstance(v, dict) and "merged_over_plain" in v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("quick", "full", "smoke"), default="quick",
+                        help="smoke: a seconds-long wiring check on minuscule data (used by tests/test_bench.py)")
+    parser.add_argument("--only", choices=("text", "vision"), default=None)
+    parser.add_argument("--rows", default=None, help="regex on row ids (e.g. 'hymenoptera/full') to run only those")
+    parser.add_argument("--out", default=str(BENCH_DIR / "results"))
+    parser.add_argument("--work-dir", default=None, help="scratch space for subsets and model outputs (default: tmp)")
+    parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per row")
+    parser.add_argument("--list", action="store_true", help="print the rows of --mode and exit")
+    parser.add_argument("--render-only", action="store_true", help="re-render RESULTS.md/plot from results.json")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return _worker_main(args.worker, args.worker_out)
+
+    import report
+
+    out = Path(args.out)
+    rows = _only(build_rows(args.mode), args.only, args.rows)
+    if args.list:
+        for r in rows:
+            print(r["id"], json.dumps({k: v for k, v in r.items() if k not in ("id", "mode")}))
+        return 0
+    results_path = out / "results.json"
+    store = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": {}}
+    if not args.render_only:
+        command = "python bench/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
+                                                                             else sys.argv[1:]))
+        work_dir = Path(args.work_dir) if args.work_dir else Path(tempfile.gettempdir()) / "hftransfer-bench"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        offline_env()
+        machine = machine_info()
+        started = _dt.datetime.now().astimezone()
+        print(f"hftransfer bench, mode {args.mode}: {len(rows)} rows on {machine['nproc']} x {machine['cpu_model']}, "
+              f"torch {machine['versions']['torch']}", flush=True)
+        results = run_suite(rows, work_dir, out / "logs", args.timeout)
+        run = store["runs"].setdefault(args.mode, {"rows": {}, "invocations": []})
+        run["rows"].update(results)
+        run["machine"] = machine
+        run["invocations"].append({"command": command, "started": started.isoformat(timespec="seconds"),
+                                   "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                                   "rows": [r["id"] for r in rows]})
+        write_json(results_path, store)
+    report.render(store, out)
+    print(f"wrote {results_path}, {out / 'RESULTS.md'}, {out / 'accuracy_vs_time.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Wiring check of bench/run.py on minuscule data (the numbers are meaningless; nothing asserts timings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH = REPO_ROOT / "bench"
+
+
+BENCH_MODULES = ("common", "report", "run", "text_rows", "vision_rows", "hft_runner")
+
+
+@pytest.fixture()
+def bench_modules(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+    import report
+    import run
+
+    yield common, report, run
+    for name in BENCH_MODULES:  # generic names: do not leave them importable for other tests
+        sys.modules.pop(name, None)
+
+
+def test_row_ids_are_unique_and_paired(bench_modules):
+    _, _, run = bench_modules
+    for mode in ("quick", "full", "smoke"):
+        rows = run.build_rows(mode)
+        ids = [r["id"] for r in rows]
+        assert len(ids) == len(set(ids)), mode
+        for r in rows:
+            if r["tool"] == "peer":
+                assert r["id"].replace("/peer", "/hftransfer") in ids
+    assert all(r["kind"] == "text" or (r["kind"] == "latency" and r["modality"] == "text")
+               for r in run._only(run.build_rows("quick"), "text", None))
+
+
+def test_stratified_indices_keep_class_proportions(bench_modules):
+    common, _, _ = bench_modules
+    import numpy as np
+
+    labels = np.array([0] * 70 + [1] * 30)
+    idx = common.stratified_indices(labels, 10, seed=0)
+    assert len(idx) == 10 and (labels[idx] == 1).sum() == 3
+    assert (idx == common.stratified_indices(labels, 10, seed=0)).all()
+
+
+def test_report_renders_goals_from_rows(bench_modules, tmp_path):
+    _, report, _ = bench_modules
+
+    def row(kind, dataset, method, tool, **res):
+        spec = {"kind": kind, "dataset": dataset, "method": method, "tool": tool, "epochs": 1, "max_train": None,
+                "image_size": 64}
+        return {"spec": spec, "result": {"ok": True, "curve": [{"epoch": 1, "train_time_s": 1.0,
+                                                                 "accuracy": res.get("accuracy", 0.5)}], **res}}
+
+    base = {"samples_per_s": 10.0, "samples_per_cpu_s": 6.0, "train_time_s": 2.0, "wall_s": 3.0,
+            "accuracy": 0.9, "train_mem_mb": 100.0, "peak_rss_mb": 900.0, "trainable_params": 10}
+    rows = {
+        "sst2/lora/hftransfer": row("text", "sst2", "lora", "hftransfer", **{**base, "samples_per_s": 30.0}),
+        "sst2/lora/peer": row("text", "sst2", "lora", "peer", **base),
+        "sst2/full/hftransfer": row("text", "sst2", "full", "hftransfer", **{**base, "accuracy": 0.92}),
+        "hymenoptera/full/hftransfer": row("vision", "hymenoptera", "full", "hftransfer", **base),
+    }
+    store = {"runs": {"full": {"rows": rows, "machine": {"nproc": 2}, "invocations": []}}}
+    report.render(store, tmp_path)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "3.00x samples/s" in text and "**MET**" in text and "**MISSED**" in text
+    assert (tmp_path / "accuracy_vs_time.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_smoke_suite_runs_end_to_end(tmp_path, shared_data):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--mode", "smoke", "--out", str(out),
+                           "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    store = json.loads((out / "results.json").read_text())
+    rows = store["runs"]["smoke"]["rows"]
+    failed = {k: v["result"].get("error") for k, v in rows.items() if not v["result"].get("ok")}
+    assert not failed, failed
+    for key, row in rows.items():
+        if row["spec"]["kind"] in ("text", "vision"):
+            res = row["result"]
+            assert res["samples_per_s"] > 0 and 0.0 <= res["accuracy"] <= 1.0, key
+            assert res["trainable_params"] > 0 and res["peak_rss_mb"] > 0, key
+    assert "## Goals" in (out / "RESULTS.md").read_text()
+    assert (out / "accuracy_vs_time.png").is_file()

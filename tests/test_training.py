@@ -1,0 +1,429 @@
+"""The training engine on tiny models: recipes, controls, outputs, resume after SIGKILL, 2-process runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hftransfer
+from hftransfer import AutoTransfer
+from hftransfer.training import Callback, TrainConfig, TransferTrainer
+from hftransfer.training.freezing import depth_map
+from hftransfer.training.optim import build_scheduler, param_groups
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(tmp_path: Path, **overrides) -> dict:
+    config = {
+        "recipe": "full",
+        "model": {"name": "timm:test_convnext", "pretrained": False, "image_size": 32},
+        "data": {"source": "sklearn_digits", "max_train_samples": 64, "max_eval_samples": 40},
+        "optim": {"lr": 3e-3},
+        "epochs": 2,
+        "batch_size": 16,
+        "augment": "none",
+        "output_dir": str(tmp_path / "run"),
+        "progress_bar": False,
+    }
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return config
+
+
+def text_csv(tmp_path: Path, n: int = 48) -> Path:
+    words_pos = ["good", "great", "fun"]
+    words_neg = ["bad", "awful", "dull"]
+    rows = ["text,label"]
+    for i in range(n):
+        pos = i % 2 == 0
+        word = (words_pos if pos else words_neg)[i % 3]
+        rows.append(f"the movie was very {word},{'positive' if pos else 'negative'}")
+    path = tmp_path / "reviews.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("recipe", ["full", "linear_probe", "lora"])
+def test_each_recipe_trains_and_writes_its_outputs(tmp_path, recipe):
+    # Every recipe runs the same loop and leaves a loadable best model, metrics, config, log and card.
+    result = hftransfer.train(tiny_config(tmp_path, recipe=recipe))
+    out = Path(result.output_dir)
+    assert {"model", "metrics.json", "config.yaml", "train.log"} <= {p.name for p in out.iterdir()}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2 and metrics["recipe"] == recipe
+    final = metrics["final_eval"]
+    assert set(final["per_class"]["classes"]) == {str(i) for i in range(10)}
+    assert len(final["confusion_matrix"]) == 10 and sum(map(sum, final["confusion_matrix"])) == 40
+    model = AutoTransfer.from_pretrained(result.model_dir)
+    assert model.method.name == recipe and model.num_labels == 10
+    assert (result.model_dir / "README.md").is_file() and (result.model_dir / "confusion_matrix.png").is_file()
+    assert TrainConfig.from_yaml(out / "config.yaml").recipe == recipe
+
+
+def test_text_recipe_on_csv(tiny_models, tmp_path):
+    # A text model trains from a CSV with named columns; label names come from the data.
+    config = tiny_config(tmp_path, recipe="lora", **{"model.name": tiny_models["transformers_bert"],
+                                                     "model.pretrained": False})
+    config["model"].pop("image_size")
+    config["data"] = {"source": str(text_csv(tmp_path)), "text_column": "text", "label_column": "label"}
+    result = hftransfer.train(config)
+    assert AutoTransfer.from_pretrained(result.model_dir).id2label == {0: "negative", 1: "positive"}
+    assert result.history[-1]["eval_accuracy"] >= 0.0
+
+
+def test_best_checkpoint_is_kept_not_the_last(tmp_path):
+    # After epoch 1 the weights are wrecked; the saved model and final metrics are epoch 1's, not the last.
+    class Wreck(Callback):
+        def on_epoch_end(self, trainer, state, metrics):
+            if state["epoch"] == 1:  # after the first epoch: from now on every prediction is class 0
+                with torch.no_grad():
+                    model = trainer.accelerator.unwrap_model(trainer.model)
+                    for p in model.parameters():
+                        p.mul_(0.0)
+                    model.head.fc.bias[0] = 100.0
+                for group in trainer.optimizer.param_groups:
+                    group["lr"] = 0.0
+                trainer.scheduler.scheduler.base_lrs = [0.0] * len(trainer.scheduler.scheduler.base_lrs)
+
+    result = hftransfer.train(tiny_config(tmp_path, epochs=2), callbacks=[Wreck()])
+    first, last = result.history[0]["eval_accuracy"], result.history[1]["eval_accuracy"]
+    assert first > last, result.history
+    assert result.best_epoch == 1
+    assert result.final_metrics["accuracy"] == pytest.approx(first)
+
+
+def test_early_stopping_stops_after_patience(tmp_path):
+    # With no improvement (lr=0), patience=1 stops after 2 of 6 epochs.
+    result = hftransfer.train(tiny_config(tmp_path, epochs=6, early_stopping_patience=1, **{"optim.lr": 0.0}))
+    assert len(result.history) == 2
+
+
+def test_unfreeze_schedule_controls_trainable_parameters(tmp_path):
+    # head for epoch 0, top 1 block for epoch 1, then everything; the frozen backbone does not change in epoch 0.
+    seen, after_head_epoch = [], {}
+
+    class Record(Callback):
+        def on_epoch_end(self, trainer, state, metrics):
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            seen.append({n for n, p in model.named_parameters() if p.requires_grad})
+            if len(seen) == 1:
+                after_head_epoch.update({k: v.clone() for k, v in model.backbone.state_dict().items()})
+
+    schedule = [{"epoch": 0, "train": "head"}, {"epoch": 1, "train": "top:1"}, {"epoch": 2, "train": "all"}]
+    trainer = TransferTrainer(TrainConfig.from_dict(tiny_config(tmp_path, epochs=3, unfreeze_schedule=schedule)),
+                              callbacks=[Record()])
+    trainer.setup()
+    before = {k: v.clone() for k, v in trainer.accelerator.unwrap_model(trainer.model).backbone.state_dict().items()}
+    trainer.train()
+    assert all(n.startswith("head.") for n in seen[0])
+    assert seen[0] < seen[1] < seen[2]
+    assert any(n.startswith("backbone.model.stages.3") for n in seen[1])
+    assert not any(n.startswith("backbone.model.stages.0") for n in seen[1])
+    torch.testing.assert_close(after_head_epoch, before, rtol=0, atol=0)
+
+
+def test_param_groups_decay_and_layerwise_lr(tmp_path):
+    # No weight decay on 1-d params; layer-wise decay gives lower LRs to lower blocks; head gets head_lr.
+    model = AutoTransfer.from_pretrained("timm:test_vit", num_labels=3, pretrained=False)
+    depths = depth_map(model)
+    cfg = TrainConfig.from_dict({"optim": {"lr": 1.0, "head_lr": 5.0, "layer_decay": 0.5, "weight_decay": 0.1}}).optim
+    groups = param_groups(model, model.method, depths, cfg)
+    by_name = {n: g for g in groups for n in g["param_names"]}
+    assert by_name["head.fc.weight"]["lr"] == 5.0
+    assert by_name["backbone.model.blocks.5.attn.qkv.weight"]["lr"] == 0.5
+    assert by_name["backbone.model.blocks.0.attn.qkv.weight"]["lr"] == 0.5 ** 6
+    assert by_name["backbone.model.patch_embed.proj.weight"]["lr"] == 0.5 ** 7
+    assert by_name["backbone.model.blocks.0.norm1.weight"]["weight_decay"] == 0.0
+    assert by_name["backbone.model.blocks.0.attn.qkv.bias"]["weight_decay"] == 0.0
+    assert by_name["backbone.model.blocks.0.attn.qkv.weight"]["weight_decay"] == 0.1
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("step", [0.5, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.1]),
+    ("linear", [0.5, 1.0, 6 / 7, 5 / 7, 4 / 7, 3 / 7, 2 / 7, 1 / 7]),
+    ("constant", [0.5] + [1.0] * 7),
+])
+def test_schedulers_with_warmup(name, expected):
+    # Linear warmup then the named decay, per optimizer step (step: every 1 epoch of 4 steps here).
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    cfg = TrainConfig.from_dict({"scheduler": {"name": name, "warmup_steps": 1, "step_size_epochs": 1.0}}).scheduler
+    sched = build_scheduler(opt, cfg, total_steps=8, steps_per_epoch=4)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx(expected)
+
+
+def test_cosine_schedule_reaches_min_lr():
+    # Cosine decays from the peak to min_lr_ratio at the last step.
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=2.0)
+    cfg = TrainConfig.from_dict({"scheduler": {"name": "cosine", "min_lr_ratio": 0.1}}).scheduler
+    sched = build_scheduler(opt, cfg, total_steps=10, steps_per_epoch=5)
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(tmp_path):
+    # batch 16 x 1 step == batch 8 x 2 accumulation steps (same data order, no BatchNorm).
+    base = {"model.name": "timm:test_convnext", "epochs": 1, "optim.name": "sgd", "optim.lr": 0.05,
+            "max_grad_norm": None}
+    a = hftransfer.train(tiny_config(tmp_path / "a", batch_size=16, **base))
+    b = hftransfer.train(tiny_config(tmp_path / "b", batch_size=8, gradient_accumulation_steps=2,
+                                     **base))
+    wa, wb = load_file(a.model_dir / "model.safetensors"), load_file(b.model_dir / "model.safetensors")
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+
+
+def test_linear_probe_runs_the_backbone_once(tmp_path):
+    # With cached features the backbone sees each image once (setup), never during the 3 training epochs.
+    calls = []
+
+    class Count(Callback):
+        def on_train_begin(self, trainer):
+            backbone = trainer.accelerator.unwrap_model(trainer.model).backbone
+            backbone.register_forward_hook(lambda *args: calls.append(1))
+
+    result = hftransfer.train(tiny_config(tmp_path, recipe="linear_probe", epochs=3), callbacks=[Count()])
+    assert calls == []
+    metrics = json.loads((result.output_dir / "metrics.json").read_text())
+    assert metrics["feature_cache"] is True
+    log = (result.output_dir / "train.log").read_text()
+    assert "cached train features (64, " in log
+
+
+def test_linear_probe_with_random_augmentation_says_so(tmp_path):
+    # A random train transform cannot be cached: the run says so in the log and trains on live features.
+    result = hftransfer.train(tiny_config(tmp_path, recipe="linear_probe", epochs=1, augment="default"))
+    assert "feature cache off" in (result.output_dir / "train.log").read_text()
+    assert json.loads((result.output_dir / "metrics.json").read_text())["feature_cache"] is False
+
+
+def test_augmentation_mixup_label_smoothing_and_tensorboard(tmp_path):
+    # RandAugment + mixup/cutmix + label smoothing train, and TensorBoard event files are written.
+    result = hftransfer.train(tiny_config(tmp_path, epochs=1, augment="randaugment", mixup_alpha=0.2,
+                                          cutmix_alpha=0.2, label_smoothing=0.1, report_to=["tensorboard"],
+                                          log_every_steps=1))
+    assert list((result.output_dir / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_output_dir_with_finished_run_is_protected(tmp_path):
+    # A finished run is never overwritten by accident; overwrite_output_dir=true replaces it.
+    hftransfer.train(tiny_config(tmp_path, epochs=1))
+    with pytest.raises(FileExistsError, match="overwrite_output_dir"):
+        hftransfer.train(tiny_config(tmp_path, epochs=1))
+    hftransfer.train(tiny_config(tmp_path, epochs=1, overwrite_output_dir=True))
+
+
+def test_config_errors_name_the_key():
+    # Unknown keys and invalid values are reported with the dotted key and the valid choices.
+    with pytest.raises(ValueError, match=r"optim\.lrr"):
+        TrainConfig.from_dict({"optim": {"lrr": 1}})
+    with pytest.raises(ValueError, match="mixed_precision='fp8'"):
+        TrainConfig.from_dict({"mixed_precision": "fp8"})
+    with pytest.raises(ValueError, match="Unknown recipe 'lorra'"):
+        TrainConfig.from_dict({"recipe": "lorra"})
+    with pytest.raises(ValueError, match="top:K"):
+        TrainConfig.from_dict({"unfreeze_schedule": [{"epoch": 0, "train": "bottom"}]})
+
+
+def test_modality_mismatch_is_refused(tmp_path, tiny_models):
+    # A text backbone on image data fails before training with both sides named.
+    config = tiny_config(tmp_path, **{"model.name": tiny_models["transformers_bert"]})
+    with pytest.raises(ValueError, match="text backbone but the data"):
+        hftransfer.train(config)
+
+
+def test_bad_images_are_skipped_and_counted(tmp_path):
+    # An unreadable image is skipped with a count in metrics.json (on_bad_data=skip).
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    (root / "cat" / "broken.jpg").write_text("not an image")
+    config = tiny_config(tmp_path, epochs=1, data={"source": str(root), "validation_split": 0.25})
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        result = hftransfer.train(config)
+    data = json.loads((result.output_dir / "metrics.json").read_text())["data"]
+    assert len(data["skipped"]) == 1 and "broken.jpg" in data["skipped"][0]["item"]
+
+
+def test_every_yaml_config_loads_and_documents_its_launch_command():
+    # Each recipes/configs/*.yaml builds a TrainConfig and its header says how to launch it.
+    configs = sorted((REPO / "recipes" / "configs").glob("*.yaml"))
+    assert len(configs) >= 7
+    for path in configs:
+        config = TrainConfig.from_yaml(path)
+        header = path.read_text().split("\n\n")[0]
+        assert "hftransfer train" in header and "accelerate launch" in header, path
+        assert config.recipe in hftransfer.list_recipes()
+
+
+def test_cli_lists_recipes_and_trains(tmp_path):
+    # `hftransfer recipes` lists every recipe; `hftransfer train CONFIG key=value` trains with the overrides.
+    out = subprocess.run([sys.executable, "-m", "hftransfer.cli", "recipes"], capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    for name in ("full", "linear_probe", "lora"):
+        assert name in out.stdout
+    config = tmp_path / "c.yaml"
+    config.write_text(TrainConfig.from_dict(tiny_config(tmp_path)).to_yaml())
+    run = subprocess.run([sys.executable, "-m", "hftransfer.cli", "train", str(config), "epochs=1", "recipe=lora",
+                          f"output_dir={tmp_path / 'cli'}"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert metrics["recipe"] == "lora" and len(metrics["history"]) == 1
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, json
+    import hftransfer
+    from hftransfer.training import Callback
+
+    class KillAt(Callback):
+        def __init__(self, step):
+            self.step = step
+        def on_step_end(self, trainer, state):
+            if state["global_step"] == self.step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    config = json.loads(sys.argv[1])
+    kill = int(sys.argv[2])
+    hftransfer.train(config, callbacks=[KillAt(kill)] if kill else [])
+""")
+
+
+@pytest.mark.integration
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    # Killed mid-epoch (SIGKILL) and resumed from its last checkpoint, a run ends with the same weights, metrics
+    # and unfreeze-schedule state as a run that was never interrupted.
+    script = tmp_path / "run.py"
+    script.write_text(RESUME_SCRIPT)
+    schedule = [{"epoch": 0, "train": "head"}, {"epoch": 1, "train": "all"}]
+    common = {"epochs": 3, "checkpoint_every_steps": 2, "unfreeze_schedule": schedule, "model.head_dropout": 0.1,
+              "augment": "default"}
+    clean = tiny_config(tmp_path / "clean", **common)
+    killed = tiny_config(tmp_path / "killed", **common)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    subprocess.run([sys.executable, str(script), json.dumps(clean), "0"], check=True, env=env, capture_output=True)
+    # 4 steps per epoch: step 7 is in the middle of epoch 2 (after the unfreeze), last checkpoint at step 6.
+    first = subprocess.run([sys.executable, str(script), json.dumps(killed), "7"], env=env, capture_output=True)
+    assert first.returncode == -9, first.stderr[-2000:]
+    checkpoints = sorted(p.name for p in (Path(killed["output_dir"]) / "checkpoints").iterdir())
+    assert checkpoints[-1] == "step_00000006"
+    assert not (Path(killed["output_dir"]) / "metrics.json").exists()
+    second = subprocess.run([sys.executable, str(script), json.dumps(killed), "0"], env=env, capture_output=True,
+                            text=True)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in (Path(killed["output_dir"]) / "train.log").read_text()
+    wa = load_file(Path(clean["output_dir"]) / "model" / "model.safetensors")
+    wb = load_file(Path(killed["output_dir"]) / "model" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0)
+    ma = json.loads((Path(clean["output_dir"]) / "metrics.json").read_text())
+    mb = json.loads((Path(killed["output_dir"]) / "metrics.json").read_text())
+    drop = ("train_samples_per_s", "train_time_s")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
+    assert strip(ma["history"]) == strip(mb["history"])
+    assert ma["final_eval"] == mb["final_eval"]
+
+
+DDP_SCRIPT = textwrap.dedent("""
+    import builtins, json, os, sys
+    from pathlib import Path
+    import torch
+    import hftransfer
+    import hftransfer.utils.io as io
+
+    out = Path(json.loads(sys.argv[1])["output_dir"]).resolve()
+    writes = []
+    real_open, real_save, real_torch_save = builtins.open, io.save_state_dict, torch.save
+
+    def record(path):
+        try:
+            if Path(path).resolve().is_relative_to(out.parent):
+                writes.append(str(path))
+        except TypeError:
+            pass
+
+    def spy_open(file, mode="r", *a, **k):
+        if any(c in mode for c in "wax"):
+            record(file)
+        return real_open(file, mode, *a, **k)
+
+    def spy_save(state, path, *a, **k):
+        record(path)
+        return real_save(state, path, *a, **k)
+
+    def spy_torch_save(obj, f, *a, **k):
+        record(f)
+        return real_torch_save(obj, f, *a, **k)
+
+    builtins.open, io.save_state_dict, torch.save = spy_open, spy_save, spy_torch_save
+    import hftransfer.modeling, hftransfer.training.checkpoint
+    hftransfer.modeling.save_state_dict = spy_save
+    hftransfer.training.checkpoint.save_state_dict = spy_save
+    result = hftransfer.train(json.loads(sys.argv[1]))
+    rank = os.environ.get("RANK", "0")
+    Path(sys.argv[2], f"writes_rank{rank}.json").write_text(json.dumps(writes))
+""")
+
+
+@pytest.mark.integration
+def test_two_process_run_matches_single_process_and_only_rank0_writes(tmp_path):
+    # accelerate launch --multi_gpu --num_processes 2 (gloo on CPU) on the same global batch gives the same weights
+    # and metrics as one process, and rank 1 writes no file.
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    base = {"model.name": "timm:test_convnext", "epochs": 2, "optim.name": "sgd", "optim.lr": 0.05,
+            "checkpoint_every_steps": 2, "max_grad_norm": 1.0}
+    single = tiny_config(tmp_path / "single", **base)
+    double = tiny_config(tmp_path / "double", **base)
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w2").mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), json.dumps(single), str(tmp_path / "w1")], check=True, env=env,
+                   capture_output=True)
+    launched = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+         str(script), json.dumps(double), str(tmp_path / "w2")],
+        env=env, capture_output=True, text=True)
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    assert json.loads((tmp_path / "w2" / "writes_rank1.json").read_text()) == []
+    assert json.loads((tmp_path / "w2" / "writes_rank0.json").read_text())
+    m1 = json.loads((Path(single["output_dir"]) / "metrics.json").read_text())
+    m2 = json.loads((Path(double["output_dir"]) / "metrics.json").read_text())
+    assert m2["num_processes"] == 2 and m1["num_processes"] == 1
+    for r1, r2 in zip(m1["history"], m2["history"]):
+        assert r1["eval_accuracy"] == pytest.approx(r2["eval_accuracy"], abs=1 / 40 + 1e-9)
+        assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-3)
+    w1 = load_file(Path(single["output_dir"]) / "model" / "model.safetensors")
+    w2 = load_file(Path(double["output_dir"]) / "model" / "model.safetensors")
+    for key in w1:
+        torch.testing.assert_close(w1[key], w2[key], rtol=1e-3, atol=1e-4)
