@@ -71,6 +71,7 @@ class TransferTrainer:
         cfg = self.config
         ddp = DistributedDataParallelKwargs(find_unused_parameters=bool(cfg.unfreeze_schedule))
         log_with = [r for r in cfg.report_to if r != "none"] or None
+        _reset_accelerate_state()
         # accelerate only forms a gloo process group on CPU-only machines when told to use the CPU.
         cpu_only = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(
@@ -294,7 +295,7 @@ class TransferTrainer:
                     break
         bar.close()
         state["train_time"] += time.perf_counter() - start
-        metrics = self.evaluate()
+        metrics = self.evaluate(epoch=epoch + 1)
         # Every process saw a slice of each batch: average the loss over all of them.
         totals = acc.reduce(torch.tensor([state["loss_sum"], float(state["loss_count"])], device=acc.device),
                             reduction="sum")
@@ -398,10 +399,12 @@ class TransferTrainer:
         loss = float(F.cross_entropy(logits, labels))
         return logits.numpy(), labels.numpy(), loss
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, epoch: int | None = None) -> dict[str, float]:
         from hftransfer.metrics import compute_classification_metrics
 
         logits, labels, loss = self.predict_eval()
+        # Kept so the end-of-run report needs no second pass when the best epoch is the last one evaluated.
+        self._last_eval = (epoch, logits, labels, loss)
         metrics = compute_classification_metrics(logits, labels, self.data.label_names)
         return {"loss": loss, **metrics}
 
@@ -413,8 +416,12 @@ class TransferTrainer:
         acc, cfg = self.accelerator, self.config
         model_dir = self.output_dir / MODEL_DIR
         acc.wait_for_everyone()
-        self._load_best(model_dir)
-        logits, labels, loss = self.predict_eval()
+        cached = getattr(self, "_last_eval", None)
+        if cached is not None and cached[0] == state["best_epoch"]:
+            _, logits, labels, loss = cached  # the model in memory is the best one
+        else:
+            self._load_best(model_dir)
+            logits, labels, loss = self.predict_eval()
         preds = logits.argmax(-1)
         final = {"loss": loss, **compute_classification_metrics(logits, labels, self.data.label_names),
                  "per_class": classification_report(preds, labels, self.data.label_names),
@@ -459,6 +466,17 @@ class TransferTrainer:
         if handler is not None:
             logger.removeHandler(handler)
             handler.close()
+
+
+def _reset_accelerate_state() -> None:
+    """Let several runs with different precision share one Python process (notebooks, test suites).
+
+    accelerate keeps a process-wide singleton; the process group (PartialState) is kept, only the per-run state goes.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
 
 def _flat_hparams(cfg: TrainConfig) -> dict[str, Any]:
