@@ -249,3 +249,29 @@ class PhaseTimer:
                 timer.cpu[name] = timer.cpu.get(name, 0.0) + cpu_seconds() - self.c
 
         return _Phase()
+
+
+def cpu_busy_fraction(seconds: float = 2.0) -> float:
+    """Fraction of all CPUs busy over ``seconds`` (from /proc/stat), i.e. what other processes use right now."""
+    def read():
+        fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+        return sum(fields), idle
+
+    try:
+        total0, idle0 = read()
+        time.sleep(seconds)
+        total1, idle1 = read()
+    except OSError:
+        return 0.0
+    return max(0.0, 1.0 - (idle1 - idle0) / max(total1 - total0, 1e-9))
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.25, poll: float = 15.0) -> dict[str, float]:
+    """Wait (up to ``max_wait`` s) until other processes use less than ``threshold`` of the CPUs."""
+    start = time.perf_counter()
+    busy = cpu_busy_fraction()
+    while busy > threshold and time.perf_counter() - start < max_wait:
+        time.sleep(poll)
+        busy = cpu_busy_fraction()
+    return {"cpu_busy_before": round(busy, 2), "waited_s": round(time.perf_counter() - start, 1)}

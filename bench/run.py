@@ -30,7 +30,14 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from common import MemoryMonitor, machine_info, offline_env, write_json  # noqa: E402
+from common import (  # noqa: E402
+    MemoryMonitor,
+    cpu_busy_fraction,
+    machine_info,
+    offline_env,
+    wait_for_quiet,
+    write_json,
+)
 
 
 # ------------------------------------------------------------------------------------------------------ the suite
@@ -172,7 +179,8 @@ def _worker_main(spec_json: str, out_path: str) -> int:
 # ------------------------------------------------------------------------------------------------ orchestrator
 
 
-def run_suite(rows: list[dict[str, Any]], work_dir: Path, log_dir: Path, timeout: float) -> dict[str, dict]:
+def run_suite(rows: list[dict[str, Any]], work_dir: Path, log_dir: Path, timeout: float,
+              max_wait: float = 0.0) -> dict[str, dict]:
     results = {}
     log_dir.mkdir(parents=True, exist_ok=True)
     for i, row in enumerate(rows, 1):
@@ -180,7 +188,9 @@ def run_suite(rows: list[dict[str, Any]], work_dir: Path, log_dir: Path, timeout
         out_path = work_dir / f"row-{i}.json"
         out_path.unlink(missing_ok=True)
         log_path = log_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{row['mode']}-{row['id']}") + ".log")
-        print(f"[{i}/{len(rows)}] {row['mode']} {row['id']} ...", flush=True)
+        quiet = wait_for_quiet(max_wait) if max_wait > 0 else {"cpu_busy_before": round(cpu_busy_fraction(), 2)}
+        print(f"[{i}/{len(rows)}] {row['mode']} {row['id']} (CPU busy before: {quiet['cpu_busy_before']:.0%}"
+              f"{', waited %.0fs' % quiet['waited_s'] if quiet.get('waited_s') else ''}) ...", flush=True)
         start = time.perf_counter()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec), "--worker-out",
                str(out_path)]
@@ -198,6 +208,7 @@ def run_suite(rows: list[dict[str, Any]], work_dir: Path, log_dir: Path, timeout
         else:
             res = {"ok": False, "error": f"worker exited with {rc} and wrote no result (see {log_path.name})"}
         res["process_wall_s"] = round(elapsed, 1)
+        res.update(quiet)
         results[row["id"]] = {"spec": row, "result": res}
         summary = _one_line(res)
         print(f"    {'ok' if res.get('ok') else 'FAILED'} in {elapsed:.0f}s {summary}", flush=True)
@@ -226,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(BENCH_DIR / "results"))
     parser.add_argument("--work-dir", default=None, help="scratch space for subsets and model outputs (default: tmp)")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per row")
+    parser.add_argument("--max-wait", type=float, default=0.0,
+                        help="before each row, wait up to this many seconds for other processes to leave the CPUs "
+                             "(< 25%% busy); the CPU use seen is recorded either way")
     parser.add_argument("--list", action="store_true", help="print the rows of --mode and exit")
     parser.add_argument("--render-only", action="store_true", help="re-render RESULTS.md/plot from results.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -254,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         started = _dt.datetime.now().astimezone()
         print(f"hftransfer bench, mode {args.mode}: {len(rows)} rows on {machine['nproc']} x {machine['cpu_model']}, "
               f"torch {machine['versions']['torch']}", flush=True)
-        results = run_suite(rows, work_dir, out / "logs", args.timeout)
+        results = run_suite(rows, work_dir, out / "logs", args.timeout, args.max_wait)
         run = store["runs"].setdefault(args.mode, {"rows": {}, "invocations": []})
         run["rows"].update(results)
         run["machine"] = machine

@@ -122,7 +122,8 @@ class AutoTransfer(nn.Module):
             model = cls._from_saved(folder, token=token, trust_remote_code=trust_remote_code,
                                     allow_pickle=allow_pickle, origin=origin)
             if task is not None and task != model.task:
-                raise ConfigurationError(f"task={task!r} but the saved model at {str(model_name)!r} does {model.task!r}.")
+                raise ConfigurationError(
+                    f"task={task!r} but the saved model at {str(model_name)!r} does {model.task!r}.")
             if labels is not None and labels != model.id2label:
                 model.reset_head(labels, head_dropout)
             return model
@@ -142,7 +143,7 @@ class AutoTransfer(nn.Module):
                 raise ConfigurationError(
                     f"{str(model_name)!r} has no pretrained classifier to keep: pass num_labels=N or id2label={{...}}."
                 )
-            labels = {i: n for i, n in enumerate(head.label_names or [f"LABEL_{i}" for i in range(head.weight.shape[0])])}
+            labels = _pretrained_labels(head)
         model = cls(backbone, labels, head_dropout=head_dropout)
         if head is not None and head.weight.shape[0] == len(labels) and labels == _pretrained_labels(head):
             with torch.no_grad():

@@ -13,7 +13,13 @@ import torch
 from PIL import Image
 
 from hftransfer import AutoTransfer
-from hftransfer.errors import ConfigurationError, ForeignFolderError, ModelNameError, OfflineError, UnsafeCheckpointError
+from hftransfer.errors import (
+    ConfigurationError,
+    ForeignFolderError,
+    ModelNameError,
+    OfflineError,
+    UnsafeCheckpointError,
+)
 
 
 FAMILIES = ["timm_cnn", "timm_vit", "transformers_vit", "transformers_bert"]

@@ -52,8 +52,8 @@ def load_backbone(
         else:
             fetched = fetch_snapshot(hub_id, revision=revision, token=token, allow_pickle=allow_pickle)
             folder, commit = fetched.local_dir, fetched.revision
-        spec = BackboneSpec("timm", _display_name(resolved, hub_id), resolved.source if resolved.source != "architecture"
-                            else "hub", revision=commit)
+        source = "hub" if resolved.source == "architecture" else resolved.source
+        spec = BackboneSpec("timm", _display_name(resolved, hub_id), source, revision=commit)
         return TimmBackbone.from_local_dir(folder, spec, model_args)
     if resolved.kind == "transformers":
         if resolved.source == "local":
@@ -100,7 +100,8 @@ def _transformers_random(folder: Path, spec: BackboneSpec, pooling: str | None, 
     config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     modality = modality or modality_of_config(config) or "text"
     pooling = pooling or default_pooling(config, modality)
-    model = AutoModel.from_config(config, trust_remote_code=trust_remote_code, **_pooling_layer_kwargs(config, pooling))
+    model = AutoModel.from_config(config, trust_remote_code=trust_remote_code,
+                                  **_pooling_layer_kwargs(config, pooling))
     return TransformersBackbone(model, spec, modality, _load_preprocessor(folder, config, modality,
                                                                           {"max_length": max_length}), pooling)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -82,17 +81,6 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
     def from_architecture(cls, directory: Path, spec: BackboneSpec, trust_remote_code: bool = False) -> Backbone:
         """Rebuild a randomly initialised backbone from files written by :meth:`save_architecture`."""
 
-    def block_names(self) -> list[str]:
-        """Module-name prefixes of the backbone's blocks, input side first (for freezing and layer-wise LR)."""
-        names: list[str] = []
-        for name, _ in self.model.named_parameters():
-            match = _BLOCK_RE.search(name)
-            prefix = name[: match.end()] if match else None
-            if prefix and prefix not in names:
-                names.append(prefix)
-        return names
-
 
 # Numbered containers used by timm and transformers: blocks.3, layer1.0, layers.3, stages.2, encoder.layer.5 ...
 BLOCK_PATTERN = r"(?:^|\.)(?:blocks|layers?\d*|stages|_blocks)\.\d+"
-_BLOCK_RE = re.compile(r"^(?:.*?)" + BLOCK_PATTERN)

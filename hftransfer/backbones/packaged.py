@@ -96,6 +96,7 @@ def map_in_order(source: dict, target: dict) -> dict:
     mapped = {}
     for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items()):
         if tuple(tensor.shape) != tuple(ref.shape):
-            raise ValueError(f"Shape mismatch mapping {src_key} {tuple(tensor.shape)} -> {dst_key} {tuple(ref.shape)}.")
+            raise ValueError(
+                f"Shape mismatch mapping {src_key} {tuple(tensor.shape)} -> {dst_key} {tuple(ref.shape)}.")
         mapped[dst_key] = tensor
     return mapped

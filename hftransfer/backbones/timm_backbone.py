@@ -66,7 +66,8 @@ class TimmBackbone(Backbone):
         return backbone
 
     @classmethod
-    def from_local_dir(cls, directory: Path, spec: BackboneSpec, model_args: dict[str, Any] | None = None) -> TimmBackbone:
+    def from_local_dir(cls, directory: Path, spec: BackboneSpec,
+                       model_args: dict[str, Any] | None = None) -> TimmBackbone:
         """Load a folder written by ``timm.models.save_for_hf`` (config.json + model.safetensors)."""
         import timm
 

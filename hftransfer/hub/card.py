@@ -66,7 +66,8 @@ _SECRET_KEYS = (
     "api_key",
 )
 _SECRET_KEY_PATTERN = "|".join(key.replace("_", "[_-]") for key in sorted(_SECRET_KEYS, key=len, reverse=True))
-# `token=abc`, `hub.token: abc`, `"token": "abc"`, `--hub-token=abc` (keys match exactly, so `pad_token` is left alone) ...
+# `token=abc`, `hub.token: abc`, `"token": "abc"`, `--hub-token=abc`
+# (keys match exactly, so `pad_token` is left alone) ...
 _SECRET_ASSIGN_RE = re.compile(
     rf"(?i)(?<![\w-])(?P<key>(?:[\w-]+\.)*-{{0,2}}(?:{_SECRET_KEY_PATTERN})['\"]?)(?P<sep>\s*[:=]\s*)"
     r"(?P<quote>['\"]?)(?P<value>[^\s'\",}\]]+)(?P=quote)"

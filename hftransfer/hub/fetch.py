@@ -143,7 +143,8 @@ def fetch_snapshot(
             raise OfflineError(_offline_message(repo_id)) from err
         raise
     local_path = Path(local)
-    return FetchedRepo(repo_id=repo_id, local_dir=local_path, revision=_commit_from_snapshot_path(local_path) or revision)
+    commit = _commit_from_snapshot_path(local_path) or revision
+    return FetchedRepo(repo_id=repo_id, local_dir=local_path, revision=commit)
 
 
 def _endpoint() -> str:
@@ -155,7 +156,8 @@ def _endpoint() -> str:
 def _offline_message(repo_id: str) -> str:
     why = "HF_HUB_OFFLINE is set" if hub_offline_forced() else f"the hub ({_endpoint()}) cannot be reached"
     return (
-        f"Cannot load {repo_id!r}: {why} and it is not in the local cache ({os.environ.get('HF_HUB_CACHE', '~/.cache/huggingface/hub')}). "
+        f"Cannot load {repo_id!r}: {why} and it is not in the local cache "
+        f"({os.environ.get('HF_HUB_CACHE', '~/.cache/huggingface/hub')}). "
         "Download it once while online, point to a local folder, or use a packaged offline backbone "
         "('packaged:efficientnet_lite0', 'packaged:all-MiniLM-L6-v2')."
     )

@@ -75,7 +75,8 @@ class TransferTrainer:
         # accelerate only forms a gloo process group on CPU-only machines when told to use the CPU.
         cpu_only = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(
-            cpu=cpu_only, mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            cpu=cpu_only, mixed_precision=cfg.mixed_precision,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             dataloader_config=DataLoaderConfiguration(split_batches=True), log_with=log_with,
             project_dir=str(self.output_dir / "logs"), kwargs_handlers=[ddp],
         )
@@ -209,7 +210,7 @@ class TransferTrainer:
     def train(self) -> TrainResult:
         if not hasattr(self, "accelerator"):
             self.setup()
-        acc, cfg = self.accelerator, self.config
+        cfg = self.config
         state = {"epoch": 0, "batches_done": 0, "global_step": 0, "history": [], "best_metric": None,
                  "best_epoch": None, "bad_epochs": 0, "loss_sum": 0.0, "loss_count": 0, "samples": 0,
                  "train_time": 0.0}
@@ -447,7 +448,8 @@ class TransferTrainer:
             if not cfg.hub_repo_id:
                 raise ValueError("push_to_hub=true needs hub_repo_id=<namespace/name>.")
             push_folder(model_dir, cfg.hub_repo_id, private=cfg.hub_private, revision=cfg.hub_revision,
-                        commit_message=f"hftransfer {cfg.recipe}: best {cfg.metric_for_best}={state['best_metric']:.4f}")
+                        commit_message=f"hftransfer {cfg.recipe}: best {cfg.metric_for_best}="
+                                       f"{state['best_metric']:.4f}")
         acc.end_training()
         self._close_logging()
         return TrainResult(self.output_dir, model_dir, state["best_metric"], state["best_epoch"], state["history"],
