@@ -427,3 +427,12 @@ def test_two_process_run_matches_single_process_and_only_rank0_writes(tmp_path):
     w2 = load_file(Path(double["output_dir"]) / "model" / "model.safetensors")
     for key in w1:
         torch.testing.assert_close(w1[key], w2[key], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("recipe", ["full", "lora"])
+def test_fp16_on_gpu(tmp_path, recipe):
+    # fp16 mixed precision (a GPU feature) trains and saves a loadable model; skipped on CPU-only machines.
+    result = hftransfer.train(tiny_config(tmp_path, recipe=recipe, mixed_precision="fp16", epochs=1))
+    assert json.loads((result.output_dir / "metrics.json").read_text())["mixed_precision"] == "fp16"
+    assert AutoTransfer.from_pretrained(result.model_dir).num_labels == 10
