@@ -436,3 +436,16 @@ def test_fp16_on_gpu(tmp_path, recipe):
     result = hftransfer.train(tiny_config(tmp_path, recipe=recipe, mixed_precision="fp16", epochs=1))
     assert json.loads((result.output_dir / "metrics.json").read_text())["mixed_precision"] == "fp16"
     assert AutoTransfer.from_pretrained(result.model_dir).num_labels == 10
+
+
+def test_finished_run_drops_its_resume_checkpoints(tmp_path):
+    # Checkpoints exist during the run (for resume) and are removed once the best model and metrics are written.
+    seen = []
+
+    class Look(Callback):
+        def on_epoch_end(self, trainer, state, metrics):
+            seen.append(len(list((trainer.output_dir / "checkpoints").glob("step_*"))))
+
+    result = hftransfer.train(tiny_config(tmp_path, epochs=2, checkpoint_every_steps=1), callbacks=[Look()])
+    assert seen[0] >= 1
+    assert not (result.output_dir / "checkpoints").exists()

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,16 +109,12 @@ class TransferTrainer:
 
     def _check_output_dir(self) -> None:
         cfg, out = self.config, self.output_dir
-        finished = (out / "metrics.json").is_file()
-        has_ckpt = bool(ckpt.list_checkpoints(out))
-        if finished and not cfg.overwrite_output_dir and not (cfg.resume and has_ckpt and not finished):
+        if (out / "metrics.json").is_file() and not cfg.overwrite_output_dir:
             raise FileExistsError(
                 f"output_dir={str(out)!r} already holds a finished run (metrics.json). Set overwrite_output_dir=true "
                 "or choose another output_dir."
             )
         if cfg.overwrite_output_dir and self.accelerator.is_main_process and out.exists():
-            import shutil
-
             for child in (out / ckpt.CHECKPOINT_DIR, out / MODEL_DIR, out / "metrics.json"):
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
         self.accelerator.wait_for_everyone()
@@ -441,6 +438,8 @@ class TransferTrainer:
 
             write_run_report(self, summary, model_dir)
             write_json(self.output_dir / "metrics.json", summary)
+            # Checkpoints only serve to resume an unfinished run; the best model is in model_dir.
+            shutil.rmtree(self.output_dir / ckpt.CHECKPOINT_DIR, ignore_errors=True)
         acc.wait_for_everyone()
         if cfg.push_to_hub and acc.is_main_process:
             from hftransfer.hub.push import push_folder
