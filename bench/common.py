@@ -251,6 +251,21 @@ class PhaseTimer:
         return _Phase()
 
 
+def proc_stat_busy_seconds() -> float:
+    """CPU-seconds all CPUs have been busy since boot (from /proc/stat; 0 where unavailable)."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return kids.ru_utime + kids.ru_stime
+
+
 def cpu_busy_fraction(seconds: float = 2.0) -> float:
     """Fraction of all CPUs busy over ``seconds`` (from /proc/stat), i.e. what other processes use right now."""
     def read():

@@ -32,7 +32,9 @@ sys.path.insert(0, str(BENCH_DIR))
 
 from common import (  # noqa: E402
     MemoryMonitor,
+    children_cpu_seconds,
     cpu_busy_fraction,
+    proc_stat_busy_seconds,
     machine_info,
     offline_env,
     wait_for_quiet,
@@ -179,39 +181,58 @@ def _worker_main(spec_json: str, out_path: str) -> int:
 # ------------------------------------------------------------------------------------------------ orchestrator
 
 
+def _run_worker(row: dict[str, Any], index: int, work_dir: Path, log_path: Path, timeout: float) -> dict:
+    """One subprocess for one row; also measures how much CPU *other* processes took meanwhile."""
+    spec = {**row, "work_dir": str(work_dir)}
+    out_path = work_dir / f"row-{index}.json"
+    out_path.unlink(missing_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec), "--worker-out", str(out_path)]
+    start, busy0, own0 = time.perf_counter(), proc_stat_busy_seconds(), children_cpu_seconds()
+    with open(log_path, "a", encoding="utf-8") as log:
+        try:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, cwd=work_dir).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    elapsed = time.perf_counter() - start
+    others = max(0.0, proc_stat_busy_seconds() - busy0 - (children_cpu_seconds() - own0))
+    for scratch in list(work_dir.glob("hft-bench-*")) + list(work_dir.glob("peer-bench-*")):
+        shutil.rmtree(scratch, ignore_errors=True)  # trained models and checkpoints of the row
+    if out_path.is_file():
+        res = json.loads(out_path.read_text())
+    else:
+        res = {"ok": False, "error": f"worker exited with {rc} and wrote no result (see {log_path.name})"}
+    res["process_wall_s"] = round(elapsed, 1)
+    # Share of the machine's CPUs that other processes used while the row ran (0 = it had the machine alone).
+    res["interference"] = round(others / max(elapsed * (os.cpu_count() or 1), 1e-9), 3)
+    return res
+
+
 def run_suite(rows: list[dict[str, Any]], work_dir: Path, log_dir: Path, timeout: float,
-              max_wait: float = 0.0) -> dict[str, dict]:
+              max_wait: float = 0.0, retries: int = 0, max_interference: float = 0.1) -> dict[str, dict]:
+    """Run the rows in order. A row that other processes disturbed (they took more than ``max_interference`` of
+    the CPUs while it ran) is run again, up to ``retries`` times; the least disturbed attempt is kept."""
     results = {}
     log_dir.mkdir(parents=True, exist_ok=True)
     for i, row in enumerate(rows, 1):
-        spec = {**row, "work_dir": str(work_dir)}
-        out_path = work_dir / f"row-{i}.json"
-        out_path.unlink(missing_ok=True)
         log_path = log_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{row['mode']}-{row['id']}") + ".log")
-        quiet = wait_for_quiet(max_wait) if max_wait > 0 else {"cpu_busy_before": round(cpu_busy_fraction(), 2)}
-        print(f"[{i}/{len(rows)}] {row['mode']} {row['id']} (CPU busy before: {quiet['cpu_busy_before']:.0%}"
-              f"{', waited %.0fs' % quiet['waited_s'] if quiet.get('waited_s') else ''}) ...", flush=True)
-        start = time.perf_counter()
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec), "--worker-out",
-               str(out_path)]
-        with open(log_path, "w", encoding="utf-8") as log:
-            try:
-                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, cwd=work_dir)
-                rc = proc.returncode
-            except subprocess.TimeoutExpired:
-                rc = "timeout"
-        elapsed = time.perf_counter() - start
-        for scratch in list(work_dir.glob("hft-bench-*")) + list(work_dir.glob("peer-bench-*")):
-            shutil.rmtree(scratch, ignore_errors=True)  # trained models and checkpoints of the row
-        if out_path.is_file():
-            res = json.loads(out_path.read_text())
-        else:
-            res = {"ok": False, "error": f"worker exited with {rc} and wrote no result (see {log_path.name})"}
-        res["process_wall_s"] = round(elapsed, 1)
-        res.update(quiet)
-        results[row["id"]] = {"spec": row, "result": res}
-        summary = _one_line(res)
-        print(f"    {'ok' if res.get('ok') else 'FAILED'} in {elapsed:.0f}s {summary}", flush=True)
+        log_path.unlink(missing_ok=True)
+        attempts = []
+        for attempt in range(retries + 1):
+            quiet = wait_for_quiet(max_wait) if max_wait > 0 else {"cpu_busy_before": round(cpu_busy_fraction(), 2)}
+            print(f"[{i}/{len(rows)}] {row['mode']} {row['id']}{f' (retry {attempt})' if attempt else ''} "
+                  f"(CPU busy before: {quiet['cpu_busy_before']:.0%}"
+                  f"{', waited %.0fs' % quiet['waited_s'] if quiet.get('waited_s') else ''}) ...", flush=True)
+            res = _run_worker(row, i, work_dir, log_path, timeout)
+            res.update(quiet)
+            attempts.append(res)
+            print(f"    {'ok' if res.get('ok') else 'FAILED'} in {res['process_wall_s']:.0f}s, others used "
+                  f"{res['interference']:.0%} of the CPUs: {_one_line(res)}", flush=True)
+            if not res.get("ok") or res["interference"] <= max_interference:
+                break
+        best = min((a for a in attempts if a.get("ok")), key=lambda a: a["interference"], default=attempts[-1])
+        best["attempts"] = [{k: a.get(k) for k in ("interference", "samples_per_s", "accuracy", "process_wall_s")}
+                            for a in attempts]
+        results[row["id"]] = {"spec": row, "result": best}
     return results
 
 
@@ -237,9 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(BENCH_DIR / "results"))
     parser.add_argument("--work-dir", default=None, help="scratch space for subsets and model outputs (default: tmp)")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per row")
-    parser.add_argument("--max-wait", type=float, default=0.0,
+    parser.add_argument("--max-wait", type=float, default=60.0,
                         help="before each row, wait up to this many seconds for other processes to leave the CPUs "
                              "(< 25%% busy); the CPU use seen is recorded either way")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="re-run a row up to this many times when other processes took more than "
+                             "--max-interference of the CPUs while it ran (the least disturbed attempt is kept)")
+    parser.add_argument("--max-interference", type=float, default=0.1)
     parser.add_argument("--list", action="store_true", help="print the rows of --mode and exit")
     parser.add_argument("--render-only", action="store_true", help="re-render RESULTS.md/plot from results.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -268,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         started = _dt.datetime.now().astimezone()
         print(f"hftransfer bench, mode {args.mode}: {len(rows)} rows on {machine['nproc']} x {machine['cpu_model']}, "
               f"torch {machine['versions']['torch']}", flush=True)
-        results = run_suite(rows, work_dir, out / "logs", args.timeout, args.max_wait)
+        results = run_suite(rows, work_dir, out / "logs", args.timeout, args.max_wait, args.retries,
+                            args.max_interference)
         run = store["runs"].setdefault(args.mode, {"rows": {}, "invocations": []})
         run["rows"].update(results)
         run["machine"] = machine

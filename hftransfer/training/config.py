@@ -87,6 +87,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: bool = True  # continue from the newest checkpoint in output_dir/checkpoints if there is one
     num_workers: int = 0  # DataLoader workers (0 is fastest on small CPUs)
+    image_cache_mb: float = 2048  # keep decoded images in memory up to this size per split (0: decode every epoch)
     bucket_by_length: bool = True  # text: batch similar lengths together (little padding)
     log_every_steps: int = 10
     report_to: list[str] = field(default_factory=list)  # ["tensorboard"]

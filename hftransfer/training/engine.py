@@ -164,8 +164,8 @@ class TransferTrainer:
         if model.modality == "image":
             train_tf = model.transform(train=not self.feature_mode, augment=cfg.augment)
             eval_tf = model.transform(train=False)
-            train_ds = ImageDataset(data.train, train_tf, seed=cfg.seed)
-            eval_ds = ImageDataset(data.validation, eval_tf, seed=cfg.seed)
+            train_ds = ImageDataset(data.train, train_tf, seed=cfg.seed, cache_mb=cfg.image_cache_mb)
+            eval_ds = ImageDataset(data.validation, eval_tf, seed=cfg.seed, cache_mb=cfg.image_cache_mb)
             train_len = eval_len = None
             collate = None
         else:

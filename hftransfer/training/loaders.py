@@ -75,8 +75,12 @@ class ImageDataset(Dataset):
     global RNGs, which the DataLoader's prefetching would advance out of order, are left untouched).
     """
 
-    def __init__(self, data, transform, seed: int = 0):
+    def __init__(self, data, transform, seed: int = 0, cache_mb: float = 0):
         self.data, self.transform, self.seed = data, transform, seed
+        self.labels = [int(x) for x in data["label"]]  # read once: row access would decode the image too
+        # Decoded RGB images kept between epochs (JPEG/PNG decoding is a large share of a CPU step).
+        self._cache: dict[int, Any] = {}
+        self._cache_budget, self._cache_used = int(cache_mb * 2**20), 0
 
     def __len__(self) -> int:
         return len(self.data)
@@ -95,9 +99,8 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        row = self.data[int(index)]
-        image = row["image"]
-        image = image if image.mode == "RGB" else image.convert("RGB")
+        index = int(index)
+        image = self._decoded(index)
         sample_seed = int(np.random.SeedSequence([self.seed, epoch, int(index)]).generate_state(1)[0])
         state = random.getstate()
         with torch.random.fork_rng(devices=[]):
@@ -105,7 +108,19 @@ class ImageDataset(Dataset):
             torch.manual_seed(sample_seed)
             pixels = self.transform(image)
         random.setstate(state)
-        return {"pixel_values": pixels, "labels": int(row["label"])}
+        return {"pixel_values": pixels, "labels": self.labels[index]}
+
+    def _decoded(self, index: int):
+        image = self._cache.get(index)
+        if image is None:
+            image = self.data[index]["image"]
+            image = image if image.mode == "RGB" else image.convert("RGB")
+            size = image.width * image.height * 3
+            if self._cache_used + size <= self._cache_budget:
+                image.load()
+                self._cache[index] = image
+                self._cache_used += size
+        return image
 
 
 class TokenizedDataset(Dataset):
