@@ -574,3 +574,44 @@ def test_token_is_never_written_anywhere(pushed, pulled, trained, cli_repushed, 
     leaked = [str(p) for p in work.rglob("*") if p.is_file() and not p.is_symlink() and secret in p.read_bytes()]
     assert leaked == []
     assert not [log for log in LOGS if TOKEN in log]
+
+
+RESOLVE_CODE = """
+import torch
+from hftransfer import AutoTransfer
+
+out = {}
+for name in ("test_vit", "timm/test_vit.r160_in1k", "hf-hub:tester/tiny-vit", "tester/tiny-vit", "tester/tiny-bert"):
+    model = AutoTransfer.from_pretrained(name, num_labels=2)
+    spec = model.backbone.spec
+    first = next(iter(model.backbone.model.state_dict().values()))
+    out[name] = {"family": spec.family, "name": spec.name, "revision": spec.revision, "source": spec.source,
+                 "first_sum": float(first.double().sum())}
+print(json.dumps(out))
+"""
+
+
+def test_hub_names_resolve_to_the_right_family_and_exact_revision(hub, work):
+    # Bare timm architectures, timm/ and hf-hub: ids, and repo ids told apart by config.json all load from the hub
+    # with the commit they came from recorded in the spec (and the pretrained weights, not a random init).
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(3)
+    vit = timm.create_model("test_vit", pretrained=False)
+    save_for_hf(vit, str(work / "seed-timm-org"), safe_serialization=True)
+    hub.create_repo("timm/test_vit.r160_in1k")
+    hub.upload_files("timm/test_vit.r160_in1k",
+                     {p.name: p.read_bytes() for p in (work / "seed-timm-org").iterdir() if p.is_file()})
+    got = run_py(RESOLVE_CODE, hf_env(hub, work / "cache-resolve"))
+    commit = {repo: hub.refs(repo)["branches"]["main"] for repo in
+              ("timm/test_vit.r160_in1k", "tester/tiny-vit", "tester/tiny-bert")}
+    expected_sum = float(next(iter(vit.state_dict().values())).double().sum())
+    assert got["test_vit"]["name"] == "timm/test_vit.r160_in1k"
+    for name in ("test_vit", "timm/test_vit.r160_in1k"):
+        assert got[name]["family"] == "timm" and got[name]["revision"] == commit["timm/test_vit.r160_in1k"]
+        assert got[name]["first_sum"] == pytest.approx(expected_sum)
+    for name in ("hf-hub:tester/tiny-vit", "tester/tiny-vit"):
+        assert got[name]["family"] == "timm" and got[name]["revision"] == commit["tester/tiny-vit"]
+    assert got["tester/tiny-bert"]["family"] == "transformers"
+    assert got["tester/tiny-bert"]["revision"] == commit["tester/tiny-bert"]
