@@ -301,3 +301,21 @@ def test_adapter_save_keeps_the_head_and_only_trained_weights(tmp_path):
     assert {"head.fc.weight", "head.fc.bias"} <= keys
     assert all(k.startswith("head.") or "lora_" in k for k in keys)
     assert any("lora_A" in k for k in keys)
+
+
+@pytest.mark.parametrize("family", ["timm_vit", "transformers_bert"])
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_models, family, method):
+    # Recomputing activations in backward changes memory, not the gradients.
+    grads = []
+    for enable in (False, True):
+        torch.manual_seed(0)
+        model = AutoTransfer.from_pretrained(tiny_models[family], num_labels=2, pretrained=False, method=method)
+        _perturb(model)
+        model.backbone.set_grad_checkpointing(enable)
+        model.train()
+        model(**_batch(model, 2), labels=torch.tensor([0, 1])).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)

@@ -75,9 +75,9 @@ def test_each_recipe_trains_and_writes_its_outputs(tmp_path, recipe):
 
 
 def test_text_recipe_on_csv(tiny_models, tmp_path):
-    # A text model trains from a CSV with named columns; label names come from the data.
+    # A text model trains from a CSV with named columns (with gradient checkpointing); label names come from the data.
     config = tiny_config(tmp_path, recipe="lora", **{"model.name": tiny_models["transformers_bert"],
-                                                     "model.pretrained": False})
+                                                     "model.pretrained": False, "model.gradient_checkpointing": True})
     config["model"].pop("image_size")
     config["data"] = {"source": str(text_csv(tmp_path)), "text_column": "text", "label_column": "label"}
     result = hftransfer.train(config)

@@ -72,6 +72,14 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
         """Keep the batch entries this backbone consumes (labels, ids and other columns are dropped)."""
         return {k: v for k, v in inputs.items() if k in self.input_names and v is not None}
 
+    def base_model(self) -> nn.Module:
+        """The library model without adapter wrappers (PEFT's ``PeftModel``)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    @abc.abstractmethod
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in the backward pass instead of storing them (less memory, ~30% slower)."""
+
     @abc.abstractmethod
     def save_architecture(self, directory: Path) -> None:
         """Write the files needed to rebuild this architecture (config, tokenizer) into ``directory``."""

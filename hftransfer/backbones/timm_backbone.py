@@ -33,6 +33,9 @@ class TimmBackbone(Backbone):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.base_model().set_grad_checkpointing(enable)
+
     def save_architecture(self, directory: Path) -> None:
         write_json(Path(directory) / ARCHITECTURE_FILE, {
             "architecture": self.spec.options["architecture"],

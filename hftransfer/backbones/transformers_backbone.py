@@ -75,6 +75,16 @@ class TransformersBackbone(Backbone):
         out = self.model(**inputs, return_dict=True)
         return POOLERS[self.pooling](out, inputs.get("attention_mask"))
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        model = self.base_model()
+        if not model.supports_gradient_checkpointing:
+            raise ConfigurationError(f"{type(model).__name__} does not support gradient checkpointing; set "
+                                     "model.gradient_checkpointing=false.")
+        if enable:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_disable()
+
     def save_architecture(self, directory: Path) -> None:
         directory = Path(directory)
         self.model.config.save_pretrained(directory)

@@ -24,6 +24,7 @@ class ModelConfig:
     head_dropout: float = 0.0
     image_size: int | None = None  # train/eval at another resolution than the pretrained one (faster on CPU)
     channels_last: bool = True  # NHWC memory layout for CNNs (faster on CPU and GPU)
+    gradient_checkpointing: bool = False  # recompute activations in backward: much less memory, ~30% slower
     trust_remote_code: bool = False  # never implicit
 
 

@@ -147,6 +147,8 @@ class TransferTrainer:
                              f"({cfg.data.source!r}) is {data.modality}. Pick a matching backbone or dataset.")
         if cfg.model.image_size and self.model.modality == "image":
             self.model.backbone.preprocessor = self.model.preprocessor.with_image_size(cfg.model.image_size)
+        if cfg.model.gradient_checkpointing:
+            self.model.backbone.set_grad_checkpointing(True)
         if cfg.model.channels_last and self.model.modality == "image":
             self.model.to(memory_format=torch.channels_last)
         self._log(self.model.trainable_parameters_line())
