@@ -159,15 +159,7 @@ class AutoTransfer(nn.Module):
     def _from_saved(cls, folder: Path, token: str | bool | None, trust_remote_code: bool,
                     allow_pickle: bool, origin: str | None = None) -> AutoTransfer:
         origin = origin or str(folder)
-        try:
-            config = read_json(folder / HFTRANSFER_CONFIG)
-        except ValueError as err:
-            raise ForeignFolderError(f"{origin!r}: {HFTRANSFER_CONFIG} is not valid JSON ({err}).") from err
-        if not isinstance(config, dict) or config.get("format") != "hftransfer":
-            raise ForeignFolderError(
-                f"{origin!r}: {HFTRANSFER_CONFIG} is not an hftransfer model config (no \"format\": \"hftransfer\"), "
-                "so this is not a model saved by hftransfer. Load the backbone by its own name instead."
-            )
+        config = read_model_config(folder, origin, "Load the backbone by its own name instead.")
         if int(config.get("format_version", 0)) > FORMAT_VERSION:
             raise ConfigurationError(
                 f"{str(folder)!r} was saved by hftransfer {config.get('hftransfer_version')} (format "
@@ -383,6 +375,20 @@ class AutoTransfer(nn.Module):
         from hftransfer.hub.push import push_model
 
         return push_model(self, repo_id, **kwargs)
+
+
+def read_model_config(folder: Path, origin: str, fix: str) -> dict[str, Any]:
+    """Read ``hftransfer_config.json``; a broken or foreign file is a :class:`ForeignFolderError` ending in ``fix``."""
+    try:
+        config = read_json(Path(folder) / HFTRANSFER_CONFIG)
+    except ValueError as err:
+        raise ForeignFolderError(f"{origin!r}: {HFTRANSFER_CONFIG} is not valid JSON ({err}). {fix}") from err
+    if not isinstance(config, dict) or config.get("format") != "hftransfer":
+        raise ForeignFolderError(
+            f"{origin!r}: {HFTRANSFER_CONFIG} is not an hftransfer model config (no \"format\": \"hftransfer\"), "
+            f"so this is not a model saved by hftransfer. {fix}"
+        )
+    return config
 
 
 def _mkdir(path: Path) -> Path:

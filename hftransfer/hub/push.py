@@ -24,7 +24,7 @@ from hftransfer.errors import (
     OfflineError,
     UnsafeCheckpointError,
 )
-from hftransfer.utils.io import PICKLE_SUFFIXES, read_json
+from hftransfer.utils.io import PICKLE_SUFFIXES
 
 
 if TYPE_CHECKING:
@@ -85,15 +85,9 @@ def plan_upload(folder: str | Path) -> PushPlan:
             f"folder={str(folder)!r} has no {HFTRANSFER_CONFIG}, so it is not a model saved by hftransfer.{hint} "
             "Save one with model.save_pretrained(folder) or train with `hftransfer train`."
         )
-    try:
-        config = read_json(config_path)
-    except ValueError as err:
-        raise ForeignFolderError(f"{str(config_path)!r} is not valid JSON ({err}); save the model again.") from err
-    if not isinstance(config, dict) or config.get("format") != "hftransfer":
-        raise ForeignFolderError(
-            f"{str(config_path)!r} is not an hftransfer model config (no \"format\": \"hftransfer\"); save the model "
-            "again with model.save_pretrained(folder)."
-        )
+    from hftransfer.modeling import read_model_config
+
+    config = read_model_config(folder, str(config_path), "Save the model again with model.save_pretrained(folder).")
     weights = config.get("weights")
     if weights not in WEIGHT_FILES:
         raise ForeignFolderError(
