@@ -353,6 +353,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert ma["final_eval"] == mb["final_eval"]
 
 
+def free_port() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
 DDP_SCRIPT = textwrap.dedent("""
     import builtins, json, os, sys
     from pathlib import Path
@@ -411,7 +419,7 @@ def test_two_process_run_matches_single_process_and_only_rank0_writes(tmp_path):
                    capture_output=True)
     launched = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port(),
          str(script), json.dumps(double), str(tmp_path / "w2")],
         env=env, capture_output=True, text=True)
     assert launched.returncode == 0, launched.stderr[-4000:]
