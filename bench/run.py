@@ -74,6 +74,8 @@ def build_rows(mode: str) -> list[dict[str, Any]]:
     rows += _pair(text, method="lora", lr=TEXT_LR["lora"], lora_targets=QV)
     rows.append({**text, "tool": "hftransfer", "method": "lora", "variant": "default-targets",
                  "lr": TEXT_LR["lora"], "lora_targets": None})
+    rows.append({**text, "tool": "hftransfer", "method": "lora", "variant": "grad-ckpt", "lr": TEXT_LR["lora"],
+                 "lora_targets": QV, "gradient_checkpointing": True})
     rows += _pair(text, method="full", lr=TEXT_LR["full"])
     lp = {**text, "epochs": 10}
     if not quick:  # the peer runs the frozen backbone 10x: a 10k-sentence subset keeps it under an hour
@@ -95,6 +97,8 @@ def build_rows(mode: str) -> list[dict[str, Any]]:
                      "min_time": 6.0 if quick else 15.0})
         for method in ("full", "lora"):
             rows += _pair(ds, method=method, lr=VISION_LR[method])
+        rows.append({**ds, "tool": "hftransfer", "method": "lora", "variant": "grad-ckpt", "lr": VISION_LR["lora"],
+                     "gradient_checkpointing": True})
         rows += _pair({**ds, "epochs": 10}, method="linear_probe", lr=VISION_LR["linear_probe"])
 
     # --- inference: merged LoRA vs plain backbone ----------------------------------------------------------------
@@ -293,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         started = _dt.datetime.now().astimezone()
         print(f"hftransfer bench, mode {args.mode}: {len(rows)} rows on {machine['nproc']} x {machine['cpu_model']}, "
               f"torch {machine['versions']['torch']}", flush=True)
-        results = run_suite(rows, work_dir, out / "logs", args.timeout, args.max_wait, args.retries,
+        log_dir = work_dir / "logs"
+        print(f"row logs: {log_dir}", flush=True)
+        results = run_suite(rows, work_dir, log_dir, args.timeout, args.max_wait, args.retries,
                             args.max_interference)
         run = store["runs"].setdefault(args.mode, {"rows": {}, "invocations": []})
         run["rows"].update(results)

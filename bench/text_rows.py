@@ -35,7 +35,8 @@ def run_hftransfer(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
     config = {
         "recipe": method,
         "method": method_cfg,
-        "model": {"name": MODEL_NAME, "max_length": spec.get("max_length", 128)},
+        "model": {"name": MODEL_NAME, "max_length": spec.get("max_length", 128),
+                  **({"gradient_checkpointing": True} if spec.get("gradient_checkpointing") else {})},
         "data": {"source": str(_data_dir(spec))},
         "optim": {"name": "adamw", "lr": spec["lr"], "weight_decay": spec.get("weight_decay", 0.01)},
         "scheduler": {"name": "cosine", "warmup_ratio": spec.get("warmup_ratio", 0.05)},
