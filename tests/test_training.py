@@ -17,7 +17,7 @@ import hftransfer
 from hftransfer import AutoTransfer
 from hftransfer.training import Callback, TrainConfig, TransferTrainer
 from hftransfer.training.freezing import depth_map
-from hftransfer.training.optim import build_scheduler, param_groups
+from hftransfer.training.optim import build_optimizer, build_scheduler, param_groups
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,6 +150,28 @@ def test_param_groups_decay_and_layerwise_lr(tmp_path):
     assert by_name["backbone.model.blocks.0.norm1.weight"]["weight_decay"] == 0.0
     assert by_name["backbone.model.blocks.0.attn.qkv.bias"]["weight_decay"] == 0.0
     assert by_name["backbone.model.blocks.0.attn.qkv.weight"]["weight_decay"] == 0.1
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_optimizer_is_fused_by_default_and_steps_like_the_unfused_one(name):
+    # Fused kernels are the default where possible; they take the same step as the per-tensor implementation.
+    torch.manual_seed(0)
+    steps = {}
+    for fused in (None, False):
+        model = AutoTransfer.from_pretrained("timm:test_convnext", num_labels=3, pretrained=False)
+        model.load_state_dict(steps.get("init", model.state_dict()))
+        steps["init"] = {k: v.clone() for k, v in model.state_dict().items()}
+        cfg = TrainConfig.from_dict({"optim": {"name": name, "lr": 0.01, "fused": fused}}).optim
+        opt = build_optimizer(model, model.method, depth_map(model), cfg)
+        assert bool(opt.defaults["fused"]) is (fused is None)
+        x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        for _ in range(3):
+            model(pixel_values=x, labels=torch.tensor([0, 1, 2, 0])).loss.backward()
+            opt.step()
+            opt.zero_grad()
+        steps[fused] = model.state_dict()
+    for key, value in steps[None].items():
+        torch.testing.assert_close(value, steps[False][key], rtol=1e-3, atol=1e-4)  # ~1% of a step
 
 
 @pytest.mark.parametrize(("name", "expected"), [

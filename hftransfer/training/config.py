@@ -38,6 +38,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)  # adamw only
     layer_decay: float | None = None  # layer-wise LR decay: block i gets lr * layer_decay ** (depth - i)
     backbone_lr_scale: float = 1.0  # discriminative LR: multiply every backbone LR by this
+    fused: bool | None = None  # fused optimizer kernel (one op per step); None: on when every parameter allows it
 
 
 @dataclass
