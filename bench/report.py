@@ -82,24 +82,31 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
         goals.append({"goal": goal, "target": target, "measured": measured,
                       "status": status if met is None else _tag(mode, status), "limit": "" if met else limit})
 
-    # 1. text LoRA speed at equal accuracy
-    for mode in MODES:
-        ours = _row(runs, mode, lambda s: s["kind"] == "text" and s["method"] == "lora" and s["tool"] == "hftransfer"
-                    and not s.get("variant"))
+    # 1. text LoRA speed at equal accuracy (the issue's q,v targets on both sides; plus hftransfer's defaults)
+    modes = _first_mode(runs, lambda s: s["kind"] == "text" and s["method"] == "lora" and s["tool"] == "peer")
+    for mode in modes:
         peer = _row(runs, mode, lambda s: s["kind"] == "text" and s["method"] == "lora" and s["tool"] == "peer")
-        if ours and peer:
+        for variant in (None, "pooler-head", "default-targets"):
+            ours = _row(runs, mode, lambda s, v=variant: s["kind"] == "text" and s["method"] == "lora"
+                        and s["tool"] == "hftransfer" and s.get("variant") == v)
+            if not ours:
+                continue
             o, p = ours["result"], peer["result"]
             speed = o["samples_per_s"] / p["samples_per_s"]
             cpu = _ratio(o.get("samples_per_cpu_s"), p.get("samples_per_cpu_s"))
             dacc = 100 * (o["accuracy"] - p["accuracy"])
-            add("Text `lora` speed vs Trainer+PEFT at equal dev accuracy", ">= 2x samples/s, acc >= peer - 0.5 pt",
+            targets = ",".join(o.get("lora_targets") or []) + (f"; {variant}" if variant else "")
+            add(f"Text `lora` ({targets}) speed vs Trainer+PEFT (query,value) at equal dev accuracy "
+                f"[{ours['spec']['dataset']}]", ">= 2x samples/s, acc >= peer - 0.5 pt",
                 f"{speed:.2f}x samples/s ({_f(o['samples_per_s'])} vs {_f(p['samples_per_s'])}; per CPU-s "
-                f"{_f(cpu, 2)}x), dev acc {_pct(o['accuracy'])} vs {_pct(p['accuracy'])} ({dacc:+.2f} pt) "
-                f"[{ours['spec']['dataset']}]",
+                f"{_f(cpu, 2)}x), dev acc {_pct(o['accuracy'])} vs {_pct(p['accuracy'])} ({dacc:+.2f} pt)",
                 speed >= 2 and dacc >= -0.5, mode,
-                "see closing note: speed" if speed < 2 else "accuracy after the given epochs")
-            break
-    else:
+                ("speed: more adapters (all projections) cost compute" if speed < 2 else "")
+                + (" and " if speed < 2 and dacc < -0.5 else "")
+                + ("accuracy: " + ("different head (mean pooling + new linear head vs the peer's pretrained pooler)"
+                                   if variant != "pooler-head" else "same head; different batch order and numerics")
+                   if dacc < -0.5 else ""))
+    if not modes:
         add("Text `lora` speed vs Trainer+PEFT", ">= 2x", "not run", None, None)
 
     # 2. linear probe 10 epochs
@@ -124,7 +131,8 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
                     f"{speed:.1f}x ({_f(o['train_time_s'])} s vs {_f(p['train_time_s'])} s incl. feature "
                     f"extraction), acc {_pct(o['accuracy'])} vs {_pct(p['accuracy'])} ({dacc:+.2f} pt)",
                     speed >= 8 and dacc >= -0.5, mode,
-                    "speed" if speed < 8 else "accuracy: different pooling/head (see closing note)")
+                    "fixed costs: one feature pass over train + validation, process start" if speed < 8 else
+                    "accuracy: different pooling/head")
 
     # 3. vision full vs tutorial loop and vs the bare model
     seen = set()
@@ -144,7 +152,9 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
                 cpu = _ratio(o.get("samples_per_cpu_s"), p.get("samples_per_cpu_s"))
                 add(f"Vision `full` vs tutorial loop [{s['dataset']} @ {s['image_size']} px]", ">= 4x img/s",
                     f"{speed:.2f}x ({_f(o['samples_per_s'])} vs {_f(p['samples_per_s'])} img/s; per CPU-s "
-                    f"{_f(cpu, 2)}x)", speed >= 4, mode, "see closing note: vision speed")
+                    f"{_f(cpu, 2)}x)", speed >= 4, mode, "the model: even the bare model in fp32 channels_last is "
+                    "only "
+                    "~2x the tutorial loop on a quiet machine")
             if bare:
                 variant = "fp32_channels_last" if row["spec"].get("channels_last", True) else "fp32"
                 b = bare["result"]["variants"].get(variant, {}).get("train_fwd_bwd_img_per_s")
@@ -153,7 +163,7 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
                     add(f"Vision `full` vs bare model fwd+bwd [{s['dataset']} @ {s['image_size']} px]",
                         ">= 85% of bare (same size, fp32 + channels_last)",
                         f"{100 * frac:.0f}% ({_f(o['samples_per_s'])} vs {_f(b)} img/s)", frac >= 0.85, mode,
-                        "see closing note: loop overhead")
+                        "per-step data loading is a larger share of a step at low resolution")
 
     # 4. LoRA memory vs full, merged LoRA latency
     seen = set()
@@ -175,7 +185,7 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
             which = "`lora` + gradient checkpointing" if s.get("variant") else "`lora`"
             add(f"{which} training memory vs `full` [{s['dataset']}]", "<= 0.7x (peak RSS - RSS once loaded)",
                 f"{_f(ratio, 2)}x ({_f(lm)} MB vs {_f(fm)} MB)", ratio is not None and ratio <= 0.7, mode,
-                "see closing note: memory")
+                "activations dominate; LoRA only saves grads + optimizer state of frozen weights")
     for modality in ("image", "text"):
         for mode in _first_mode(runs, lambda s, m=modality: s["kind"] == "latency" and s.get("modality") == m):
             row = _row(runs, mode, lambda s, m=modality: s["kind"] == "latency" and s.get("modality") == m)
@@ -192,22 +202,30 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
 
     # 5. accuracy
     text_full_mode, text_full = _find(runs, lambda s: s["kind"] == "text" and s["method"] == "full"
-                                      and s["tool"] == "hftransfer")
+                                      and s["tool"] == "hftransfer" and not s.get("variant"))
     if text_full:
         acc = text_full["result"]["accuracy"]
-        add(f"MiniLM `full` SST-2 dev accuracy (full train set) [{text_full['spec']['dataset']}, "
-            f"{text_full['spec']['epochs']} ep]", ">= 91.0%", f"{_pct(acc)}%",
-            acc >= 0.91 and text_full["spec"]["max_train"] is None, text_full_mode,
-            "trained on a subset only (quick mode)" if text_full["spec"]["max_train"] else "epochs / hyperparameters")
-        for variant in (None, "default-targets"):
+        longer = [row for row in _ok_rows(runs.get(text_full_mode, {})).values()
+                  if row["spec"]["kind"] == "text" and row["spec"]["method"] == "full"
+                  and row["spec"]["tool"] == "hftransfer" and row["spec"].get("variant")]
+        for row in [text_full, *longer]:
+            spec, row_acc = row["spec"], row["result"]["accuracy"]
+            add(f"MiniLM `full` SST-2 dev accuracy (full train set) [{spec['dataset']}, {spec['epochs']} ep, "
+                f"lr {spec['lr']:g}]", ">= 91.0%", f"{_pct(row_acc)}% (best epoch "
+                f"{_pct(row['result'].get('accuracy_best'))}%)",
+                row_acc >= 0.91 and spec["max_train"] is None, text_full_mode,
+                "trained on a subset only (quick mode)" if spec["max_train"] else
+                "the checkpoint: all-MiniLM-L6-v2 is a sentence-embedding model (contrastive training after "
+                "distillation), not the GLUE-distilled MiniLM of the published figures; no wider search")
+        for variant in (None, "pooler-head", "default-targets"):
             lora = _row(runs, text_full_mode, lambda s, v=variant: s["kind"] == "text" and s["method"] == "lora"
                         and s["tool"] == "hftransfer" and s.get("variant") == v)
             if lora:
                 gap = 100 * (acc - lora["result"]["accuracy"])
-                targets = ",".join(lora["result"].get("lora_targets") or [])
-                add(f"MiniLM `lora` ({targets}) within 1 point of `full` [{lora['spec']['dataset']}]",
+                targets = ",".join(lora["result"].get("lora_targets") or []) + (f"; {variant}" if variant else "")
+                add(f"MiniLM `lora` ({targets}) within 1 point of `full` (same epochs) [{lora['spec']['dataset']}]",
                     "full - lora <= 1.0 pt", f"{_pct(lora['result']['accuracy'])}% vs {_pct(acc)}% ({gap:+.2f} pt)",
-                    gap <= 1.0, text_full_mode, "LoRA capacity/epochs (see closing note)")
+                    gap <= 1.0, text_full_mode, "adapter capacity (q,v only) at equal epochs")
     for method, target in (("linear_probe", 0.93), ("full", 0.95)):
         mode, row = _find(runs, lambda s, m=method: s["kind"] == "vision" and s["dataset"] == "hymenoptera"
                           and s["method"] == m and s["tool"] == "hftransfer")
@@ -216,7 +234,7 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
             add(f"EfficientNet-Lite0 hymenoptera `{method}` val accuracy [{row['spec']['image_size']} px, "
                 f"{row['spec']['epochs']} ep]", f">= {100 * target:.0f}%",
                 f"{_pct(acc)}% (last epoch; best epoch {_pct(row['result'].get('accuracy_best'))}%)",
-                acc >= target, mode, "resolution/epochs (see closing note)")
+                acc >= target, mode, "153 val images (1 image = 0.65 pt), epoch-to-epoch swings of +-2 pt; no tuning")
     return goals
 
 
@@ -234,7 +252,8 @@ def training_table(run: dict[str, Any]) -> list[str]:
         if spec["kind"] not in ("text", "vision"):
             continue
         if not res.get("ok"):
-            lines.append(f"| {spec['dataset']} | {_label(spec)} | {spec['tool']} | FAILED: {res.get('error', '')[:80]} "
+            error = res.get("error", "")[:80]
+            lines.append(f"| {spec['dataset']} | {_label(spec)} | {spec['tool']} | FAILED: {error} "
                          "| | | | | | | | | | | | | |")
             continue
         peer = rows.get("/".join((spec["dataset"], spec["method"], "peer")))
@@ -284,7 +303,8 @@ def latency_table(run: dict[str, Any]) -> list[str]:
                 if res["modality"] == "image" else "MiniLM-L6 on SST-2 dev sentences, fp32")
         for key, v in res.items():
             if key.startswith("batch_") and isinstance(v, dict):
-                lines.append(f"| {name} | {key[6:]} | {v['plain']['median_ms']:.2f} | {v['merged_lora']['median_ms']:.2f} "
+                lines.append(f"| {name} | {key[6:]} | {v['plain']['median_ms']:.2f} "
+                             f"| {v['merged_lora']['median_ms']:.2f} "
                              f"| {v['merged_over_plain']:.3f} | {v['unmerged_lora']['median_ms']:.2f} "
                              f"| {v['unmerged_over_plain']:.3f} |")
     return lines
@@ -301,9 +321,12 @@ def render(store: dict[str, Any], out: Path) -> None:
              "wall seconds of the training phase (2.0 = both cores all the time; less means waiting for data or "
              "for the CPU), and samples per CPU-second is given next to wall-clock samples/s because it depends less "
              "on what else runs.", ""]
-    lines += ["## Goals (issue 5)", "", "| goal | target | measured | status |", "|---|---|---|---|"]
+    lines += ["## Goals (issue 5)", "",
+              "Judged on the full-mode rows where they exist, else on the quick-mode rows (marked). The closing note "
+              "below explains each miss.", "",
+              "| goal | target | measured | status | what limits it (when missed) |", "|---|---|---|---|---|"]
     for g in evaluate_goals(runs):
-        lines.append(f"| {g['goal']} | {g['target']} | {g['measured']} | **{g['status']}** |")
+        lines.append(f"| {g['goal']} | {g['target']} | {g['measured']} | **{g['status']}** | {g['limit']} |")
     lines.append("")
     for mode in MODES:
         run = runs.get(mode)
@@ -317,7 +340,8 @@ def render(store: dict[str, Any], out: Path) -> None:
                   "- Versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
                   f"- hftransfer commit: `{m.get('git_commit')}`"]
         for inv in run.get("invocations", []):
-            lines.append(f"- `{inv['command']}` — {inv['started']} → {inv['finished']} ({len(inv['rows'])} rows)")
+            finished = inv["finished"] or "stopped before the end"
+            lines.append(f"- `{inv['command']}` — {inv['started']} → {finished} ({len(inv['rows'])} rows)")
         lines += ["", "### Training", ""] + training_table(run)
         bare = bare_table(run)
         if len(bare) > 2:
@@ -338,7 +362,8 @@ def render(store: dict[str, Any], out: Path) -> None:
               "results.json).",
               "- **Peers**: text = `AutoModelForSequenceClassification` + `Trainer` (+ PEFT `LoraConfig`), "
               "`DataCollatorWithPadding`, same bf16 setting; vision = the PyTorch transfer-learning tutorial loop "
-              "(ImageFolder/in-memory Dataset + transforms, DataLoader(num_workers=2, shuffle=True), SGD momentum 0.9, "
+              "(ImageFolder/in-memory Dataset + transforms, DataLoader(num_workers=2, shuffle=True), "
+              "SGD momentum 0.9, "
               "StepLR(7, 0.1)). Same weights, batch size, epochs, learning rate and schedule for both tools.", ""]
     if NOTES_FILE.is_file():
         lines += [NOTES_FILE.read_text(encoding="utf-8").strip(), ""]

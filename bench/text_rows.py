@@ -36,6 +36,7 @@ def run_hftransfer(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
         "recipe": method,
         "method": method_cfg,
         "model": {"name": MODEL_NAME, "max_length": spec.get("max_length", 128),
+                  **({"pooling": spec["pooling"]} if spec.get("pooling") else {}),
                   **({"gradient_checkpointing": True} if spec.get("gradient_checkpointing") else {})},
         "data": {"source": str(_data_dir(spec))},
         "optim": {"name": "adamw", "lr": spec["lr"], "weight_decay": spec.get("weight_decay", 0.01)},
@@ -46,7 +47,9 @@ def run_hftransfer(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
         "bucket_by_length": spec.get("bucket_by_length", True),
     }
     out = run(config, spec, mon)
-    out["notes"] = "mean pooling + linear head" + (", length-bucketed batches" if config["bucket_by_length"] else "")
+    head = "frozen pretrained pooler + linear head" if config["model"].get("pooling") == "pooler" else \
+        "mean pooling + linear head"
+    out["notes"] = head + (", length-bucketed batches" if config["bucket_by_length"] else "")
     return out
 
 
