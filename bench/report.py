@@ -176,15 +176,25 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
                     or s.get("variant") not in (None, "grad-ckpt") or (s["dataset"], s.get("variant")) in seen):
                 continue
             full = _row(runs, mode, lambda t, s=s: t["dataset"] == s["dataset"] and t["method"] == "full"
-                        and t["tool"] == "hftransfer")
+                        and t["tool"] == "hftransfer" and not t.get("variant"))
             if not full:
                 continue
             seen.add((s["dataset"], s.get("variant")))
             lm, fm = row["result"].get("train_mem_mb"), full["result"].get("train_mem_mb")
             ratio = _ratio(lm, fm)
             which = "`lora` + gradient checkpointing" if s.get("variant") else "`lora`"
+            cost = ""
+            if s.get("variant"):
+                plain = _row(runs, mode, lambda t, s=s: t["dataset"] == s["dataset"] and t["method"] == "lora"
+                             and t["tool"] == "hftransfer" and not t.get("variant"))
+                peer = _row(runs, mode, lambda t, s=s: t["dataset"] == s["dataset"] and t["method"] == "lora"
+                            and t["tool"] == "peer")
+                speed = row["result"]["samples_per_s"]
+                cost = (f"; speed {_f(speed)} samples/s = "
+                        + (f"{_f(speed / plain['result']['samples_per_s'], 2)}x plain `lora`" if plain else "")
+                        + (f", {_f(speed / peer['result']['samples_per_s'], 2)}x the peer's `lora`" if peer else ""))
             add(f"{which} training memory vs `full` [{s['dataset']}]", "<= 0.7x (peak RSS - RSS once loaded)",
-                f"{_f(ratio, 2)}x ({_f(lm)} MB vs {_f(fm)} MB)", ratio is not None and ratio <= 0.7, mode,
+                f"{_f(ratio, 2)}x ({_f(lm)} MB vs {_f(fm)} MB){cost}", ratio is not None and ratio <= 0.7, mode,
                 "activations dominate; LoRA only saves grads + optimizer state of frozen weights")
     for modality in ("image", "text"):
         for mode in _first_mode(runs, lambda s, m=modality: s["kind"] == "latency" and s.get("modality") == m):
