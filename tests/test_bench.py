@@ -68,11 +68,15 @@ def test_report_renders_goals_from_rows(bench_modules, tmp_path):
         "sst2/lora/peer": row("text", "sst2", "lora", "peer", **base),
         "sst2/full/hftransfer": row("text", "sst2", "full", "hftransfer", **{**base, "accuracy": 0.92}),
         "hymenoptera/full/hftransfer": row("vision", "hymenoptera", "full", "hftransfer", **base),
+        "sst2/lora/grad-ckpt/hftransfer": row("text", "sst2", "lora", "hftransfer", **{**base, "train_mem_mb": 50.0}),
     }
+    rows["sst2/lora/grad-ckpt/hftransfer"]["spec"]["variant"] = "grad-ckpt"
     store = {"runs": {"full": {"rows": rows, "machine": {"nproc": 2}, "invocations": []}}}
     report.render(store, tmp_path)
     text = (tmp_path / "RESULTS.md").read_text()
     assert "3.00x samples/s" in text and "**MET**" in text and "**MISSED**" in text
+    assert "| `lora` + gradient checkpointing training memory vs `full` [sst2] | <= 0.7x" in text
+    assert "0.50x (50.0 MB vs 100.0 MB); speed 10.0 samples/s = 0.33x plain `lora`, 1.00x the peer's" in text
     assert (tmp_path / "accuracy_vs_time.png").stat().st_size > 0
 
 
