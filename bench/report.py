@@ -389,6 +389,7 @@ def plot(runs: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     series: dict[str, list[tuple[str, list[dict]]]] = {}
     for mode in MODES:
@@ -412,6 +413,8 @@ def plot(runs: dict[str, Any], path: Path) -> None:
                     label=label)
         ax.set_title(panel)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short log ranges
+        ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel("training time (s, log)")
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(True, alpha=0.3)
