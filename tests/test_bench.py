@@ -97,3 +97,26 @@ def test_smoke_suite_runs_end_to_end(tmp_path, shared_data):
             assert res["trainable_params"] > 0 and res["peak_rss_mb"] > 0, key
     assert "## Goals" in (out / "RESULTS.md").read_text()
     assert (out / "accuracy_vs_time.png").is_file()
+
+
+def test_a_stopped_run_keeps_the_rows_it_finished(bench_modules, tmp_path, monkeypatch):
+    # results.json is written after every row: a run killed on row 2 still holds row 1.
+    _, _, run = bench_modules
+    calls = []
+
+    def fake_worker(row, index, work_dir, log_path, timeout):
+        calls.append(row["id"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the run is stopped while the second row runs
+        return {"ok": True, "samples_per_s": 5.0, "accuracy": 0.5, "process_wall_s": 1.0, "interference": 0.0}
+
+    monkeypatch.setattr(run, "_run_worker", fake_worker)
+    monkeypatch.setattr(run, "cpu_busy_fraction", lambda: 0.0)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run.main(["--mode", "smoke", "--out", str(out), "--work-dir", str(tmp_path / "work"), "--max-wait", "0"])
+    store = json.loads((out / "results.json").read_text())
+    smoke = store["runs"]["smoke"]
+    assert list(smoke["rows"]) == calls[:1]
+    assert smoke["rows"][calls[0]]["result"]["samples_per_s"] == 5.0
+    assert smoke["invocations"][-1]["finished"] is None  # marked as stopped, not as complete

@@ -174,6 +174,14 @@ def test_optimizer_is_fused_by_default_and_steps_like_the_unfused_one(name):
         torch.testing.assert_close(value, steps[False][key], rtol=1e-3, atol=1e-4)  # ~1% of a step
 
 
+def test_fused_true_on_parameters_it_cannot_fuse_names_the_setting():
+    # optim.fused=true insists; parameters on an unsupported device give an error naming the key and the fix.
+    model = AutoTransfer.from_pretrained("timm:test_convnext", num_labels=3, pretrained=False).to("meta")
+    cfg = TrainConfig.from_dict({"optim": {"fused": True}}).optim
+    with pytest.raises(ValueError, match=r"optim.fused=true .* got parameters on \['meta'\]"):
+        build_optimizer(model, model.method, depth_map(model), cfg)
+
+
 @pytest.mark.parametrize(("name", "expected"), [
     ("step", [0.5, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.1]),
     ("linear", [0.5, 1.0, 6 / 7, 5 / 7, 4 / 7, 3 / 7, 2 / 7, 1 / 7]),
