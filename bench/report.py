@@ -8,6 +8,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 NOTES_FILE = BENCH_DIR / "results_notes.md"  # hand-written analysis appended to RESULTS.md
 MODES = ("full", "quick", "smoke")
+TEXT_LORA_VARIANTS = (None, "pooler-head", "default-targets")  # the text LoRA rows judged against the goals
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -86,7 +87,7 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
     modes = _first_mode(runs, lambda s: s["kind"] == "text" and s["method"] == "lora" and s["tool"] == "peer")
     for mode in modes:
         peer = _row(runs, mode, lambda s: s["kind"] == "text" and s["method"] == "lora" and s["tool"] == "peer")
-        for variant in (None, "pooler-head", "default-targets"):
+        for variant in TEXT_LORA_VARIANTS:
             ours = _row(runs, mode, lambda s, v=variant: s["kind"] == "text" and s["method"] == "lora"
                         and s["tool"] == "hftransfer" and s.get("variant") == v)
             if not ours:
@@ -228,7 +229,7 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
                 "trained on a subset only (quick mode)" if spec["max_train"] else
                 "the checkpoint: all-MiniLM-L6-v2 is a sentence-embedding model (contrastive training after "
                 "distillation), not the GLUE-distilled MiniLM of the published figures; no wider search")
-        for variant in (None, "pooler-head", "default-targets"):
+        for variant in TEXT_LORA_VARIANTS:
             lora = _row(runs, text_full_mode, lambda s, v=variant: s["kind"] == "text" and s["method"] == "lora"
                         and s["tool"] == "hftransfer" and s.get("variant") == v)
             if lora:
