@@ -112,6 +112,7 @@ def test_a_stopped_run_keeps_the_rows_it_finished(bench_modules, tmp_path, monke
 
     monkeypatch.setattr(run, "_run_worker", fake_worker)
     monkeypatch.setattr(run, "cpu_busy_fraction", lambda: 0.0)
+    monkeypatch.setattr(run, "offline_env", lambda: None)  # it sets HF_HUB_OFFLINE etc. in *this* process
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         run.main(["--mode", "smoke", "--out", str(out), "--work-dir", str(tmp_path / "work"), "--max-wait", "0"])
