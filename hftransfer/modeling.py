@@ -69,6 +69,7 @@ class AutoTransfer(nn.Module):
         self.head = ClassificationHead(backbone.num_features, len(self.id2label), head_dropout)
         self.label_smoothing = 0.0
         self.method = method or get_method("full")
+        self.method.check_backbone(self)
         self.method.apply(self)
 
     # --- construction ---------------------------------------------------------------------------------------------
@@ -211,7 +212,9 @@ class AutoTransfer(nn.Module):
                                      f"(model.merge_adapters()) before applying {name!r}.")
         if name == self.method.name and name != "full":
             return self.method
-        self.method = get_method(name, config)
+        method = get_method(name, config)
+        method.check_backbone(self)
+        self.method = method
         self.method.apply(self)
         return self.method
 

@@ -49,6 +49,13 @@ class TransferMethod(abc.ABC):
     def __init__(self, config: MethodConfig):
         self.config = config
 
+    def check_backbone(self, model: AutoTransfer) -> None:
+        """Pre-flight: raise ``ConfigurationError`` when this method cannot act on ``model``'s backbone.
+
+        Runs before :meth:`apply` (and so before any data is read by the trainer). The message names what would
+        work instead (another method, or a backbone family the method supports). The default accepts any backbone.
+        """
+
     @abc.abstractmethod
     def apply(self, model: AutoTransfer) -> None:
         """Change the model's structure (if needed) and set ``requires_grad`` for this method."""
