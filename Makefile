@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # torch 2.14.1 / torchvision 0.29.1 are the builds this project pins (served from the local wheel cache here).
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-unit test-integration test-slow bench-quick bench clean
+.PHONY: install lint demo test test-unit test-integration test-slow bench-quick bench clean
 
 install: $(VENV)/.installed
 
@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
+
+lint: install
+	$(PY) -m ruff check .
 
 demo: install
 	$(VENV)/bin/hftransfer train recipes/configs/demo_digits.yaml

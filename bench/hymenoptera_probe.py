@@ -18,8 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import HYMENOPTERA  # noqa: E402
+
 
 BASE = {
     "recipe": "full",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+
 BENCH_DIR = Path(__file__).resolve().parent
 NOTES_FILE = BENCH_DIR / "results_notes.md"  # hand-written analysis appended to RESULTS.md
 MODES = ("full", "quick", "smoke")
@@ -246,8 +247,8 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
             add(f"EfficientNet-Lite0 hymenoptera `{method}` val accuracy [{row['spec']['image_size']} px, "
                 f"{row['spec']['epochs']} ep]", f">= {100 * target:.0f}%",
                 f"{_pct(acc)}% (last epoch; best epoch {_pct(row['result'].get('accuracy_best'))}%)",
-                acc >= target, mode, "153 val images (1 image = 0.65 pt), epoch-to-epoch swings of +-2 pt; 5 other settings "
-                "also ended below 95% (notes)")
+                acc >= target, mode, "153 val images (1 image = 0.65 pt), epoch-to-epoch swings of +-2 pt; 5 other "
+                "settings also ended below 95% (notes)")
     return goals
 
 
@@ -260,7 +261,7 @@ def training_table(run: dict[str, Any]) -> list[str]:
              "| train mem MB | ratio (vs full) | peak RSS MB | val acc % | Δ acc pt | trainable params | cores used "
              "| others' CPU |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for key, row in rows.items():
+    for row in rows.values():
         spec, res = row["spec"], row["result"]
         if spec["kind"] not in ("text", "vision"):
             continue

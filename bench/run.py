@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
@@ -35,9 +36,9 @@ from common import (  # noqa: E402
     MemoryMonitor,
     children_cpu_seconds,
     cpu_busy_fraction,
-    proc_stat_busy_seconds,
     machine_info,
     offline_env,
+    proc_stat_busy_seconds,
     wait_for_quiet,
     write_json,
 )
@@ -231,9 +232,9 @@ def run_suite(rows: list[dict[str, Any]], work_dir: Path, log_dir: Path, timeout
         attempts = []
         for attempt in range(retries + 1):
             quiet = wait_for_quiet(max_wait) if max_wait > 0 else {"cpu_busy_before": round(cpu_busy_fraction(), 2)}
+            waited = f", waited {quiet['waited_s']:.0f}s" if quiet.get("waited_s") else ""
             print(f"[{i}/{len(rows)}] {row['mode']} {row['id']}{f' (retry {attempt})' if attempt else ''} "
-                  f"(CPU busy before: {quiet['cpu_busy_before']:.0%}"
-                  f"{', waited %.0fs' % quiet['waited_s'] if quiet.get('waited_s') else ''}) ...", flush=True)
+                  f"(CPU busy before: {quiet['cpu_busy_before']:.0%}{waited}) ...", flush=True)
             res = _run_worker(row, i, work_dir, log_path, timeout)
             res.update(quiet)
             attempts.append(res)

@@ -76,7 +76,7 @@ def pretrained_lite0(num_classes: int):
     source = source.get("state_dict", source) if isinstance(source, dict) else source
     target = model.state_dict()
     assert len(source) == len(target), (len(source), len(target))
-    model.load_state_dict({k: v for k, v in zip(target, source.values())})  # same order and shapes (see facts)
+    model.load_state_dict(dict(zip(target, source.values())))  # same order and shapes (see facts)
     model.classifier = nn.Linear(model.classifier.in_features, num_classes)
     return model
 
@@ -128,9 +128,9 @@ def run_peer(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
                                                   num_workers=spec.get("peer_workers", 2))
                    for x in ("train", "val")}
     dataset_sizes = {x: len(image_datasets[x]) for x in ("train", "val")}
-    num_classes = len(set(int(y) for y in (image_datasets["train"].targets if hasattr(image_datasets["train"],
+    num_classes = len({int(y) for y in (image_datasets["train"].targets if hasattr(image_datasets["train"],
                                                                                         "targets")
-                                           else image_datasets["train"].y)))
+                                           else image_datasets["train"].y)})
     model = pretrained_lite0(num_classes)
     if method == "linear_probe":  # "ConvNet as fixed feature extractor"
         for p in model.parameters():

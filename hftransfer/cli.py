@@ -54,9 +54,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_push(args: argparse.Namespace) -> int:
     from hftransfer.hub.push import push_folder
+    from hftransfer.saved_format import HFTRANSFER_CONFIG
 
     folder = Path(args.output_dir)
-    if (folder / "model" / "hftransfer_config.json").is_file():
+    if (folder / "model" / HFTRANSFER_CONFIG).is_file():
         folder = folder / "model"
     url = push_folder(folder, args.repo_id, private=args.private, revision=args.revision,
                       commit_message=args.commit_message, token=args.token)

@@ -20,19 +20,22 @@ from hftransfer.backbones import (
     load_backbone,
     resolve_name,
 )
-from hftransfer.backbones.resolve import HFTRANSFER_CONFIG
 from hftransfer.errors import ConfigurationError, ForeignFolderError, ModelNameError, OfflineError
 from hftransfer.heads import ClassificationHead
 from hftransfer.methods import TransferMethod, get_method
-from hftransfer.utils.io import atomic_directory, load_state_dict, read_json, save_state_dict, write_json
+from hftransfer.saved_format import (
+    BACKBONE_DIR,
+    FORMAT_VERSION,
+    FULL_WEIGHTS,
+    HFTRANSFER_CONFIG,
+    TRAINED_WEIGHTS,
+    read_model_config,
+)
+from hftransfer.utils.io import atomic_directory, load_state_dict, save_state_dict, write_json
 
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-FULL_WEIGHTS = "model.safetensors"
-TRAINED_WEIGHTS = "adapter_model.safetensors"
-BACKBONE_DIR = "backbone"
 SUPPORTED_TASKS = tuple(TASK_BY_MODALITY.values())
 
 
@@ -378,20 +381,6 @@ class AutoTransfer(nn.Module):
         from hftransfer.hub.push import push_model
 
         return push_model(self, repo_id, **kwargs)
-
-
-def read_model_config(folder: Path, origin: str, fix: str) -> dict[str, Any]:
-    """Read ``hftransfer_config.json``; a broken or foreign file is a :class:`ForeignFolderError` ending in ``fix``."""
-    try:
-        config = read_json(Path(folder) / HFTRANSFER_CONFIG)
-    except ValueError as err:
-        raise ForeignFolderError(f"{origin!r}: {HFTRANSFER_CONFIG} is not valid JSON ({err}). {fix}") from err
-    if not isinstance(config, dict) or config.get("format") != "hftransfer":
-        raise ForeignFolderError(
-            f"{origin!r}: {HFTRANSFER_CONFIG} is not an hftransfer model config (no \"format\": \"hftransfer\"), "
-            f"so this is not a model saved by hftransfer. {fix}"
-        )
-    return config
 
 
 def _mkdir(path: Path) -> Path:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+
 USER_NAME = "tester"
 """The only user: the owner of every token-authenticated request and the default namespace of new repos."""
 

@@ -20,9 +20,10 @@ BENCH_MODULES = ("common", "report", "run", "text_rows", "vision_rows", "hft_run
 @pytest.fixture()
 def bench_modules(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
-    import common
     import report
     import run
+
+    import common
 
     yield common, report, run
     for name in BENCH_MODULES:  # generic names: do not leave them importable for other tests

@@ -21,6 +21,7 @@ import pytest
 
 from hub_server import HubServer, hf_env, start_hub
 
+
 pytestmark = pytest.mark.integration
 
 HUB_SERVER_SCRIPT = Path(__file__).with_name("hub_server.py")

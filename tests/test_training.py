@@ -449,7 +449,8 @@ def test_two_process_run_matches_single_process_and_only_rank0_writes(tmp_path):
                    capture_output=True)
     launched = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port(),
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "--main_process_port", free_port(),
          str(script), json.dumps(double), str(tmp_path / "w2")],
         env=env, capture_output=True, text=True)
     assert launched.returncode == 0, launched.stderr[-4000:]

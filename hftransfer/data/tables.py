@@ -104,7 +104,7 @@ def clean_text_frame(
     frame: pd.DataFrame, text_columns: Sequence[str], label_column: str, split: str, where: str
 ) -> tuple[list[list[str]], pd.Series, list[SkippedItem]]:
     """Drop rows with empty/missing text or a missing label (vectorised); return texts, labels and the dropped rows."""
-    required = {**{c: "text_column" for c in text_columns}, label_column: "label_column"}
+    required = {**dict.fromkeys(text_columns, "text_column"), label_column: "label_column"}
     check_columns(list(frame.columns), required, where)
     reasons = pd.Series("", index=frame.index, dtype=object)
     for column in text_columns:

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from hftransfer.utils.hub_ids import is_repo_id
+
 
 TASKS = ("image-classification", "text-classification")
 DATASET_KINDS = ("hub", "imagefolder", "csv", "json", "arrays")
@@ -47,7 +49,6 @@ _REPO_TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "hftransf
 _SECTION_RE = re.compile(r"<!-- hftransfer:begin (?P<name>[\w.-]+) -->.*?<!-- hftransfer:end (?P=name) -->", re.S)
 _MARKER_RE = re.compile(r"<!-- hftransfer:(?P<kind>begin|end) (?P<name>[\w.-]+) -->")
 _TAGS_RE = re.compile(r"<!-- hftransfer:tags (?P<tags>[^>]*?) -->")
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 REDACTED = "<redacted>"
 _HF_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{20,}")
@@ -217,7 +218,7 @@ def default_template_path() -> Path:
 
 def _hub_base_model(base_model: str) -> str | None:
     name = base_model.removeprefix("hf-hub:")
-    return name if _HUB_ID_RE.match(name) else None
+    return name if is_repo_id(name, namespaced=True) else None
 
 
 def _generated_tags(info: CardInfo) -> list[str]:

@@ -24,6 +24,8 @@ from hftransfer.errors import (
     OfflineError,
     UnsafeCheckpointError,
 )
+from hftransfer.saved_format import BACKBONE_DIR, HFTRANSFER_CONFIG, WEIGHT_FILES, read_model_config
+from hftransfer.utils.hub_ids import is_repo_id
 from hftransfer.utils.io import PICKLE_SUFFIXES
 
 
@@ -36,15 +38,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-HFTRANSFER_CONFIG = "hftransfer_config.json"
-WEIGHT_FILES = {"full": "model.safetensors", "trained": "adapter_model.safetensors"}
-BACKBONE_DIR = "backbone"
 README = "README.md"
 
 # Top-level files that are uploaded; everything under backbone/ is uploaded too (pickles excepted, see below).
 UPLOAD_PATTERNS = ("*.safetensors", "*.json", "*.md", "*.png", "vocab.txt", "merges.txt", "*.model", "*.tiktoken")
 _COMMIT_ID_RE = re.compile(r"^[0-9a-f]{40}$")
-_REPO_ID_RE = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
 _CARD_MARKER = "<!-- hftransfer:begin "
 
 
@@ -85,8 +83,6 @@ def plan_upload(folder: str | Path) -> PushPlan:
             f"folder={str(folder)!r} has no {HFTRANSFER_CONFIG}, so it is not a model saved by hftransfer.{hint} "
             "Save one with model.save_pretrained(folder) or train with `hftransfer train`."
         )
-    from hftransfer.modeling import read_model_config
-
     config = read_model_config(folder, str(config_path), "Save the model again with model.save_pretrained(folder).")
     weights = config.get("weights")
     if weights not in WEIGHT_FILES:
@@ -307,7 +303,7 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 def _check_repo_id(repo_id: str) -> str:
-    if not isinstance(repo_id, str) or not _REPO_ID_RE.match(repo_id) or ".." in repo_id or len(repo_id) > 96:
+    if not is_repo_id(repo_id):
         raise ConfigurationError(
             f"repo_id={repo_id!r} is not a hub repo id; use 'namespace/name' (letters, digits, '-', '_', '.'), e.g. "
             "'my-user/digits-lora'."

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from hftransfer.methods.base import MethodConfig, TransferMethod
 from hftransfer.methods.registry import register_method
+from hftransfer.saved_format import HEAD_PREFIX
 
 
 @dataclass
@@ -25,4 +26,4 @@ class LinearProbe(TransferMethod):
         self.set_trainable(model)
 
     def is_trained_parameter(self, name: str) -> bool:
-        return name.startswith("head.")
+        return name.startswith(HEAD_PREFIX)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from hftransfer.methods.base import MethodConfig, TransferMethod
 from hftransfer.methods.registry import register_method
 from hftransfer.methods.targets import default_target_modules
+from hftransfer.saved_format import HEAD_PREFIX
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Lora(TransferMethod):
         return targets
 
     def is_trained_parameter(self, name: str) -> bool:
-        if name.startswith("head."):
+        if name.startswith(HEAD_PREFIX):
             return True
         if "lora_" in name:
             return True

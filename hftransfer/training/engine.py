@@ -24,8 +24,9 @@ from torch.nn import functional as F
 
 from hftransfer.augment import is_deterministic
 from hftransfer.data import LoadedData, load_data
-from hftransfer.modeling import FULL_WEIGHTS, TRAINED_WEIGHTS, AutoTransfer
+from hftransfer.modeling import AutoTransfer
 from hftransfer.recipes import get_recipe
+from hftransfer.saved_format import FULL_WEIGHTS, TRAINED_WEIGHTS
 from hftransfer.training import checkpoint as ckpt
 from hftransfer.training.callbacks import Callback
 from hftransfer.training.config import TrainConfig

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from hftransfer.backbones.base import BLOCK_PATTERN
+from hftransfer.saved_format import HEAD_PREFIX
 
 
 _BLOCK_PREFIX = re.compile(r"^(.*?" + BLOCK_PATTERN + r")\.")
@@ -41,7 +42,7 @@ def depth_map(model: nn.Module) -> DepthMap:
     depth: dict[str, int] = {}
     names = [n for n, _ in model.named_parameters()]
     for name in names:
-        if name.startswith("head."):
+        if name.startswith(HEAD_PREFIX):
             continue
         match = _BLOCK_PREFIX.match(name)
         if match and match.group(1) not in blocks:
@@ -49,7 +50,7 @@ def depth_map(model: nn.Module) -> DepthMap:
     n = len(blocks)
     seen_block = False
     for name in names:
-        if name.startswith("head."):
+        if name.startswith(HEAD_PREFIX):
             depth[name] = n + 2
             continue
         match = _BLOCK_PREFIX.match(name)
