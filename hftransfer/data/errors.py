@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from hftransfer.errors import HFTransferError
 
-class DataError(ValueError):
+
+class DataError(HFTransferError, ValueError):
     """User data or a `DataConfig` value that cannot be turned into labelled splits; the message says how to fix it."""
 
 

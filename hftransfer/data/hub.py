@@ -66,7 +66,11 @@ def _load(config: DataConfig) -> datasets.DatasetDict:
         loaded = datasets.load_dataset(dataset_id, config.hub_subset)
     # ConnectionError and DatasetNotFoundError are OSErrors; a wrong hub_subset is a ValueError
     except (OSError, ValueError, datasets.exceptions.DatasetsError) as err:
-        raise DataError(f"could not load hub dataset {dataset_id!r}{subset}: {err}. {_offline_hint()}") from err
+        hint = _offline_hint()
+        if isinstance(err, datasets.exceptions.DatasetNotFoundError):
+            hint = ("The hub answers 'not found' also for a private or gated dataset you are not authenticated for: "
+                    "set HF_TOKEN or run `hf auth login` (and request access on a gated dataset's page).")
+        raise DataError(f"could not load hub dataset {dataset_id!r}{subset}: {err}. {hint}") from err
     if not isinstance(loaded, datasets.DatasetDict):
         raise DataError(f"hub dataset {dataset_id!r} did not load as splits (got {type(loaded).__name__}).")
     return loaded

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from hftransfer.errors import ModelCardError
 from hftransfer.utils.hub_ids import is_repo_id
 
 
@@ -396,21 +397,27 @@ def _sections(text: str, where: str) -> dict[str, str]:
     for match in _MARKER_RE.finditer(text):
         if match["kind"] == "begin":
             if open_name is not None:
-                raise ValueError(
+                raise ModelCardError(
                     f"{where}: section '{open_name}' has no '<!-- hftransfer:end {open_name} -->' marker before "
                     f"section '{match['name']}' begins. {fix}"
                 )
             open_name = match["name"]
         elif open_name != match["name"]:
-            raise ValueError(f"{where}: '<!-- hftransfer:end {match['name']} -->' has no matching begin marker. {fix}")
+            raise ModelCardError(
+                f"{where}: '<!-- hftransfer:end {match['name']} -->' has no matching begin marker. {fix}"
+            )
         else:
             open_name = None
     if open_name is not None:
-        raise ValueError(f"{where}: section '{open_name}' has no '<!-- hftransfer:end {open_name} -->' marker. {fix}")
+        raise ModelCardError(
+            f"{where}: section '{open_name}' has no '<!-- hftransfer:end {open_name} -->' marker. {fix}"
+        )
     sections: dict[str, str] = {}
     for match in _SECTION_RE.finditer(text):
         if match["name"] in sections:
-            raise ValueError(f"{where}: section '{match['name']}' appears twice. Delete one copy, markers included.")
+            raise ModelCardError(
+                f"{where}: section '{match['name']}' appears twice. Delete one copy, markers included."
+            )
         sections[match["name"]] = match[0]
     return sections
 

@@ -87,7 +87,7 @@ def fetch_file(repo_id: str, filename: str, revision: str | None = None, token: 
             raise OfflineError(_offline_message(repo_id)) from err
         raise
     except RepositoryNotFoundError as err:
-        raise ModelNameError(f"Repository {repo_id!r} was not found on the hub ({_endpoint()}).") from err
+        raise ModelNameError(not_found_message(repo_id)) from err
     except RevisionNotFoundError as err:
         raise ModelNameError(f"revision={revision!r} does not exist in repository {repo_id!r}.") from err
     except EntryNotFoundError:
@@ -120,10 +120,7 @@ def fetch_snapshot(
         try:
             info = HfApi().model_info(repo_id, revision=revision, token=token, files_metadata=False)
         except RepositoryNotFoundError as err:
-            raise ModelNameError(
-                f"Repository {repo_id!r} was not found on the hub ({_endpoint()}). Check the name, or pass a token "
-                "for a private repo."
-            ) from err
+            raise ModelNameError(not_found_message(repo_id)) from err
         except RevisionNotFoundError as err:
             raise ModelNameError(f"revision={revision!r} does not exist in repository {repo_id!r}.") from err
         files = [s.rfilename for s in (info.siblings or [])]
@@ -145,6 +142,15 @@ def fetch_snapshot(
     local_path = Path(local)
     commit = _commit_from_snapshot_path(local_path) or revision
     return FetchedRepo(repo_id=repo_id, local_dir=local_path, revision=commit)
+
+
+def not_found_message(repo_id: str) -> str:
+    """The hub answers 404 both for a missing repo and for a private or gated one the caller cannot see."""
+    return (
+        f"Repository {repo_id!r} was not found on the hub ({_endpoint()}). Check the name. If it is a private or "
+        "gated repo, the hub answers 'not found' until you authenticate: set HF_TOKEN, run `hf auth login`, or pass "
+        "token=... (and request access to a gated repo on its page)."
+    )
 
 
 def _endpoint() -> str:

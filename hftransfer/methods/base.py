@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
 
+from hftransfer.errors import ConfigurationError
+
 
 if TYPE_CHECKING:
     from hftransfer.modeling import AutoTransfer
@@ -26,12 +28,20 @@ class MethodConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> MethodConfig:
+    def from_dict(cls, data: dict[str, Any] | None, context: str = "") -> MethodConfig:
+        """Build from the ``method:`` options; ``context`` (e.g. ``recipe='lora'``) is named in errors."""
+        if data is not None and not isinstance(data, dict):
+            raise ConfigurationError(f"method={data!r} must be a mapping of {cls.__name__} options.")
         data = dict(data or {})
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"Unknown option(s) {unknown} for {cls.__name__}; valid options: {sorted(names)}.")
+            where = f" ({context})" if context else ""
+            raise ConfigurationError(
+                f"Unknown method option(s) {['method.' + u for u in unknown]} for {cls.__name__}{where}; valid "
+                f"options: {sorted(names) or 'none'}. If the config was written for another recipe, run it with "
+                "that recipe (recipe=<name>) or delete these options under `method:`."
+            )
         return cls(**data)
 
 

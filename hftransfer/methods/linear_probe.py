@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hftransfer.methods.base import MethodConfig, TransferMethod
 from hftransfer.methods.registry import register_method
@@ -11,8 +11,12 @@ from hftransfer.saved_format import HEAD_PREFIX
 
 @dataclass
 class LinearProbeConfig(MethodConfig):
-    cache_features: bool = True  # compute backbone features once and reuse them every epoch
-    cache_dir: str | None = None  # None: keep the cache in memory; a folder: memory-map it from disk
+    cache_features: bool = field(
+        default=True, metadata={"help": "Compute backbone features once and reuse them every epoch."}
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "None: keep the feature cache in memory; a folder: memory-map it from disk."}
+    )
 
 
 @register_method("linear_probe", LinearProbeConfig)

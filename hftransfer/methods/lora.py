@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hftransfer.errors import ConfigurationError
 from hftransfer.methods.base import MethodConfig, TransferMethod
 from hftransfer.methods.registry import register_method
 from hftransfer.methods.targets import default_target_modules
@@ -12,20 +13,38 @@ from hftransfer.saved_format import HEAD_PREFIX
 
 @dataclass
 class LoraMethodConfig(MethodConfig):
-    r: int = 8  # rank of the update matrices
-    alpha: int = 16  # scaling: the update is multiplied by alpha / r
-    dropout: float = 0.0  # dropout on the adapter input
-    target_modules: list[str] | str | None = None  # None: the backbone's block layers (see methods/targets.py)
-    use_dora: bool = False  # weight-decomposed LoRA (DoRA)
-    use_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(r)
-    train_norms: bool = False  # also train the backbone's norm layers (cheap, often helps CNNs)
-    resolved_targets: list[str] = field(default_factory=list)  # filled in by apply(); saved for exact rebuilds
+    r: int = field(default=8, metadata={"help": "Rank of the update matrices."})
+    alpha: float = field(default=16, metadata={"help": "Scaling: the update is multiplied by alpha / r."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input, in [0, 1)."})
+    target_modules: list[str] | str | None = field(
+        default=None,
+        metadata={"help": "Module names (suffix match) or one regex on full names; None: the backbone's block layers "
+                          "(see methods/targets.py)."},
+    )
+    use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA)."})
+    use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilised scaling alpha / sqrt(r)."})
+    train_norms: bool = field(
+        default=False, metadata={"help": "Also train the backbone's norm layers (cheap, often helps CNNs)."}
+    )
+    resolved_targets: list[str] = field(
+        default_factory=list, metadata={"help": "Filled in by apply() and saved, for exact rebuilds; leave empty."}
+    )
 
     def __post_init__(self):
-        if self.r < 1:
-            raise ValueError(f"lora r must be >= 1; received r={self.r}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora dropout must be in [0, 1); received dropout={self.dropout}.")
+        targets = self.target_modules
+        rules = {
+            "r": (isinstance(self.r, int) and not isinstance(self.r, bool) and self.r >= 1,
+                  "use a rank >= 1 (e.g. 8)."),
+            "alpha": (isinstance(self.alpha, (int, float)) and self.alpha > 0, "use a scaling > 0 (e.g. 16)."),
+            "dropout": (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0,
+                        "use a dropout probability in [0, 1)."),
+            "target_modules": (targets is None or isinstance(targets, str)
+                               or (isinstance(targets, list) and all(isinstance(t, str) for t in targets)),
+                               "use a list of module names, one regex, or null for the default."),
+        }
+        for name, (ok, fix) in rules.items():
+            if not ok:
+                raise ConfigurationError(f"method.{name}={getattr(self, name)!r} is invalid for lora: {fix}")
 
 
 @register_method("lora", LoraMethodConfig)
@@ -63,7 +82,7 @@ class Lora(TransferMethod):
             targets = [n for n in names if any(n == w or n.endswith("." + w) for w in wanted)]
         if not targets:
             sample = [n for n, m in inner.named_modules() if type(m).__name__ in ("Linear", "Conv2d")][:10]
-            raise ValueError(
+            raise ConfigurationError(
                 f"lora target_modules={wanted!r} matched no module of this backbone. Examples of Linear/Conv2d "
                 f"modules: {sample}. Pass names (suffix match) or a regex on full module names."
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hftransfer.errors import ConfigurationError
 from hftransfer.methods.base import MethodConfig, TransferMethod
 
 
@@ -24,9 +25,11 @@ def register_method(name: str, config_cls: type[MethodConfig]):
 
     def wrap(method_cls: type[TransferMethod]) -> type[TransferMethod]:
         if name != name.lower() or not name.isidentifier():
-            raise ValueError(f"Method name {name!r} must be a lowercase identifier.")
+            raise ConfigurationError(f"Method name {name!r} must be a lowercase identifier.")
         if name in METHODS:
-            raise ValueError(f"Method {name!r} is already registered by {METHODS[name].method_cls.__module__}.")
+            raise ConfigurationError(
+                f"Method {name!r} is already registered by {METHODS[name].method_cls.__module__}."
+            )
         method_cls.name = name
         doc = (method_cls.__doc__ or "").strip().splitlines()
         METHODS[name] = MethodEntry(name, config_cls, method_cls, doc[0] if doc else "")
@@ -41,7 +44,7 @@ def list_methods() -> list[str]:
 
 def get_method(name: str, config: dict[str, Any] | MethodConfig | None = None) -> TransferMethod:
     if name not in METHODS:
-        raise ValueError(f"Unknown method {name!r}. Valid methods: {', '.join(list_methods())}.")
+        raise ConfigurationError(f"Unknown method {name!r}. Valid methods: {', '.join(list_methods())}.")
     entry = METHODS[name]
     if not isinstance(config, MethodConfig):
         config = entry.config_cls.from_dict(config)

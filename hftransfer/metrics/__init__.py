@@ -4,6 +4,7 @@
 from .classification import (
     METRIC_REGISTRY,
     available_metrics,
+    classification_metric_names,
     classification_report,
     compute_classification_metrics,
     confusion_matrix,
@@ -17,6 +18,7 @@ from .plots import plot_confusion_matrix, plot_training_curves
 __all__ = [
     "METRIC_REGISTRY",
     "available_metrics",
+    "classification_metric_names",
     "classification_report",
     "compute_classification_metrics",
     "confusion_matrix",

@@ -97,11 +97,23 @@ def _check_class_ids(arg: str, values: np.ndarray, num_labels: int) -> None:
         )
 
 
+DEFAULT_TOP_K = (5,)
+
+
+def classification_metric_names(num_labels: int | None = None, top_k: tuple[int, ...] = DEFAULT_TOP_K) -> list[str]:
+    """Names of the metrics [`compute_classification_metrics`] returns (for `num_labels` classes; None: any count).
+
+    `top{k}_accuracy` is only computed when `k < num_labels`.
+    """
+    names = ["accuracy", "f1_macro", "precision_macro", "recall_macro"]
+    return names + [f"top{k}_accuracy" for k in sorted(set(top_k)) if num_labels is None or k < num_labels]
+
+
 def compute_classification_metrics(
     logits_or_probs: np.ndarray,
     references: np.ndarray,
     label_names: Sequence[str],
-    top_k: tuple[int, ...] = (5,),
+    top_k: tuple[int, ...] = DEFAULT_TOP_K,
 ) -> dict[str, float]:
     """Accuracy, macro precision/recall/F1 and top-k accuracy, computed with the packaged `evaluate` modules.
 

@@ -12,111 +12,285 @@ from typing import Any
 import yaml
 
 from hftransfer.data import DataConfig
+from hftransfer.errors import ConfigurationError
+
+
+OPTIMIZER_NAMES = ("adamw", "sgd")  # hftransfer.training.optim.OPTIMIZERS implements each
+SCHEDULER_NAMES = ("cosine", "linear", "step", "constant")  # hftransfer.training.optim.SCHEDULES implements each
+MIXED_PRECISION = (None, "no", "bf16", "fp16")
+POOLINGS = (None, "cls", "mean", "pooler")
+
+
+def check_values(section: str, obj: Any, rules: dict[str, tuple[bool, str]]) -> None:
+    """Raise :class:`ConfigurationError` for the first rule that fails: ``{field: (ok, how to fix)}``."""
+    for name, (ok, fix) in rules.items():
+        if not ok:
+            key = f"{section}.{name}" if section else name
+            raise ConfigurationError(f"{key}={getattr(obj, name)!r} is invalid: {fix}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int_or_none(value: Any) -> bool:
+    return value is None or (_is_int(value) and value >= 1)
 
 
 @dataclass
 class ModelConfig:
-    name: str = "packaged:efficientnet_lite0"  # any name AutoTransfer.from_pretrained accepts
-    revision: str | None = None  # hub branch, tag or commit
-    pretrained: bool = True  # False: random init (tests, from-scratch baselines)
-    pooling: str | None = None  # transformers pooling: "cls" | "mean" | "pooler" (None: per model type)
-    max_length: int = 128  # tokenizer truncation for text
-    head_dropout: float = 0.0
-    image_size: int | None = None  # train/eval at another resolution than the pretrained one (faster on CPU)
-    channels_last: bool = True  # NHWC memory layout for CNNs (faster on CPU and GPU)
-    gradient_checkpointing: bool = False  # recompute activations in backward: much less memory, ~30% slower
-    trust_remote_code: bool = False  # never implicit
+    """The backbone and how it runs."""
+
+    name: str = field(
+        default="packaged:efficientnet_lite0",
+        metadata={"help": "Any name AutoTransfer.from_pretrained accepts: hub id, timm architecture, folder or "
+                          "'packaged:<name>'."},
+    )
+    revision: str | None = field(default=None, metadata={"help": "Hub branch, tag or commit of the backbone."})
+    pretrained: bool = field(
+        default=True, metadata={"help": "False: random initialisation (tests, from-scratch baselines)."}
+    )
+    pooling: str | None = field(
+        default=None, metadata={"help": "Transformers pooling: 'cls', 'mean' or 'pooler' (None: per model type)."}
+    )
+    max_length: int = field(default=128, metadata={"help": "Tokenizer truncation length for text."})
+    head_dropout: float = field(default=0.0, metadata={"help": "Dropout before the classification head, in [0, 1)."})
+    image_size: int | None = field(
+        default=None, metadata={"help": "Train/eval at another resolution than the pretrained one (faster on CPU)."}
+    )
+    channels_last: bool = field(
+        default=True, metadata={"help": "NHWC memory layout for image models (faster convolutions on CPU and GPU)."}
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in backward: much less memory, ~30% slower."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run custom modelling code from a transformers repo (never implicit)."}
+    )
+
+    def __post_init__(self) -> None:
+        check_values("model", self, {
+            "name": (isinstance(self.name, str) and bool(self.name.strip()),
+                     "name a backbone, e.g. 'packaged:efficientnet_lite0' or 'timm/resnet18.a1_in1k'."),
+            "pooling": (self.pooling in POOLINGS, f"use one of {list(POOLINGS)}."),
+            "max_length": (_is_int(self.max_length) and self.max_length >= 1, "use a positive integer."),
+            "head_dropout": (0.0 <= self.head_dropout < 1.0, "use a dropout probability in [0, 1)."),
+            "image_size": (_positive_int_or_none(self.image_size), "use a positive integer (pixels) or null."),
+        })
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"  # "adamw" | "sgd"
-    lr: float = 1e-3  # base learning rate (the top of the backbone when layer_decay is set)
-    head_lr: float | None = None  # learning rate of the head (None: lr)
-    weight_decay: float = 0.01  # never applied to norms, biases and other 1-d parameters
-    momentum: float = 0.9  # sgd only
-    betas: tuple[float, float] = (0.9, 0.999)  # adamw only
-    layer_decay: float | None = None  # layer-wise LR decay: block i gets lr * layer_decay ** (depth - i)
-    backbone_lr_scale: float = 1.0  # discriminative LR: multiply every backbone LR by this
-    fused: bool | None = None  # fused optimizer kernel (one op per step); None: on when every parameter allows it
+    """Optimizer and learning rates."""
+
+    name: str = field(default="adamw", metadata={"help": f"Optimizer: one of {list(OPTIMIZER_NAMES)}."})
+    lr: float = field(
+        default=1e-3, metadata={"help": "Base learning rate (the top of the backbone when layer_decay is set)."}
+    )
+    head_lr: float | None = field(default=None, metadata={"help": "Learning rate of the head (None: lr)."})
+    weight_decay: float = field(
+        default=0.01, metadata={"help": "Weight decay; never applied to norms, biases and other 1-d parameters."}
+    )
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum (sgd only)."})
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas (adamw only)."})
+    layer_decay: float | None = field(
+        default=None, metadata={"help": "Layer-wise LR decay: block i gets lr * layer_decay ** (depth - i)."}
+    )
+    backbone_lr_scale: float = field(
+        default=1.0, metadata={"help": "Discriminative LR: multiply every backbone learning rate by this."}
+    )
+    fused: bool | None = field(
+        default=None, metadata={"help": "Fused optimizer kernel; None: on when every parameter allows it."}
+    )
+
+    def __post_init__(self) -> None:
+        check_values("optim", self, {
+            "name": (self.name in OPTIMIZER_NAMES, f"use one of {list(OPTIMIZER_NAMES)}."),
+            "lr": (self.lr >= 0, "a learning rate is >= 0 (e.g. 1e-3)."),
+            "head_lr": (self.head_lr is None or self.head_lr >= 0, "use a learning rate >= 0, or null for lr."),
+            "weight_decay": (self.weight_decay >= 0, "use a weight decay >= 0 (e.g. 0.01)."),
+            "momentum": (0.0 <= self.momentum < 1.0, "use a momentum in [0, 1) (e.g. 0.9)."),
+            "betas": (len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+                      "use two numbers in [0, 1), e.g. [0.9, 0.999]."),
+            "layer_decay": (self.layer_decay is None or 0.0 < self.layer_decay <= 1.0,
+                            "use a factor in (0, 1] (e.g. 0.75), or null for none."),
+            "backbone_lr_scale": (self.backbone_lr_scale >= 0, "use a factor >= 0 (0 freezes the backbone's LR)."),
+        })
 
 
 @dataclass
 class SchedulerConfig:
-    name: str = "cosine"  # "cosine" | "linear" | "step" | "constant"
-    warmup_steps: int = 0  # linear warmup in optimizer steps ...
-    warmup_ratio: float = 0.0  # ... or as a fraction of all steps
-    step_size_epochs: float = 7.0  # step: decay every this many epochs
-    gamma: float = 0.1  # step: decay factor
-    min_lr_ratio: float = 0.0  # cosine: final LR as a fraction of the peak
+    """Learning-rate schedule, stepped once per optimizer step."""
+
+    name: str = field(default="cosine", metadata={"help": f"Schedule: one of {list(SCHEDULER_NAMES)}."})
+    warmup_steps: int = field(
+        default=0, metadata={"help": "Linear warmup in optimizer steps (wins over warmup_ratio when > 0)."}
+    )
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Linear warmup as a fraction of all optimizer steps."})
+    step_size_epochs: float = field(
+        default=7.0, metadata={"help": "step: multiply the LR by gamma every this many epochs."}
+    )
+    gamma: float = field(default=0.1, metadata={"help": "step: decay factor."})
+    min_lr_ratio: float = field(default=0.0, metadata={"help": "cosine: final LR as a fraction of the peak."})
+
+    def __post_init__(self) -> None:
+        check_values("scheduler", self, {
+            "name": (self.name in SCHEDULER_NAMES, f"use one of {list(SCHEDULER_NAMES)}."),
+            "warmup_steps": (_is_int(self.warmup_steps) and self.warmup_steps >= 0, "use an integer >= 0."),
+            "warmup_ratio": (0.0 <= self.warmup_ratio < 1.0, "use a fraction in [0, 1) (e.g. 0.05)."),
+            "step_size_epochs": (self.step_size_epochs > 0, "use a positive number of epochs."),
+            "gamma": (0.0 < self.gamma <= 1.0, "use a decay factor in (0, 1] (e.g. 0.1)."),
+            "min_lr_ratio": (0.0 <= self.min_lr_ratio <= 1.0, "use a fraction in [0, 1]."),
+        })
 
 
 @dataclass
 class UnfreezeStage:
-    epoch: int  # the stage starts at this epoch (0-based)
-    train: str  # "head" | "top:K" (top K backbone blocks + head) | "all"
+    """One stage of ``unfreeze_schedule``."""
+
+    epoch: int = field(metadata={"help": "The stage starts at this epoch (0-based)."})
+    train: str = field(metadata={"help": "What trains: 'head', 'top:K' (top K backbone blocks + head) or 'all'."})
+
+    def __post_init__(self) -> None:
+        train = self.train if isinstance(self.train, str) else ""
+        check_values("unfreeze_schedule[]", self, {
+            "epoch": (_is_int(self.epoch) and self.epoch >= 0, "use an epoch number >= 0."),
+            "train": (train in ("head", "all") or (train.startswith("top:") and train[4:].isdigit()),
+                      "must be 'head', 'top:K' (e.g. 'top:2') or 'all'."),
+        })
 
 
 @dataclass
 class TrainConfig:
     """One fine-tuning run. Every recipe reads this; YAML files under recipes/configs/ fill it in."""
 
-    recipe: str = "full"  # registered recipe: see `hftransfer recipes`
-    method: dict[str, Any] = field(default_factory=dict)  # options of the recipe's method (e.g. lora r, alpha)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=lambda: DataConfig(source="sklearn_digits"))
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    epochs: int = 3
-    max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
-    batch_size: int = 32  # global batch size (split across processes)
-    eval_batch_size: int | None = None
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float | None = 1.0
-    label_smoothing: float = 0.0
-    mixed_precision: str | None = None  # "no" | "bf16" | "fp16" (GPU); None: from `accelerate launch`, else "no"
-    seed: int = 42
-    augment: str | None = "default"  # image augmentation preset: "none" | "default" | "randaugment"
-    mixup_alpha: float = 0.0  # mixup (images): 0 disables
-    cutmix_alpha: float = 0.0  # cutmix (images): 0 disables
-    unfreeze_schedule: list[UnfreezeStage] = field(default_factory=list)  # e.g. head for 2 epochs, then all
-    early_stopping_patience: int | None = None  # epochs without improvement before stopping
-    metric_for_best: str = "accuracy"  # validation metric that picks the best checkpoint
-    greater_is_better: bool = True
-    output_dir: str = "outputs/run"
-    overwrite_output_dir: bool = False
-    checkpoint_every_steps: int | None = None  # mid-epoch checkpoints for resume (also one at every epoch end)
-    keep_checkpoints: int = 2
-    resume: bool = True  # continue from the newest checkpoint in output_dir/checkpoints if there is one
-    num_workers: int = 0  # DataLoader workers (0 is fastest on small CPUs)
-    image_cache_mb: float = 2048  # keep decoded images in memory up to this size per split (0: decode every epoch)
-    bucket_by_length: bool = True  # text: batch similar lengths together (little padding)
-    log_every_steps: int = 10
-    report_to: list[str] = field(default_factory=list)  # ["tensorboard"]
-    progress_bar: bool = True
-    push_to_hub: bool = False  # push the best model at the end
-    hub_repo_id: str | None = None
-    hub_private: bool = False
-    hub_revision: str | None = None  # branch to push to
+    recipe: str = field(default="full", metadata={"help": "Registered recipe (see `hftransfer recipes`)."})
+    method: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Options of the recipe's method (e.g. lora r, alpha); see --help-config."},
+    )
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The backbone."})
+    data: DataConfig = field(
+        default_factory=lambda: DataConfig(source="sklearn_digits"),
+        metadata={"help": "Where the data is and how to split it."},
+    )
+    optim: OptimConfig = field(default_factory=OptimConfig, metadata={"help": "Optimizer and learning rates."})
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig, metadata={"help": "Learning-rate schedule."})
+    epochs: int = field(default=3, metadata={"help": "Number of passes over the training split."})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Stop after this many optimizer steps (smoke tests)."}
+    )
+    batch_size: int = field(default=32, metadata={"help": "Global batch size (split across processes)."})
+    eval_batch_size: int | None = field(default=None, metadata={"help": "Evaluation batch size (None: batch_size)."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Optimizer step every this many batches."})
+    max_grad_norm: float | None = field(
+        default=1.0, metadata={"help": "Clip the gradient norm to this (None: no clipping)."}
+    )
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "Label smoothing of the cross-entropy loss, in [0, 1)."}
+    )
+    mixed_precision: str | None = field(
+        default=None, metadata={"help": "'no', 'bf16' or 'fp16' (GPU); None: from `accelerate launch`, else 'no'."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of weights init, shuffling and augmentation."})
+    augment: str | None = field(
+        default="default", metadata={"help": "Image augmentation preset: 'none', 'default' or 'randaugment'."}
+    )
+    mixup_alpha: float = field(default=0.0, metadata={"help": "Mixup alpha for images (0 disables)."})
+    cutmix_alpha: float = field(default=0.0, metadata={"help": "CutMix alpha for images (0 disables)."})
+    unfreeze_schedule: list[UnfreezeStage] = field(
+        default_factory=list, metadata={"help": "Stages, e.g. [{epoch: 0, train: head}, {epoch: 2, train: all}]."}
+    )
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Epochs without improvement before stopping (None: never)."}
+    )
+    metric_for_best: str = field(
+        default="accuracy",
+        metadata={"help": "Validation metric that picks the best checkpoint (e.g. accuracy, f1_macro, loss)."},
+    )
+    greater_is_better: bool = field(
+        default=True, metadata={"help": "Whether a higher metric_for_best is better (false for loss)."}
+    )
+    output_dir: str = field(
+        default="outputs/run", metadata={"help": "Folder for the model, metrics, logs and checkpoints."}
+    )
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a finished run in output_dir."})
+    checkpoint_every_steps: int | None = field(
+        default=None, metadata={"help": "Mid-epoch checkpoints for resume (one is also kept every epoch)."}
+    )
+    keep_checkpoints: int = field(default=2, metadata={"help": "How many resume checkpoints to keep."})
+    resume: bool = field(
+        default=True,
+        metadata={"help": "Continue from the newest checkpoint in output_dir/checkpoints if there is one."},
+    )
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers (0 is fastest on small CPUs)."})
+    image_cache_mb: float = field(
+        default=2048,
+        metadata={"help": "Keep decoded images in memory up to this size per split (0: decode every epoch)."},
+    )
+    bucket_by_length: bool = field(
+        default=True, metadata={"help": "Text: batch similar lengths together (less padding)."}
+    )
+    log_every_steps: int = field(default=10, metadata={"help": "Tracker logging interval in optimizer steps."})
+    report_to: list[str] = field(default_factory=list, metadata={"help": "Trackers, e.g. ['tensorboard']."})
+    progress_bar: bool = field(default=True, metadata={"help": "Show progress bars and per-epoch lines."})
+    push_to_hub: bool = field(
+        default=False, metadata={"help": "Push the best model to the hub at the end (needs hub_repo_id)."}
+    )
+    hub_repo_id: str | None = field(default=None, metadata={"help": "Hub repo 'namespace/name' to push to."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the hub repo as private."})
+    hub_revision: str | None = field(default=None, metadata={"help": "Hub branch to push to."})
 
     def __post_init__(self):
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1,
-            "mixed_precision": self.mixed_precision in (None, "no", "bf16", "fp16"),
-            "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
-            "optim.name": self.optim.name in ("adamw", "sgd"),
-            "scheduler.name": self.scheduler.name in ("cosine", "linear", "step", "constant"),
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            key = bad[0]
-            value = _get_dotted(self, key)
-            raise ValueError(f"{key}={value!r} is invalid. {_HINTS.get(key, '')}".strip())
-        for stage in self.unfreeze_schedule:
-            if not (stage.train in ("head", "all") or (stage.train.startswith("top:") and stage.train[4:].isdigit())):
-                raise ValueError(f"unfreeze_schedule train={stage.train!r} must be 'head', 'top:K' or 'all'.")
+        from hftransfer.augment import AUGMENTATION_PRESETS
+        from hftransfer.utils.hub_ids import is_repo_id
+
+        check_values("", self, {
+            "epochs": (_is_int(self.epochs) and self.epochs >= 1, "use a positive integer."),
+            "max_steps": (_positive_int_or_none(self.max_steps), "use a positive integer or null."),
+            "batch_size": (_is_int(self.batch_size) and self.batch_size >= 1, "use a positive integer."),
+            "eval_batch_size": (_positive_int_or_none(self.eval_batch_size), "use a positive integer or null."),
+            "gradient_accumulation_steps": (_is_int(self.gradient_accumulation_steps)
+                                            and self.gradient_accumulation_steps >= 1, "use a positive integer."),
+            "max_grad_norm": (self.max_grad_norm is None or self.max_grad_norm > 0, "use a norm > 0 or null."),
+            "label_smoothing": (0.0 <= self.label_smoothing < 1.0, "use a fraction in [0, 1) (e.g. 0.1)."),
+            "mixed_precision": (self.mixed_precision in MIXED_PRECISION,
+                                "use 'no', 'bf16' (fast on CPUs with AMX and on recent GPUs) or 'fp16' (GPU)."),
+            "augment": (self.augment is None or self.augment in AUGMENTATION_PRESETS,
+                        f"use one of {sorted(AUGMENTATION_PRESETS)}."),
+            "mixup_alpha": (self.mixup_alpha >= 0, "use an alpha >= 0 (0 disables)."),
+            "cutmix_alpha": (self.cutmix_alpha >= 0, "use an alpha >= 0 (0 disables)."),
+            "early_stopping_patience": (_positive_int_or_none(self.early_stopping_patience),
+                                        "use a positive number of epochs or null."),
+            "checkpoint_every_steps": (_positive_int_or_none(self.checkpoint_every_steps),
+                                       "use a positive number of steps or null."),
+            "keep_checkpoints": (_is_int(self.keep_checkpoints) and self.keep_checkpoints >= 1,
+                                 "keep at least 1 checkpoint."),
+            "num_workers": (_is_int(self.num_workers) and self.num_workers >= 0, "use an integer >= 0."),
+            "image_cache_mb": (self.image_cache_mb >= 0, "use a size in MB >= 0 (0 disables the cache)."),
+            "log_every_steps": (_is_int(self.log_every_steps) and self.log_every_steps >= 1,
+                                "use a positive integer."),
+            "report_to": (isinstance(self.report_to, list) and all(isinstance(r, str) for r in self.report_to),
+                          "use a list of tracker names, e.g. ['tensorboard']."),
+            "hub_repo_id": (self.hub_repo_id is None or is_repo_id(self.hub_repo_id),
+                            "use 'namespace/name' (letters, digits, '-', '_', '.')."),
+        })
+        from hftransfer.metrics.classification import classification_metric_names
+
+        metrics = ["loss", *classification_metric_names()]
+        check_values("", self, {"metric_for_best": (self.metric_for_best in metrics, f"use one of {metrics}.")})
+        if self.push_to_hub and not self.hub_repo_id:
+            raise ConfigurationError("push_to_hub=true needs hub_repo_id=<namespace/name>; set hub_repo_id or "
+                                     "push_to_hub=false.")
+        self.method_config()  # unknown or invalid method options fail here, before any data or model is loaded
+
+    def method_config(self) -> Any:
+        """The recipe's method config built from ``method`` (raises on unknown options or invalid values)."""
+        from hftransfer.methods.registry import METHODS
+        from hftransfer.recipes import get_recipe
+
+        entry = METHODS[get_recipe(self.recipe).method]
+        return entry.config_cls.from_dict(self.method, context=f"recipe={self.recipe!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
@@ -133,26 +307,25 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-        text = Path(path).read_text(encoding="utf-8")
-        data = yaml.safe_load(text) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the YAML top level must be a mapping of options; got {type(data).__name__}.")
-        return cls.from_dict(apply_overrides(data, overrides or []))
+        return cls.from_dict(apply_overrides(read_yaml_config(path), overrides or []))
 
 
-_HINTS = {
-    "mixed_precision": "Use 'no', 'bf16' (fast on CPUs with AMX and on recent GPUs) or 'fp16' (GPU).",
-    "optim.name": "Use 'adamw' or 'sgd'.",
-    "scheduler.name": "Use 'cosine', 'linear', 'step' or 'constant'.",
-    "epochs": "Use a positive integer.",
-    "batch_size": "Use a positive integer.",
-}
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """The plain options of a YAML config file (not yet merged with recipe defaults)."""
+    from hftransfer.errors import InputFileError
 
-
-def _get_dotted(obj: Any, key: str) -> Any:
-    for part in key.split("."):
-        obj = getattr(obj, part)
-    return obj
+    if not Path(path).is_file():
+        raise InputFileError(f"config={str(path)!r} is not a file. Pass a YAML config, e.g. "
+                             "recipes/configs/demo_digits.yaml (`hftransfer recipes` lists the examples).")
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigurationError(f"config={str(path)!r} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigurationError(
+            f"config={str(path)!r}: the YAML top level must be a mapping of options; got {type(data).__name__}."
+        )
+    return data
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -160,7 +333,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     data = dict(data)
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"Override {item!r} must look like key=value (e.g. optim.lr=3e-4).")
+            raise ConfigurationError(f"Override {item!r} must look like key=value (e.g. optim.lr=3e-4).")
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw) if raw != "" else None
         node = data
@@ -176,11 +349,11 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
         return data
     if not isinstance(data, dict):
-        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping; received {data!r}.")
+        raise ConfigurationError(f"{prefix.rstrip('.') or 'config'} must be a mapping; received {data!r}.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"Unknown option(s) {[prefix + u for u in unknown]}; valid options under "
+        raise ConfigurationError(f"Unknown option(s) {[prefix + u for u in unknown]}; valid options under "
                          f"{prefix.rstrip('.') or 'the top level'}: {sorted(fields)}.")
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -210,9 +383,16 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         try:
             return float(value)
         except ValueError as err:
-            raise ValueError(f"{key}={value!r} must be a number.") from err
+            raise ConfigurationError(f"{key}={value!r} must be a number.") from err
+    if hint is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
     if hint is int and isinstance(value, str) and value.lstrip("-").isdigit():
         return int(value)
+    expected = {float: ((int, float), "a number"), int: ((int,), "an integer"), bool: ((bool,), "true or false")}
+    if hint in expected:
+        types_, what = expected[hint]
+        if not isinstance(value, types_) or (hint is not bool and isinstance(value, bool)):
+            raise ConfigurationError(f"{key}={value!r} must be {what}.")
     return value
 
 

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from hftransfer.augment import is_deterministic
 from hftransfer.data import LoadedData, load_data
+from hftransfer.errors import ConfigurationError, OutputDirError
 from hftransfer.modeling import AutoTransfer
 from hftransfer.recipes import get_recipe
 from hftransfer.saved_format import FULL_WEIGHTS, TRAINED_WEIGHTS
@@ -71,6 +72,7 @@ class TransferTrainer:
         from accelerate.utils import set_seed
 
         cfg = self.config
+        self._preflight()
         ddp = DistributedDataParallelKwargs(find_unused_parameters=bool(cfg.unfreeze_schedule))
         log_with = [r for r in cfg.report_to if r != "none"] or None
         _reset_accelerate_state()
@@ -84,7 +86,7 @@ class TransferTrainer:
         )
         acc = self.accelerator
         if cfg.batch_size % acc.num_processes:
-            raise ValueError(f"batch_size={cfg.batch_size} is the global batch and must divide evenly across "
+            raise ConfigurationError(f"batch_size={cfg.batch_size} is the global batch and must divide evenly across "
                              f"{acc.num_processes} processes; use a multiple of {acc.num_processes}.")
         self._check_output_dir()
         self._setup_logging()
@@ -94,6 +96,7 @@ class TransferTrainer:
                 self.data = load_data(cfg.data)
         self._log(f"data: {len(self.data.train)} train / {len(self.data.validation)} validation, "
                   f"{self.data.num_labels} classes ({self.data.modality})")
+        self._check_against_data()
         self._setup_model()
         self._setup_loaders()
         self.depths = depth_map(self.model)
@@ -108,10 +111,39 @@ class TransferTrainer:
         if log_with:
             acc.init_trackers("hftransfer", config=_flat_hparams(cfg))
 
+    def _preflight(self) -> None:
+        """Checks that need no data, run before the data set is read (which can take minutes).
+
+        Config values and method options were checked when the config was built (``TrainConfig.__post_init__``);
+        here: ``output_dir`` is a folder (or can become one) and the backbone name resolves and is available.
+        """
+        from hftransfer.backbones import check_backbone_name
+
+        cfg, out = self.config, self.output_dir
+        blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise OutputDirError(
+                f"output_dir={str(out)!r} cannot be a folder: {str(blocker)!r} is a file. Choose another output_dir "
+                "or move the file."
+            )
+        check_backbone_name(cfg.model.name, revision=cfg.model.revision, pretrained=cfg.model.pretrained)
+
+    def _check_against_data(self) -> None:
+        """Checks that need the loaded data but no model: the best-model metric is computed for this label count."""
+        from hftransfer.metrics import classification_metric_names
+
+        cfg = self.config
+        names = ["loss", *classification_metric_names(self.data.num_labels)]
+        if cfg.metric_for_best not in names:
+            raise ConfigurationError(
+                f"metric_for_best={cfg.metric_for_best!r} is not computed for {self.data.num_labels} classes "
+                f"(top-k accuracy needs more than k classes); use one of {names}."
+            )
+
     def _check_output_dir(self) -> None:
         cfg, out = self.config, self.output_dir
         if (out / "metrics.json").is_file() and not cfg.overwrite_output_dir:
-            raise FileExistsError(
+            raise OutputDirError(
                 f"output_dir={str(out)!r} already holds a finished run (metrics.json). Set overwrite_output_dir=true "
                 "or choose another output_dir."
             )
@@ -144,7 +176,7 @@ class TransferTrainer:
             trust_remote_code=cfg.model.trust_remote_code, method=self.recipe.method, method_config=cfg.method,
         )
         if self.model.modality != data.modality:
-            raise ValueError(f"model.name={cfg.model.name!r} is a {self.model.modality} backbone but the data "
+            raise ConfigurationError(f"model.name={cfg.model.name!r} is a {self.model.modality} backbone but the data "
                              f"({cfg.data.source!r}) is {data.modality}. Pick a matching backbone or dataset.")
         if cfg.model.image_size and self.model.modality == "image":
             self.model.backbone.preprocessor = self.model.preprocessor.with_image_size(cfg.model.image_size)
@@ -447,8 +479,6 @@ class TransferTrainer:
         if cfg.push_to_hub and acc.is_main_process:
             from hftransfer.hub.push import push_folder
 
-            if not cfg.hub_repo_id:
-                raise ValueError("push_to_hub=true needs hub_repo_id=<namespace/name>.")
             push_folder(model_dir, cfg.hub_repo_id, private=cfg.hub_private, revision=cfg.hub_revision,
                         commit_message=f"hftransfer {cfg.recipe}: best {cfg.metric_for_best}="
                                        f"{state['best_metric']:.4f}")

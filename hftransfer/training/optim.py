@@ -8,6 +8,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from hftransfer.errors import ConfigurationError
 from hftransfer.training.config import OptimConfig, SchedulerConfig
 from hftransfer.training.freezing import DepthMap
 
@@ -58,11 +59,13 @@ def build_optimizer(model: nn.Module, method, depths: DepthMap, cfg: OptimConfig
     """
     groups = param_groups(model, method, depths, cfg)
     if not groups:
-        raise ValueError("No trainable parameters: the method froze everything. Check the recipe and method options.")
+        raise ConfigurationError(
+            "No trainable parameters: the method froze everything. Check the recipe and method options."
+        )
     fusable = can_fuse(groups)
     if cfg.fused and not fusable:
         devices = sorted({p.device.type for g in groups for p in g["params"]})
-        raise ValueError(f"optim.fused=true needs floating-point parameters on one of {_FUSED_DEVICES}; got "
+        raise ConfigurationError(f"optim.fused=true needs floating-point parameters on one of {_FUSED_DEVICES}; got "
                          f"parameters on {devices}. Set optim.fused to null (auto) or false.")
     fused = fusable if cfg.fused is None else cfg.fused
     return OPTIMIZERS[cfg.name](groups, cfg, fused or None)
