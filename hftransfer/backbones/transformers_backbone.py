@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +84,16 @@ class TransformersBackbone(Backbone):
         if not model.supports_gradient_checkpointing:
             raise ConfigurationError(f"{type(model).__name__} does not support gradient checkpointing; set "
                                      "model.gradient_checkpointing=false.")
+        # transformers >= 5 renamed these (the old names warn); older versions only have the old names.
         if enable:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if getattr(model.config, "use_cache", None):
+                model.config.use_cache = False  # encoders cache nothing; avoids "use_cache=True is incompatible"
+            if hasattr(model, "activation_checkpointing_enable"):
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif hasattr(model, "activation_checkpointing_disable"):
+            model.activation_checkpointing_disable()
         else:
             model.gradient_checkpointing_disable()
 
@@ -128,10 +140,12 @@ class TransformersBackbone(Backbone):
                 "know it works."
             )
         pooling = pooling or default_pooling(config, modality)
-        model = AutoModel.from_pretrained(
-            directory, config=config, trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle else True, **_pooling_layer_kwargs(config, pooling)
-        )
+        pooler_kwargs = _pooling_layer_kwargs(config, pooling)
+        with _unused_pooler_not_reported(enabled=bool(pooler_kwargs)):
+            model = AutoModel.from_pretrained(
+                directory, config=config, trust_remote_code=trust_remote_code,
+                use_safetensors=None if allow_pickle else True, **pooler_kwargs
+            )
         preprocessor = _load_preprocessor(Path(directory), config, modality, {"max_length": max_length})
         return cls(model, spec, modality, preprocessor, pooling)
 
@@ -147,6 +161,40 @@ def _pooling_layer_kwargs(config: Any, pooling: str) -> dict[str, Any]:
     if pooling != "pooler" and "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters:
         return {"add_pooling_layer": False}
     return {}
+
+
+_REPORT_ROW = re.compile(r"^(?P<key>\S+)\s*\|\s*(?:\x1b\[[0-9;]*m)?(?P<status>[A-Z_]+)")
+
+
+class _UnusedPoolerReportFilter(logging.Filter):
+    """Drop transformers' load report when its only finding is the pooler we chose not to build.
+
+    ``add_pooling_layer=False`` leaves the checkpoint's ``pooler.*`` weights unused on purpose; the report calls them
+    UNEXPECTED, which a user cannot act on. A report with anything else in it (missing or mismatched keys, other
+    unexpected keys) is kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        rows = [m for m in map(_REPORT_ROW.match, message.splitlines()) if m and m["key"] != "Key"]
+        only_pooler = bool(rows) and all(m["status"] == "UNEXPECTED" and m["key"].startswith("pooler.") for m in rows)
+        return not only_pooler
+
+
+@contextlib.contextmanager
+def _unused_pooler_not_reported(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_filter = _UnusedPoolerReportFilter()
+    report_logger.addFilter(report_filter)
+    try:
+        yield
+    finally:
+        report_logger.removeFilter(report_filter)
 
 
 def _num_features(model: nn.Module, pooling: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from hftransfer.errors import ConfigurationError
@@ -65,7 +66,11 @@ class Lora(TransferMethod):
             r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.resolved_targets),
             use_dora=cfg.use_dora, use_rslora=cfg.use_rslora, bias="none",
         )
-        model.backbone.model = get_peft_model(inner, peft_config)
+        with warnings.catch_warnings():
+            # peft probes the deprecated `is_gradient_checkpointing` of transformers >= 5 models; not the user's issue.
+            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
+            model.backbone.model = get_peft_model(inner, peft_config)
         self.set_trainable(model)
 
     def _targets(self, model) -> list[str]:
