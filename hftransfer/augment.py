@@ -12,7 +12,14 @@ AUGMENTATION_PRESETS: dict[str, Callable[[dict[str, Any]], Any]] = {}
 
 
 def register_augmentation(name: str):
+    """Decorator registering an augmentation preset builder ``fn(data_config) -> transform``; names are unique."""
+
     def wrap(fn):
+        if name in AUGMENTATION_PRESETS:
+            raise ConfigurationError(
+                f"Augmentation preset {name!r} is already registered by {AUGMENTATION_PRESETS[name].__module__}; "
+                "pick another name."
+            )
         AUGMENTATION_PRESETS[name] = fn
         return fn
 
