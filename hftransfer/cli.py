@@ -25,14 +25,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
     from hftransfer.recipes import RECIPES
+    from hftransfer.recipes.examples import EXAMPLES_PREFIX, example_configs
 
-    configs = sorted(Path(__file__).resolve().parents[1].glob("recipes/configs/*.yaml"))
+    configs = list(example_configs().values())
     for name in sorted(RECIPES):
         recipe = RECIPES[name]
         print(f"{name:14s} method={recipe.method:13s} {recipe.description}")
         for path in configs:
             if f"recipe: {name}\n" in path.read_text(encoding="utf-8"):
-                print(f"{'':14s}   config: {path.relative_to(path.parents[2])}")
+                print(f"{'':14s}   config: {EXAMPLES_PREFIX}{path.name}")
     return 0
 
 

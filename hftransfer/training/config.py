@@ -311,14 +311,15 @@ class TrainConfig:
 
 
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
-    """The plain options of a YAML config file (not yet merged with recipe defaults)."""
+    """The plain options of a YAML config file or shipped example (not yet merged with recipe defaults)."""
     from hftransfer.errors import InputFileError
+    from hftransfer.recipes.examples import example_configs, resolve_config
 
-    if not Path(path).is_file():
-        raise InputFileError(f"config={str(path)!r} is not a file. Pass a YAML config, e.g. "
-                             "recipes/configs/demo_digits.yaml (`hftransfer recipes` lists the examples).")
+    if not resolve_config(path).is_file():
+        raise InputFileError(f"config={str(path)!r} is not a file or a shipped example config. Pass a YAML file, or "
+                             f"one of the examples {sorted(example_configs())} (`hftransfer recipes` lists them).")
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(resolve_config(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ConfigurationError(f"config={str(path)!r} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
