@@ -16,6 +16,14 @@ from pathlib import Path
 def _cmd_train(args: argparse.Namespace) -> int:
     from hftransfer.training import train
 
+    if args.help_config:
+        from hftransfer.training.config import config_help
+
+        print(config_help())
+        return 0
+    if args.config is None:
+        raise SystemExit("hftransfer train: error: the config argument is required (or pass --help-config)")
+
     result = train(args.config, overrides=args.overrides)
     best = f"{result.best_metric:.4f}" if result.best_metric is not None else "n/a"
     print(f"best validation {Path(args.config).name}: {best} (epoch {result.best_epoch}); model saved to "
@@ -88,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="run a recipe from a YAML config (+ key=value overrides)")
-    p.add_argument("config", help="YAML config, e.g. recipes/configs/demo_digits.yaml")
+    p.add_argument("config", nargs="?", help="YAML config, e.g. recipes/configs/demo_digits.yaml (or a shipped "
+                   "example's name: demo_digits)")
+    p.add_argument("--help-config", action="store_true", help="list every config option with its default and help")
     p.add_argument("overrides", nargs="*", help="dotted overrides: optim.lr=3e-4 epochs=5 recipe=lora")
     p.set_defaults(func=_cmd_train)
 

@@ -310,6 +310,42 @@ class TrainConfig:
         return cls.from_dict(apply_overrides(read_yaml_config(path), overrides or []))
 
 
+def config_help() -> str:
+    """Every option of a training config with its type, default and help text (``hftransfer train --help-config``).
+
+    Generated from the dataclass fields' ``metadata["help"]``, so it cannot drift from the code.
+    """
+    from hftransfer.methods.registry import METHODS
+
+    lines = ["Training config options (YAML keys; dotted keys as key=value overrides):", ""]
+    lines += _field_lines(TrainConfig, "", skip=("method",))
+    for name, entry in sorted(METHODS.items()):
+        lines += ["", f"method.* options of method {name!r} ({entry.config_cls.__name__}):"]
+        lines += _field_lines(entry.config_cls, "method.") or ["  (none)"]
+    return "\n".join(lines)
+
+
+def _field_lines(cls: type, prefix: str, skip: tuple[str, ...] = ()) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            lines += _field_lines(hint, f"{prefix}{f.name}.")
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "required"
+        type_name = getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
+        lines.append(f"  {prefix}{f.name} ({type_name}, default {default!r}): {f.metadata.get('help', '')}")
+    return lines
+
+
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
     """The plain options of a YAML config file or shipped example (not yet merged with recipe defaults)."""
     from hftransfer.errors import InputFileError
