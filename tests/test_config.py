@@ -69,9 +69,9 @@ def test_invalid_values_fail_when_the_config_is_built(data, message):
 
 
 def test_metric_for_best_accepts_what_the_metrics_module_computes():
-    from hftransfer.metrics import classification_metric_names, compute_classification_metrics
-
     import numpy as np
+
+    from hftransfer.metrics import classification_metric_names, compute_classification_metrics
 
     logits = np.random.default_rng(0).normal(size=(20, 10))
     labels = np.arange(20) % 10
@@ -121,7 +121,7 @@ def test_a_config_for_one_recipe_runs_as_another():
     assert config.recipe == "linear_probe" and config.method == {}
     assert config.optim.lr == lora["optim"]["lr"] and config.data.source == lora["data"]["source"]
     data, dropped = as_recipe({"recipe": "linear_probe", "method": {"cache_features": False}}, "lora")
-    assert dropped == ["cache_features"] and TrainConfig.from_dict(data).method == {}
+    assert dropped == ["cache_features"] and TrainConfig.from_dict(data).method == {"r": 8, "alpha": 16}  # defaults
 
 
 def test_config_errors_are_hftransfer_errors():
