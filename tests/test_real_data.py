@@ -13,8 +13,9 @@ from hftransfer import AutoTransfer
 pytestmark = pytest.mark.integration
 
 VISION = {
+    # step_size_epochs=1 so the StepLR decay fires within the 2 epochs (checked below).
     "full": {"optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9}, "scheduler": {"name": "step",
-                                                                                  "step_size_epochs": 7}},
+                                                                                  "step_size_epochs": 1}},
     "linear_probe": {"optim": {"lr": 3e-3}, "mixed_precision": "bf16", "epochs": 5},
     "lora": {"optim": {"lr": 2e-3}, "method": {"r": 8, "train_norms": True}},
 }
@@ -38,6 +39,9 @@ def test_efficientnet_lite0_on_hymenoptera(shared_data, tmp_path, recipe):
     }
     result = hftransfer.train(config)
     assert result.final_metrics["accuracy"] > 0.80, result.history
+    if config.get("scheduler", {}).get("name") == "step":  # "lr" is the LR after each epoch's last step
+        lrs = [row["lr"] for row in result.history]
+        assert lrs == pytest.approx([0.01 * 0.1, 0.01 * 0.1 ** 2]), lrs
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     assert metrics["final_eval"]["per_class"]["classes"].keys() == {"ants", "bees"}
     model = AutoTransfer.from_pretrained(result.model_dir)

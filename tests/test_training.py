@@ -75,14 +75,26 @@ def test_each_recipe_trains_and_writes_its_outputs(tmp_path, recipe):
 
 
 def test_text_recipe_on_csv(tiny_models, tmp_path):
-    # A text model trains from a CSV with named columns (with gradient checkpointing); label names come from the data.
+    # A text model trains from a CSV with named columns (with gradient checkpointing on); label names come from the
+    # data, the adapters are trained and saved. (test_training_options checks that checkpointing recomputes.)
+    checkpointed = []
+
+    class Look(Callback):
+        def on_train_begin(self, trainer):
+            backbone = trainer.accelerator.unwrap_model(trainer.model).backbone
+            checkpointed.append(any(getattr(m, "gradient_checkpointing", False) for m in backbone.modules()))
+
     config = tiny_config(tmp_path, recipe="lora", **{"model.name": tiny_models["transformers_bert"],
                                                      "model.pretrained": False, "model.gradient_checkpointing": True})
     config["model"].pop("image_size")
     config["data"] = {"source": str(text_csv(tmp_path)), "text_column": "text", "label_column": "label"}
-    result = hftransfer.train(config)
+    result = hftransfer.train(config, callbacks=[Look()])
+    assert checkpointed == [True]
     assert AutoTransfer.from_pretrained(result.model_dir).id2label == {0: "negative", 1: "positive"}
-    assert result.history[-1]["eval_accuracy"] >= 0.0
+    adapters = load_file(next(result.model_dir.glob("*.safetensors")))  # full weights: the base is random
+    lora_b = [v for k, v in adapters.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: non-zero means it trained
+    assert [len(r) and 0.0 <= r["eval_accuracy"] <= 1.0 for r in result.history] == [True, True]
 
 
 def test_best_checkpoint_is_kept_not_the_last(tmp_path):
@@ -250,7 +262,8 @@ def test_linear_probe_with_random_augmentation_says_so(tmp_path):
 
 
 def test_augmentation_mixup_label_smoothing_and_tensorboard(tmp_path):
-    # RandAugment + mixup/cutmix + label smoothing train, and TensorBoard event files are written.
+    # RandAugment + mixup/cutmix + label smoothing train together, and TensorBoard event files are written. What each
+    # one changes (images, targets, loss) is checked in test_training_options.py.
     result = hftransfer.train(tiny_config(tmp_path, epochs=1, augment="randaugment", mixup_alpha=0.2,
                                           cutmix_alpha=0.2, label_smoothing=0.1, report_to=["tensorboard"],
                                           log_every_steps=1))
