@@ -1,0 +1,162 @@
+"""What a user runs: every example config, the recipe scripts (also under `accelerate launch`), `hftransfer predict`
+and an installed wheel. Tiny random models stand in for the real backbones (overrides on the command line)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_training import free_port, text_csv
+
+import hftransfer
+from hftransfer import AutoTransfer
+from hftransfer.recipes.examples import example_configs
+from hftransfer.training import TrainConfig
+
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "recipes" / "configs"
+TINY_IMAGE = ["model.name=timm:test_convnext", "model.pretrained=false", "model.image_size=32",
+              "data={source: sklearn_digits, max_train_samples: 64, max_eval_samples: 40}"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+    [str(REPO), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])])}
+
+
+def tiny_overrides(config: Path, tmp_path: Path, tiny_models: dict[str, str]) -> list[str]:
+    """Swap a config's real backbone and data for tiny ones; everything else (recipe, optim, precision...) stays."""
+    common = ["epochs=1", "max_steps=2", "batch_size=8", f"output_dir={tmp_path / config.stem}",
+              "progress_bar=false", "early_stopping_patience=null"]
+    if "minilm" in config.name:
+        data = f"data={{source: {text_csv(tmp_path)}, validation_split: 0.25}}"
+        return [f"model.name={tiny_models['transformers_bert']}", "model.pretrained=false", data, *common]
+    return [*TINY_IMAGE, *common]
+
+
+@pytest.mark.parametrize("name", sorted(example_configs()))
+def test_every_example_config_trains_a_step_with_a_tiny_model(name, tmp_path, tiny_models):
+    # Each shipped config runs its own recipe, optimizer, schedule, precision and augmentation for two steps.
+    path = CONFIGS / name
+    config = TrainConfig.from_yaml(path, tiny_overrides(path, tmp_path, tiny_models))
+    assert config.recipe == TrainConfig.from_yaml(path).recipe
+    result = hftransfer.train(config)
+    metrics = json.loads((result.output_dir / "metrics.json").read_text())
+    assert metrics["recipe"] == config.recipe and metrics["history"][0]["step"] == 2
+    assert metrics["mixed_precision"] == config.mixed_precision
+    assert AutoTransfer.from_pretrained(result.model_dir).method.name == hftransfer.recipes.get_recipe(
+        config.recipe).method
+
+
+def run_script(args: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=ENV, timeout=600)
+
+
+def test_lora_script_runs_a_config(tmp_path):
+    out = tmp_path / "lora"
+    run = run_script(["recipes/lora_finetune.py", "--config", "recipes/configs/demo_digits.yaml", *TINY_IMAGE,
+                      "epochs=1", "max_steps=2", f"output_dir={out}", "progress_bar=false"])
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["recipe"] == "lora" and metrics["parameters"]["trainable_percent"] < 100
+
+
+def test_a_script_runs_a_config_written_for_another_recipe(tmp_path):
+    # full_finetune.py with the LoRA config: the LoRA options are dropped with a note, everything else carries over.
+    out = tmp_path / "full"
+    lora_config = "recipes/configs/efficientnet_lite0_hymenoptera_lora.yaml"
+    run = run_script(["recipes/full_finetune.py", "--config", lora_config, *TINY_IMAGE, "epochs=1", "max_steps=1",
+                      f"output_dir={out}", "progress_bar=false"])
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "written for recipe 'lora'; this script runs 'full'" in run.stderr
+    assert "['alpha', 'r', 'train_norms']" in run.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["recipe"] == "full"
+    saved = TrainConfig.from_yaml(out / "config.yaml")
+    assert saved.optim.lr == 2e-3 and saved.augment == "default"  # the LoRA config's values carried over
+
+
+def test_script_errors_name_the_setting(tmp_path):
+    run = run_script(["recipes/linear_probe.py", "--config", "recipes/configs/demo_digits.yaml", "optim.lr=-1",
+                      f"output_dir={tmp_path}"])
+    assert run.returncode == 2
+    assert "optim.lr=-1.0 is invalid" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_accelerate_launch_of_a_recipe_script_on_two_processes(tmp_path):
+    out = tmp_path / "ddp"
+    run = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+         "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port(),
+         "recipes/full_finetune.py", "--config", "recipes/configs/demo_digits.yaml", *TINY_IMAGE, "epochs=1",
+         "max_steps=2", "batch_size=16", f"output_dir={out}", "progress_bar=false"],
+        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["recipe"] == "full" and metrics["history"][0]["step"] == 2
+
+
+def test_cli_predict_on_images_and_its_errors(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    model = AutoTransfer.from_pretrained("timm:test_convnext", id2label={0: "cat", 1: "dog", 2: "owl"},
+                                         pretrained=False)
+    model.save_pretrained(tmp_path / "model")
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg"):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    cli = ["-m", "hftransfer.cli", "predict", str(tmp_path / "model")]
+
+    run = run_script([*cli, str(tmp_path / "a.png"), str(tmp_path / "b.jpg"), "--top-k", "2"])
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(str(tmp_path / "a.png") + "\t")
+    expected = model.eval().predict([Image.open(tmp_path / "a.png").convert("RGB")], top_k=2)[0]
+    assert lines[0].split("\t")[1] == ", ".join(f"{p['label']} {p['score']:.3f}" for p in expected)
+
+    missing = run_script([*cli, str(tmp_path / "a.png"), str(tmp_path / "nope.png")])
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert f"inputs: image file '{tmp_path / 'nope.png'}' does not exist" in missing.stderr
+    broken = run_script([*cli, str(tmp_path / "broken.jpg")])
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr
+    assert f"inputs: '{tmp_path / 'broken.jpg'}' is not a readable image" in broken.stderr
+
+
+def test_a_built_wheel_finds_its_example_configs(tmp_path):
+    # A wheel install has no recipes/ folder next to it: the configs ship as package data, and the README's
+    # `recipes/configs/NAME.yaml` (or just NAME) resolves from any folder.
+    source = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "build", "*.egg-info")
+    for part in ("hftransfer", "recipes"):
+        shutil.copytree(REPO / part, source / part, symlinks=True, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    wheel = next((tmp_path / "dist").glob("hftransfer-*.whl"))
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                              str(tmp_path / "site"), str(wheel)], capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    probe = ("import hftransfer; from hftransfer.training import TrainConfig; print(hftransfer.__file__); "
+             "print(TrainConfig.from_yaml('recipes/configs/demo_digits.yaml').data.source, "
+             "TrainConfig.from_yaml('minilm_sst2_lora').recipe)")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=elsewhere, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    where, resolved = run.stdout.strip().splitlines()
+    assert where.startswith(str(tmp_path / "site")) and resolved == "sklearn_digits lora"
+    listing = subprocess.run([sys.executable, "-m", "hftransfer.cli", "recipes"], capture_output=True, text=True,
+                             cwd=elsewhere, env=env)
+    assert listing.returncode == 0, listing.stderr[-3000:]
+    for name in example_configs():
+        assert name in listing.stdout, name
