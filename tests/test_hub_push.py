@@ -361,6 +361,7 @@ def test_private_repo_branch_and_commit_message(pushed, pulled, hub):
     errors = pulled["errors"]
     assert "ModelNameError" in errors["private_anonymous"]["types"]
     assert "tester/private-branch" in errors["private_anonymous"]["message"]
+    assert "HF_TOKEN" in errors["private_anonymous"]["message"]  # the hub says 404: the error says how to log in
     assert "ForeignFolderError" in errors["private_main_has_no_model"]["types"]
 
 

@@ -213,6 +213,13 @@ def test_output_dir_that_is_a_file_is_named(tmp_path, no_data_loading):
             hftransfer.train(tiny_config(tmp_path, output_dir=str(output_dir)))
 
 
+def test_push_to_hub_while_offline_fails_before_the_data_is_read(tmp_path, no_data_loading, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(OfflineError, match="Cannot push to 'me/digits': HF_HUB_OFFLINE is set"):
+        hftransfer.train(tiny_config(tmp_path, push_to_hub=True, hub_repo_id="me/digits"))
+
+
 def test_top_k_metric_for_best_on_too_few_classes_fails_before_the_model_is_built(tmp_path, monkeypatch):
     monkeypatch.setattr(AutoTransfer, "from_pretrained", lambda *a, **k: pytest.fail("model built first"))
     config = tiny_config(tmp_path, metric_for_best="top5_accuracy")

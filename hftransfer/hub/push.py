@@ -322,6 +322,13 @@ def _check_branch(revision: str | None) -> str:
     return revision
 
 
+def check_push_target(repo_id: str, revision: str | None = None) -> None:
+    """Fail now (before a long training run) if a push to ``repo_id@revision`` is bound to fail: bad id or branch,
+    or the hub offline. Whether the token may write there is only known when pushing."""
+    _check_online(_check_repo_id(repo_id))
+    _check_branch(revision)
+
+
 def _check_online(repo_id: str) -> None:
     from hftransfer.hub.fetch import hub_offline_forced, hub_reachable
 

@@ -86,8 +86,8 @@ class TransferTrainer:
         )
         acc = self.accelerator
         if cfg.batch_size % acc.num_processes:
-            raise ConfigurationError(f"batch_size={cfg.batch_size} is the global batch and must divide evenly across "
-                             f"{acc.num_processes} processes; use a multiple of {acc.num_processes}.")
+            raise ConfigurationError(f"batch_size={cfg.batch_size} is the global batch and must divide evenly "
+                                     f"across {acc.num_processes} processes; use a multiple of {acc.num_processes}.")
         self._check_output_dir()
         self._setup_logging()
         set_seed(cfg.seed)
@@ -127,6 +127,10 @@ class TransferTrainer:
                 "or move the file."
             )
         check_backbone_name(cfg.model.name, revision=cfg.model.revision, pretrained=cfg.model.pretrained)
+        if cfg.push_to_hub:
+            from hftransfer.hub.push import check_push_target
+
+            check_push_target(cfg.hub_repo_id, cfg.hub_revision)
 
     def _check_against_data(self) -> None:
         """Checks that need the loaded data but no model: the best-model metric is computed for this label count."""
@@ -176,8 +180,9 @@ class TransferTrainer:
             trust_remote_code=cfg.model.trust_remote_code, method=self.recipe.method, method_config=cfg.method,
         )
         if self.model.modality != data.modality:
-            raise ConfigurationError(f"model.name={cfg.model.name!r} is a {self.model.modality} backbone but the data "
-                             f"({cfg.data.source!r}) is {data.modality}. Pick a matching backbone or dataset.")
+            raise ConfigurationError(f"model.name={cfg.model.name!r} is a {self.model.modality} backbone but the "
+                                     f"data ({cfg.data.source!r}) is {data.modality}. Pick a matching backbone or "
+                                     "dataset.")
         if cfg.model.image_size and self.model.modality == "image":
             self.model.backbone.preprocessor = self.model.preprocessor.with_image_size(cfg.model.image_size)
         if cfg.model.gradient_checkpointing:
