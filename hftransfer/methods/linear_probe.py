@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hftransfer.methods.base import MethodConfig, TransferMethod
 from hftransfer.methods.registry import register_method
+
+
+FEATURE_PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
 class LinearProbeConfig(MethodConfig):
     cache_features: bool = True  # compute backbone features once and reuse them every epoch
     cache_dir: str | None = None  # None: keep the cache in memory; a folder: memory-map it from disk
+    feature_precision: str = field(default="auto", metadata={"help": (
+        "Precision of the cached backbone features: 'auto' (bf16 where the device computes bf16 fast: CPUs with "
+        "AMX / AVX-512 bf16, bf16 GPUs; otherwise the run's mixed_precision), 'bf16' or 'fp32'.")})
+
+    def __post_init__(self):
+        if self.feature_precision not in FEATURE_PRECISIONS:
+            raise ValueError(f"linear_probe feature_precision={self.feature_precision!r} is invalid; choose one of "
+                             f"{list(FEATURE_PRECISIONS)}.")
 
 
 @register_method("linear_probe", LinearProbeConfig)

@@ -26,6 +26,15 @@ class ModelConfig:
     channels_last: bool = True  # NHWC memory layout for CNNs (faster on CPU and GPU)
     gradient_checkpointing: bool = False  # recompute activations in backward: much less memory, ~30% slower
     trust_remote_code: bool = False  # never implicit
+    config_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": (
+        "Backbone settings changed before the weights load. transformers: config attributes (e.g. "
+        "attention_probs_dropout_prob: 0.0 keeps CPU attention on the fused SDPA kernel, which has no dropout; "
+        "hidden_dropout_prob) and attn_implementation; timm: timm.create_model arguments (drop_rate, "
+        "drop_path_rate, attn_drop_rate). Saved with the model, so it reloads the same.")})
+    compile: bool = field(default=False, metadata={"help": (
+        "torch.compile the model (inductor): faster steps after a one-off compile (reported apart as "
+        "compile_time_s). Works with LoRA/adapters, gradient checkpointing, bf16, DDP and resume; where it cannot "
+        "apply (no C compiler, unsupported platform) the run says why and continues eagerly.")})
 
 
 @dataclass
