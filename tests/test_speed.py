@@ -117,9 +117,9 @@ def test_linear_probe_extracts_features_in_the_chosen_precision(tmp_path, precis
     original = AutoTransfer.forward_features
 
     def spy(self, **inputs):
-        out = original(self, **inputs)
-        seen.append(out.dtype)
-        return out
+        bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        seen.append(torch.bfloat16 if bf16 else torch.float32)
+        return original(self, **inputs)
 
     monkeypatch.setattr(AutoTransfer, "forward_features", spy)
     cfg = tiny_config(tmp_path, recipe="linear_probe", epochs=1, **{"method.feature_precision": precision})
