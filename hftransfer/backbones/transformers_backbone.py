@@ -121,11 +121,17 @@ class TransformersBackbone(Backbone):
     @classmethod
     def from_local_dir(cls, directory: Path, spec: BackboneSpec, modality: str | None = None,
                        pooling: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False,
-                       max_length: int = 128) -> TransformersBackbone:
-        """Load pretrained weights from a transformers folder (hub snapshot or ``save_pretrained`` output)."""
+                       max_length: int = 128, config_overrides: dict[str, Any] | None = None) -> TransformersBackbone:
+        """Load pretrained weights from a transformers folder (hub snapshot or ``save_pretrained`` output).
+
+        ``config_overrides`` change the config before the weights load (dropout rates, ``attn_implementation``).
+        """
         from transformers import AutoConfig, AutoModel
 
         config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        load_kwargs = apply_config_overrides(config, config_overrides, spec.name)
+        if config_overrides:
+            spec.options["model_args"] = dict(config_overrides)
         native = modality_of_config(config)
         if modality is not None and native is not None and modality != native:
             raise ConfigurationError(
@@ -144,10 +150,35 @@ class TransformersBackbone(Backbone):
         with _unused_pooler_not_reported(enabled=bool(pooler_kwargs)):
             model = AutoModel.from_pretrained(
                 directory, config=config, trust_remote_code=trust_remote_code,
-                use_safetensors=None if allow_pickle else True, **pooler_kwargs
+                use_safetensors=None if allow_pickle else True, **pooler_kwargs, **load_kwargs
             )
         preprocessor = _load_preprocessor(Path(directory), config, modality, {"max_length": max_length})
         return cls(model, spec, modality, preprocessor, pooling)
+
+
+# Passed to ``from_pretrained`` / ``from_config`` instead of being set on the config object.
+LOAD_KWARGS = ("attn_implementation",)
+
+
+def apply_config_overrides(config: Any, overrides: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    """Set ``overrides`` (e.g. ``attention_probs_dropout_prob=0.0``) on a transformers config before the model is built.
+
+    Returns the load-time kwargs among them (``attn_implementation``). A key the config does not have is an error:
+    a typo would otherwise be stored silently and change nothing.
+    """
+    load_kwargs: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        if key in LOAD_KWARGS:
+            load_kwargs[key] = value
+            continue
+        if not hasattr(config, key):
+            known = sorted(k for k in config.to_dict() if not k.startswith("_"))
+            raise ConfigurationError(
+                f"model.config_overrides {key}={value!r}: the {config.model_type!r} config of {name!r} has no "
+                f"attribute {key!r}. Known attributes: {known}."
+            )
+        setattr(config, key, value)
+    return load_kwargs
 
 
 def _pooling_layer_kwargs(config: Any, pooling: str) -> dict[str, Any]:

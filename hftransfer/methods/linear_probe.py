@@ -9,6 +9,9 @@ from hftransfer.methods.registry import register_method
 from hftransfer.saved_format import HEAD_PREFIX
 
 
+FEATURE_PRECISIONS = ("auto", "bf16", "fp32")
+
+
 @dataclass
 class LinearProbeConfig(MethodConfig):
     cache_features: bool = field(
@@ -17,6 +20,14 @@ class LinearProbeConfig(MethodConfig):
     cache_dir: str | None = field(
         default=None, metadata={"help": "None: keep the feature cache in memory; a folder: memory-map it from disk."}
     )
+    feature_precision: str = field(default="auto", metadata={"help": (
+        "Precision of the cached backbone features: 'auto' (bf16 where the device computes bf16 fast: CPUs with "
+        "AMX / AVX-512 bf16, bf16 GPUs; otherwise the run's mixed_precision), 'bf16' or 'fp32'.")})
+
+    def __post_init__(self):
+        if self.feature_precision not in FEATURE_PRECISIONS:
+            raise ValueError(f"linear_probe feature_precision={self.feature_precision!r} is invalid; choose one of "
+                             f"{list(FEATURE_PRECISIONS)}.")
 
 
 @register_method("linear_probe", LinearProbeConfig)

@@ -67,6 +67,15 @@ class ModelConfig:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run custom modelling code from a transformers repo (never implicit)."}
     )
+    config_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": (
+        "Backbone settings changed before the weights load. transformers: config attributes (e.g. "
+        "attention_probs_dropout_prob: 0.0 keeps CPU attention on the fused SDPA kernel, which has no dropout; "
+        "hidden_dropout_prob) and attn_implementation; timm: timm.create_model arguments (drop_rate, "
+        "drop_path_rate, attn_drop_rate). Saved with the model, so it reloads the same.")})
+    compile: bool = field(default=False, metadata={"help": (
+        "torch.compile the model (inductor): faster steps after a one-off compile (reported apart as "
+        "compile_time_s). Works with LoRA/adapters, gradient checkpointing, bf16, DDP and resume; where it cannot "
+        "apply (no C compiler, unsupported platform) the run says why and continues eagerly.")})
 
     def __post_init__(self) -> None:
         check_values("model", self, {

@@ -31,7 +31,7 @@ from hftransfer.saved_format import FULL_WEIGHTS, TRAINED_WEIGHTS
 from hftransfer.training import checkpoint as ckpt
 from hftransfer.training.callbacks import Callback
 from hftransfer.training.config import TrainConfig
-from hftransfer.training.feature_cache import cache_key, cached_features
+from hftransfer.training.feature_cache import cache_key, cached_features, feature_precision
 from hftransfer.training.freezing import apply_stage, depth_map, stage_at
 from hftransfer.training.loaders import ImageDataset, PadCollator, build_loader, tokenize_split
 from hftransfer.training.optim import build_optimizer, build_scheduler
@@ -178,6 +178,7 @@ class TransferTrainer:
             cfg.model.name, id2label=data.id2label, revision=cfg.model.revision, pretrained=cfg.model.pretrained,
             pooling=cfg.model.pooling, max_length=cfg.model.max_length, head_dropout=cfg.model.head_dropout,
             trust_remote_code=cfg.model.trust_remote_code, method=self.recipe.method, method_config=cfg.method,
+            **cfg.model.config_overrides,
         )
         if self.model.modality != data.modality:
             raise ConfigurationError(f"model.name={cfg.model.name!r} is a {self.model.modality} backbone but the "
@@ -189,7 +190,25 @@ class TransferTrainer:
             self.model.backbone.set_grad_checkpointing(True)
         if cfg.model.channels_last and self.model.modality == "image":
             self.model.to(memory_format=torch.channels_last)
+        if cfg.model.compile:
+            self._compile_model()
         self._log(self.model.trainable_parameters_line())
+
+    def _compile_model(self) -> None:
+        """``model.compile``: compile in place (names unchanged) and time compilation apart from training."""
+        from hftransfer.utils.compile import CompileTimer, compile_in_place
+
+        reason = compile_in_place(self.model, self.accelerator.device)
+        if reason is not None:
+            self._log(f"model.compile=true cannot apply: {reason}. Training continues without compiling.")
+            return
+        self.compile_timer = CompileTimer().__enter__()
+        self._log("torch.compile: on (inductor); the first steps compile, and that time is reported as "
+                  "compile_time_s, apart from train_samples_per_s")
+
+    def _compile_seconds(self) -> float:
+        timer = getattr(self, "compile_timer", None)
+        return timer.seconds if timer is not None else 0.0
 
     def _setup_loaders(self) -> None:
         cfg, model, data = self.config, self.model, self.data
@@ -229,6 +248,9 @@ class TransferTrainer:
         acc, cfg = self.accelerator, self.config
         model = self.model.to(acc.device)
         cache_dir = getattr(self.model.method.config, "cache_dir", None)
+        self.feature_precision = feature_precision(getattr(self.model.method.config, "feature_precision", "auto"),
+                                                   cfg.mixed_precision, acc.device)
+        self._log(f"feature extraction in {self.feature_precision}")
         out = []
         for name, ds, lengths, split in (("train", train_ds, train_len, self.data.train),
                                          ("validation", eval_ds, eval_len, self.data.validation)):
@@ -236,9 +258,10 @@ class TransferTrainer:
                                                           num_workers=cfg.num_workers, lengths=lengths,
                                                           collate_fn=collate))
             key = cache_key(self.model, getattr(split, "_fingerprint", str(len(split))),
-                            {"split": name, "mp": cfg.mixed_precision})
+                            {"split": name, "precision": self.feature_precision})
             start = time.perf_counter()
-            out.append(cached_features(acc, model, loader, key, cache_dir, f"features ({name})", cfg.progress_bar))
+            out.append(cached_features(acc, model, loader, key, cache_dir, f"features ({name})", cfg.progress_bar,
+                                       precision=self.feature_precision))
             self._log(f"cached {name} features {tuple(out[-1].features.shape)} in {time.perf_counter() - start:.1f}s")
         return out
 
@@ -303,7 +326,7 @@ class TransferTrainer:
 
         bar = tqdm(total=len(self.train_loader), initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress_bar and acc.is_local_main_process), leave=False)
-        start = time.perf_counter()
+        start, compiled_before = time.perf_counter(), self._compile_seconds()
         batches_done = skip
         for batch in loader:
             labels = batch.pop("labels")
@@ -332,7 +355,9 @@ class TransferTrainer:
                 if cfg.max_steps and state["global_step"] >= cfg.max_steps:
                     break
         bar.close()
-        state["train_time"] += time.perf_counter() - start
+        compiled = self._compile_seconds() - compiled_before  # one-off compile time is not training throughput
+        state["train_time"] += time.perf_counter() - start - compiled
+        state["compile_time"] = state.get("compile_time", 0.0) + compiled
         metrics = self.evaluate(epoch=epoch + 1)
         # Every process saw a slice of each batch: average the loss over all of them.
         totals = acc.reduce(torch.tensor([state["loss_sum"], float(state["loss_count"])], device=acc.device),
@@ -342,6 +367,8 @@ class TransferTrainer:
                "lr": self.scheduler.get_last_lr()[-1],
                "train_samples_per_s": state["samples"] / max(state["train_time"], 1e-9),
                "train_time_s": state["train_time"], **{f"eval_{k}": v for k, v in metrics.items()}}
+        if getattr(self, "compile_timer", None) is not None:
+            row["compile_time_s"] = state["compile_time"]
         state["history"].append(row)
         stop = self._track_best(state, row)
         state["epoch"] = epoch + 1
@@ -473,6 +500,10 @@ class TransferTrainer:
             "num_processes": acc.num_processes, "mixed_precision": cfg.mixed_precision,
             "feature_cache": self.feature_mode,
         }
+        if getattr(self, "compile_timer", None) is not None:
+            summary["compile_time_s"] = self._compile_seconds()
+        if self.feature_mode:
+            summary["feature_precision"] = self.feature_precision
         if acc.is_main_process:
             from hftransfer.training.reporting import write_run_report
 
@@ -501,6 +532,9 @@ class TransferTrainer:
                 return
 
     def _close_logging(self) -> None:
+        timer = getattr(self, "compile_timer", None)
+        if timer is not None:
+            timer.__exit__(None, None, None)
         handler = getattr(self, "_log_handler", None)
         if handler is not None:
             logger.removeHandler(handler)

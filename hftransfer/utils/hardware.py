@@ -1,0 +1,40 @@
+"""What the machine's processors do fast: one answer for every place that picks a precision."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import torch
+
+
+# CPU flags whose presence makes bf16 matmuls faster than fp32 ones (oneDNN uses them): Intel AMX tiles and the
+# AVX-512 bf16 dot-product instructions (Intel Cooper Lake+, AMD Zen 4+).
+FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags (Linux ``/proc/cpuinfo``); empty where they cannot be read."""
+    if not sys.platform.startswith("linux"):
+        return frozenset()
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def fast_bf16(device: torch.device | str) -> bool:
+    """Whether bf16 autocast speeds up matmuls/convolutions on ``device`` (CUDA with bf16, or a CPU with AMX or
+    AVX-512 bf16). Elsewhere bf16 on the CPU is emulated and slower than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return any(flag in cpu_flags() for flag in FAST_BF16_CPU_FLAGS)
+    return False

@@ -1,0 +1,140 @@
+"""Speed options: config overrides (attention dropout / SDPA), torch.compile, bf16 feature extraction."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import hftransfer
+from hftransfer import AutoTransfer
+from hftransfer.errors import ConfigurationError
+from hftransfer.training.feature_cache import feature_precision
+from hftransfer.utils import compile as compile_utils
+from hftransfer.utils import hardware
+
+from test_training import text_csv, tiny_config
+
+
+# --- config overrides and the SDPA fast path ---------------------------------------------------------------------
+
+def test_config_overrides_reach_the_transformers_config_and_survive_save_load(tiny_models, tmp_path):
+    name = tiny_models["transformers_bert"]
+    model = AutoTransfer.from_pretrained(name, num_labels=2, method="lora", attention_probs_dropout_prob=0.0,
+                                         hidden_dropout_prob=0.05)
+    config = model.backbone.base_model().config
+    assert config.attention_probs_dropout_prob == 0.0
+    assert config.hidden_dropout_prob == 0.05
+    model.save_pretrained(tmp_path / "saved")  # adapter-only: the base is rebuilt with the same overrides
+    again = AutoTransfer.from_pretrained(tmp_path / "saved")
+    assert again.backbone.base_model().config.attention_probs_dropout_prob == 0.0
+    assert again.backbone.base_model().config.hidden_dropout_prob == 0.05
+
+
+def test_unknown_config_override_names_the_key(tiny_models):
+    with pytest.raises(ConfigurationError, match="attention_dropout_typo"):
+        AutoTransfer.from_pretrained(tiny_models["transformers_bert"], num_labels=2, attention_dropout_typo=0.0)
+
+
+def test_transformers_attention_runs_on_sdpa(tiny_models):
+    model = AutoTransfer.from_pretrained(tiny_models["transformers_bert"], num_labels=2)
+    assert model.backbone.base_model().config._attn_implementation == "sdpa"
+
+
+def test_cpu_fused_attention_has_no_dropout_so_dropout_sends_sdpa_to_the_math_path():
+    # Why model.config_overrides attention_probs_dropout_prob=0.0 speeds up CPU training: the fused CPU kernel
+    # (flash attention) refuses dropout_p > 0, so SDPA falls back to the math path, which materialises the
+    # attention probabilities. If a torch release adds dropout to the CPU kernel this test tells us to re-measure.
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q = k = v = torch.randn(2, 4, 16, 8)
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        F.scaled_dot_product_attention(q, k, v, dropout_p=0.0)
+        with pytest.raises(RuntimeError), pytest.warns(UserWarning):
+            F.scaled_dot_product_attention(q, k, v, dropout_p=0.1)
+
+
+def test_config_overrides_from_a_training_config(tmp_path, tiny_models):
+    csv = text_csv(tmp_path)
+    cfg = tiny_config(tmp_path, **{"model.name": tiny_models["transformers_bert"],
+                                   "model.config_overrides": {"attention_probs_dropout_prob": 0.0},
+                                   "data.source": str(csv), "data.text_column": "text",
+                                   "data.label_column": "label", "epochs": 1})
+    result = hftransfer.train(cfg)
+    assert result.model.backbone.base_model().config.attention_probs_dropout_prob == 0.0
+
+
+# --- torch.compile -------------------------------------------------------------------------------------------------
+
+def _losses(result) -> list[float]:
+    return [row["train_loss"] for row in result.history]
+
+
+@pytest.mark.parametrize("recipe", ["full", pytest.param("lora", marks=pytest.mark.slow)])
+def test_compile_gives_the_eager_loss_curve_and_reports_compile_time(tmp_path, recipe):
+    common = {"recipe": recipe, "epochs": 2, "max_grad_norm": None}
+    eager = hftransfer.train(tiny_config(tmp_path / "eager", **common))
+    compiled = hftransfer.train(tiny_config(tmp_path / "compiled", **common, **{"model.compile": True}))
+    assert _losses(compiled) == pytest.approx(_losses(eager), rel=1e-3)
+    assert compiled.best_metric == pytest.approx(eager.best_metric, abs=0.03)
+    assert all(row["compile_time_s"] > 0 for row in compiled.history[:1])
+    assert "compile_time_s" not in eager.history[0]
+    summary = json.loads((tmp_path / "compiled" / "run" / "metrics.json").read_text())
+    assert summary["compile_time_s"] >= compiled.history[0]["compile_time_s"]
+    # In-place compile keeps parameter names: the saved model reloads (and predicts) like the eager one.
+    again = AutoTransfer.from_pretrained(compiled.model_dir)
+    assert set(again.state_dict()) == set(compiled.model.state_dict())
+
+
+def test_compile_that_cannot_apply_says_why_and_trains_eagerly(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(compile_utils.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    assert "C++ compiler" in compile_utils.compile_unavailable_reason("cpu")
+    result = hftransfer.train(tiny_config(tmp_path, epochs=1, **{"model.compile": True}))
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "model.compile=true cannot apply" in log and "C++ compiler" in log
+    assert "compile_time_s" not in result.history[0]
+
+
+# --- bf16 feature extraction -----------------------------------------------------------------------------------
+
+def test_feature_precision_auto_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert feature_precision("auto", "no", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert feature_precision("auto", "no", torch.device("cpu")) == "fp32"
+    assert feature_precision("auto", "bf16", torch.device("cpu")) == "bf16"
+    assert feature_precision("fp32", "bf16", torch.device("cpu")) == "fp32"
+    with pytest.raises(ValueError, match="feature_precision"):
+        feature_precision("half", "no", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_linear_probe_extracts_features_in_the_chosen_precision(tmp_path, precision, monkeypatch):
+    seen = []
+    original = AutoTransfer.forward_features
+
+    def spy(self, **inputs):
+        bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        seen.append(torch.bfloat16 if bf16 else torch.float32)
+        return original(self, **inputs)
+
+    monkeypatch.setattr(AutoTransfer, "forward_features", spy)
+    cfg = tiny_config(tmp_path, recipe="linear_probe", epochs=1, **{"method.feature_precision": precision})
+    result = hftransfer.train(cfg)
+    assert set(seen) == {torch.bfloat16 if precision == "bf16" else torch.float32}
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["feature_precision"] == precision
+    assert result.model.head.fc.weight.dtype == torch.float32  # the head trains on float32 copies
+
+
+def test_bf16_features_are_close_to_fp32_features(tiny_models):
+    model = AutoTransfer.from_pretrained("timm:test_convnext", pretrained=False, num_labels=3).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        full = model.forward_features(pixel_values=x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model.forward_features(pixel_values=x).float()
+    assert (half - full).norm() / full.norm() < 3e-2
