@@ -58,7 +58,7 @@ TRANSFORMER_RULES: tuple[TransformerRule, ...] = (
                     "ffn"),
 )
 # CNN blocks: timm EfficientNet/MobileNet (blocks.i.j), ResNet (layerN.j), ConvNeXt and other staged nets.
-CNN_BLOCK_RE = r"(.*\.)?(blocks\.\d+\.\d+|layer\d+\.\d+|stages\.\d+\.blocks\.\d+)"
+CNN_BLOCK_RE = r"(.*\.)?(blocks\.\d+\.\d+|layer\d+\.\d+|stages\.\d+\.blocks\.\d+|stages\.\d+\.\d+)"
 SUPPORTED = ("transformer blocks of timm ViTs, transformers ViT/DeiT and BERT/RoBERTa/ELECTRA/DistilBERT (bottleneck "
              "adapters, placements houlsby/pfeiffer/parallel) and CNN blocks of timm ResNet/EfficientNet/ConvNeXt "
              "families, packaged:efficientnet_lite0 included (residual 1x1-conv adapters)")
