@@ -375,3 +375,74 @@ def test_methods_train_through_the_engine(tmp_path, recipe, model_name):
         assert model.method.config.reduction_factor == 4
     card = (result.model_dir / "README.md").read_text()
     assert recipe in card
+
+
+# --- adapter through accelerate launch (2 processes) and a SIGKILL-and-resume run -----------------------------------
+
+
+@pytest.mark.integration
+def test_adapter_two_process_run_matches_single_process(tmp_path):
+    # accelerate launch --multi_gpu --num_processes 2 (gloo on CPU): same weights and metrics as one process.
+    import json
+    import os
+
+    from test_training import DDP_SCRIPT, free_port, tiny_config
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    base = {"recipe": "adapter", "model.name": "timm:test_convnext", "epochs": 2, "optim.name": "sgd",
+            "optim.lr": 0.05, "checkpoint_every_steps": 2, "method": {"placement": "houlsby"}}
+    single, double = tiny_config(tmp_path / "single", **base), tiny_config(tmp_path / "double", **base)
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w2").mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), json.dumps(single), str(tmp_path / "w1")], check=True, env=env,
+                   capture_output=True)
+    launched = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port(),
+         str(script), json.dumps(double), str(tmp_path / "w2")], env=env, capture_output=True, text=True)
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    assert json.loads((tmp_path / "w2" / "writes_rank1.json").read_text()) == []
+    m1 = json.loads((Path(single["output_dir"]) / "metrics.json").read_text())
+    m2 = json.loads((Path(double["output_dir"]) / "metrics.json").read_text())
+    assert m2["num_processes"] == 2 and m1["num_processes"] == 1
+    for r1, r2 in zip(m1["history"], m2["history"]):
+        assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-3)
+    w1 = load_file(Path(single["output_dir"]) / "model" / "model.safetensors")
+    w2 = load_file(Path(double["output_dir"]) / "model" / "model.safetensors")
+    adapters = [k for k in w1 if f".{ADAPTER_ATTR}.up." in k]
+    assert adapters and any(float(w1[k].abs().sum()) > 0 for k in adapters)  # the adapters did train
+    for key in w1:
+        torch.testing.assert_close(w1[key], w2[key], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.integration
+def test_adapter_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    import json
+    import os
+
+    from test_training import RESUME_SCRIPT, tiny_config
+
+    script = tmp_path / "run.py"
+    script.write_text(RESUME_SCRIPT)
+    common = {"recipe": "adapter", "epochs": 3, "checkpoint_every_steps": 2, "model.head_dropout": 0.1,
+              "augment": "default", "method": {"dropout": 0.1, "placement": "parallel"}}
+    clean, killed = tiny_config(tmp_path / "clean", **common), tiny_config(tmp_path / "killed", **common)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    subprocess.run([sys.executable, str(script), json.dumps(clean), "0"], check=True, env=env, capture_output=True)
+    first = subprocess.run([sys.executable, str(script), json.dumps(killed), "7"], env=env, capture_output=True)
+    assert first.returncode == -9, first.stderr[-2000:]
+    assert sorted(p.name for p in (Path(killed["output_dir"]) / "checkpoints").iterdir())[-1] == "step_00000006"
+    second = subprocess.run([sys.executable, str(script), json.dumps(killed), "0"], env=env, capture_output=True,
+                            text=True)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in (Path(killed["output_dir"]) / "train.log").read_text()
+    wa = load_file(Path(clean["output_dir"]) / "model" / "model.safetensors")
+    wb = load_file(Path(killed["output_dir"]) / "model" / "model.safetensors")
+    assert wa.keys() == wb.keys() and any(f".{ADAPTER_ATTR}." in k for k in wa)
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0)
+    ma = json.loads((Path(clean["output_dir"]) / "metrics.json").read_text())
+    mb = json.loads((Path(killed["output_dir"]) / "metrics.json").read_text())
+    assert ma["final_eval"] == mb["final_eval"]
