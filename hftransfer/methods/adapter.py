@@ -1,4 +1,4 @@
-"""``adapter``: bottleneck adapters (Houlsby / Pfeiffer / parallel) for transformers, residual 1x1-conv adapters for CNNs.
+"""``adapter``: bottleneck adapters (Houlsby / Pfeiffer / parallel) on transformers, residual 1x1-conv ones on CNNs.
 
 Our own code (PEFT has no bottleneck adapter). An adapter is ``up(act(down(x)))`` with ``up`` initialised to zero,
 added to an existing branch, so training starts from the pretrained function. Adapters are inserted with forward
@@ -183,7 +183,7 @@ class Adapter(TransferMethod):
     config: AdapterConfig
 
     def check_backbone(self, model: AutoTransfer) -> None:
-        family, sites = find_sites(model.backbone.base_model(), self.config.placement)
+        _, sites = find_sites(model.backbone.base_model(), self.config.placement)
         if sites:
             return
         from hftransfer.methods.registry import working_methods
