@@ -446,3 +446,15 @@ def test_adapter_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     ma = json.loads((Path(clean["output_dir"]) / "metrics.json").read_text())
     mb = json.loads((Path(killed["output_dir"]) / "metrics.json").read_text())
     assert ma["final_eval"] == mb["final_eval"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("recipe", ["adapter", "ia3"])
+def test_methods_train_with_gpu_mixed_precision(tmp_path, recipe, precision):
+    # fp16 / bf16 autocast on a GPU (skipped on CPU-only machines): trains, saves, reloads with the same method.
+    from test_training import tiny_config
+
+    result = hftransfer.train(tiny_config(tmp_path, recipe=recipe, mixed_precision=precision, epochs=1))
+    assert result.history[-1]["train_loss"] == result.history[-1]["train_loss"]  # not NaN
+    assert AutoTransfer.from_pretrained(result.model_dir).method.name == recipe
