@@ -4,7 +4,7 @@ Runs on one CPU/GPU or many processes with the same config:
 
     python recipes/finetune.py --config recipes/configs/<config>.yaml [key=value ...]
     accelerate launch --multi_gpu --num_processes 2 recipes/finetune.py --config recipes/configs/<config>.yaml
-    python recipes/finetune.py --config recipes/configs/minilm_sst2_lora.yaml recipe=loha   # another method
+    python recipes/finetune.py --config recipes/configs/minilm_sst2_ia3.yaml recipe=loha   # another method
 """
 
 import argparse

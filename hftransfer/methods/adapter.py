@@ -78,14 +78,15 @@ class AdapterConfig(MethodConfig):
 
     def __post_init__(self):
         if self.placement not in PLACEMENTS:
-            raise ValueError(f"adapter placement={self.placement!r} is not one of {list(PLACEMENTS)}.")
+            raise ConfigurationError(f"adapter placement={self.placement!r} is not one of {list(PLACEMENTS)}.")
         if not isinstance(self.reduction_factor, int) or self.reduction_factor < 1:
-            raise ValueError(f"adapter reduction_factor must be a positive integer; received "
+            raise ConfigurationError(f"adapter reduction_factor must be a positive integer; received "
                              f"{self.reduction_factor!r}.")
         if self.non_linearity not in ACTIVATIONS:
-            raise ValueError(f"adapter non_linearity={self.non_linearity!r} is not one of {sorted(ACTIVATIONS)}.")
+            raise ConfigurationError(f"adapter non_linearity={self.non_linearity!r} is not one of "
+                                     f"{sorted(ACTIVATIONS)}.")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"adapter dropout must be in [0, 1); received dropout={self.dropout}.")
+            raise ConfigurationError(f"adapter dropout must be in [0, 1); received dropout={self.dropout}.")
 
 
 class Bottleneck(nn.Module):

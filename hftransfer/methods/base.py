@@ -31,7 +31,10 @@ class MethodConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"Unknown option(s) {unknown} for {cls.__name__}; valid options: {sorted(names)}.")
+            from hftransfer.errors import ConfigurationError
+
+            raise ConfigurationError(f"Unknown option(s) {unknown} for {cls.__name__}; valid options: "
+                                     f"{sorted(names)}.")
         return cls(**data)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from hftransfer.errors import ConfigurationError
 from hftransfer.methods.oft import pointwise_or_linear
 from hftransfer.methods.peft_base import PeftMethod, PeftMethodConfig
 from hftransfer.methods.registry import register_method
@@ -20,9 +21,10 @@ class BOFTMethodConfig(PeftMethodConfig):
 
     def __post_init__(self):
         if self.block_size < 2 or self.block_size % 2:
-            raise ValueError(f"boft block_size must be an even number >= 2; received block_size={self.block_size}.")
+            raise ConfigurationError(f"boft block_size must be an even number >= 2; received "
+                                     f"block_size={self.block_size}.")
         if self.n_butterfly_factor < 1:
-            raise ValueError(f"boft n_butterfly_factor must be >= 1; received {self.n_butterfly_factor}.")
+            raise ConfigurationError(f"boft n_butterfly_factor must be >= 1; received {self.n_butterfly_factor}.")
 
 
 @register_method("boft", BOFTMethodConfig)

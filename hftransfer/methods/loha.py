@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hftransfer.errors import ConfigurationError
 from hftransfer.methods.peft_base import PeftMethod, PeftMethodConfig
 from hftransfer.methods.registry import register_method
 
@@ -19,7 +20,7 @@ class LoHaMethodConfig(PeftMethodConfig):
 
     def __post_init__(self):
         if self.r < 1:
-            raise ValueError(f"loha r must be >= 1; received r={self.r}.")
+            raise ConfigurationError(f"loha r must be >= 1; received r={self.r}.")
 
 
 @register_method("loha", LoHaMethodConfig)

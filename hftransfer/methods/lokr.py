@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hftransfer.errors import ConfigurationError
 from hftransfer.methods.peft_base import PeftMethod, PeftMethodConfig
 from hftransfer.methods.registry import register_method
 
@@ -21,7 +22,7 @@ class LoKrMethodConfig(PeftMethodConfig):
 
     def __post_init__(self):
         if self.r < 1:
-            raise ValueError(f"lokr r must be >= 1; received r={self.r}.")
+            raise ConfigurationError(f"lokr r must be >= 1; received r={self.r}.")
 
 
 @register_method("lokr", LoKrMethodConfig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hftransfer.errors import ConfigurationError
 from hftransfer.methods.peft_base import PeftMethod, PeftMethodConfig
 from hftransfer.methods.registry import register_method
 
@@ -18,9 +19,9 @@ class LoraMethodConfig(PeftMethodConfig):
 
     def __post_init__(self):
         if self.r < 1:
-            raise ValueError(f"lora r must be >= 1; received r={self.r}.")
+            raise ConfigurationError(f"lora r must be >= 1; received r={self.r}.")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora dropout must be in [0, 1); received dropout={self.dropout}.")
+            raise ConfigurationError(f"lora dropout must be in [0, 1); received dropout={self.dropout}.")
 
 
 @register_method("lora", LoraMethodConfig)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from hftransfer.errors import ConfigurationError
 from hftransfer.methods.peft_base import PeftMethod, PeftMethodConfig
 from hftransfer.methods.registry import register_method
 
@@ -21,7 +22,7 @@ class OFTMethodConfig(PeftMethodConfig):
 
     def __post_init__(self):
         if self.block_size < 2:
-            raise ValueError(f"oft block_size must be >= 2; received block_size={self.block_size}.")
+            raise ConfigurationError(f"oft block_size must be >= 2; received block_size={self.block_size}.")
 
 
 @register_method("oft", OFTMethodConfig)

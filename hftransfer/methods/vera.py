@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from hftransfer.errors import ConfigurationError
 from hftransfer.methods.peft_base import PeftMethod, PeftMethodConfig
 from hftransfer.methods.registry import register_method
 
@@ -20,7 +21,7 @@ class VeraMethodConfig(PeftMethodConfig):
 
     def __post_init__(self):
         if self.r < 1:
-            raise ValueError(f"vera r must be >= 1; received r={self.r}.")
+            raise ConfigurationError(f"vera r must be >= 1; received r={self.r}.")
 
 
 @register_method("vera", VeraMethodConfig)
