@@ -255,6 +255,23 @@ def test_adapter_placements_compute_what_they_claim(bases):
     torch.testing.assert_close(_logits(twin), _logits(parallel))
 
 
+def test_rule_table_covers_deit_and_roberta():
+    from transformers import DeiTConfig, DeiTModel, RobertaConfig, RobertaModel
+
+    from hftransfer.methods.adapter import find_sites
+
+    deit = DeiTModel(DeiTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=37))
+    family, sites = find_sites(deit, "houlsby")
+    assert family == "transformers ViT/DeiT" and [s.module for s in sites][:2] == ["layers.0.attention.o_proj",
+                                                                                    "layers.0.mlp.fc2"]
+    roberta = RobertaModel(RobertaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=37))
+    family, sites = find_sites(roberta, "parallel")
+    assert family.startswith("transformers BERT/RoBERTa") and len(sites) == 1
+    assert (sites[0].module, sites[0].input_from) == ("encoder.layer.0.output.dense", "encoder.layer.0.intermediate")
+
+
 @pytest.mark.parametrize("family", ["timm_effnet", "timm_cnn"])
 def test_cnn_adapters_are_residual_convs_after_every_block(bases, family):
     model = build(bases, family, "adapter")
