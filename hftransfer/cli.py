@@ -32,13 +32,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
-    from hftransfer.recipes import RECIPES
+    from hftransfer.recipes import list_recipes
     from hftransfer.recipes.examples import EXAMPLES_PREFIX, example_configs
+    from hftransfer.recipes.listing import recipe_lines
 
     configs = list(example_configs().values())
-    for name in sorted(RECIPES):
-        recipe = RECIPES[name]
-        print(f"{name:14s} method={recipe.method:13s} {recipe.description}")
+    for name in list_recipes():
+        print("\n".join(recipe_lines(name)))
         for path in configs:
             if f"recipe: {name}\n" in path.read_text(encoding="utf-8"):
                 print(f"{'':14s}   config: {EXAMPLES_PREFIX}{path.name}")

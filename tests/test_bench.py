@@ -43,6 +43,21 @@ def test_row_ids_are_unique_and_paired(bench_modules):
                for r in run._only(run.build_rows("quick"), "text", None))
 
 
+def test_parameter_efficient_rows_exist_and_rows_selects_them(bench_modules):
+    # Issue #10's rows: SST-2 adapter/ia3/prompt_tuning/prefix_tuning (peers for ia3 and prefix_tuning) beside
+    # lora/full, hymenoptera adapter/ia3/loha; `--rows REGEX` picks them out.
+    _, _, run = bench_modules
+    ids = {r["id"] for r in run.build_rows("full")}
+    text = {f"sst2/{m}/hftransfer" for m in ("adapter", "ia3", "prompt_tuning", "prefix_tuning", "lora", "full")}
+    peers = {"sst2/ia3/peer", "sst2/prefix_tuning/peer"}
+    vision = {f"hymenoptera/{m}/hftransfer" for m in ("adapter", "ia3", "loha", "lora", "linear_probe", "full")}
+    assert text | peers | vision <= ids
+    assert not {"sst2/adapter/peer", "sst2/prompt_tuning/peer", "cifar10/adapter/hftransfer"} & ids
+    picked = {r["id"] for r in run._only(run.build_rows("full"), None, r"/(adapter|ia3|loha)/")}
+    assert picked == {"sst2/adapter/hftransfer", "sst2/ia3/hftransfer", "sst2/ia3/peer",
+                      "hymenoptera/adapter/hftransfer", "hymenoptera/ia3/hftransfer", "hymenoptera/loha/hftransfer"}
+
+
 def test_stratified_indices_keep_class_proportions(bench_modules):
     common, _, _ = bench_modules
     import numpy as np

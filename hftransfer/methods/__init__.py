@@ -1,6 +1,7 @@
 """Transfer methods (one module each) and their registry."""
 
-from hftransfer.methods import full, linear_probe, lora  # noqa: F401  (registration)
+# Registration: importing a method module registers it.
+from hftransfer.methods import adapter, boft, full, ia3, linear_probe, loha, lokr, lora, oft, vera  # noqa: F401
 from hftransfer.methods.base import MethodConfig, TransferMethod
 from hftransfer.methods.registry import METHODS, get_method, list_methods, register_method
 

@@ -53,6 +53,9 @@ class TransferMethod(abc.ABC):
     """
 
     name: ClassVar[str]
+    # Human-readable statement of the backbone families and layer types this method acts on. One place read by
+    # both :meth:`check_backbone` (its refusal messages) and ``hftransfer recipes`` (the listing).
+    supported_backbones: ClassVar[str] = "any backbone"
     saves_full_weights: ClassVar[bool] = True
     trains_backbone: ClassVar[bool] = True  # False: backbone outputs never change (features can be cached)
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hftransfer.errors import ConfigurationError
 from hftransfer.methods.base import MethodConfig, TransferMethod
+
+
+if TYPE_CHECKING:
+    from hftransfer.modeling import AutoTransfer
 
 
 @dataclass(frozen=True)
@@ -49,3 +53,29 @@ def get_method(name: str, config: dict[str, Any] | MethodConfig | None = None) -
     if not isinstance(config, MethodConfig):
         config = entry.config_cls.from_dict(config)
     return entry.method_cls(config)
+
+
+def working_methods(model: AutoTransfer, exclude: str = "") -> list[str]:
+    """Registered methods whose pre-flight :meth:`~TransferMethod.check_backbone` accepts ``model`` (for hints)."""
+    from hftransfer.errors import HFTransferError
+
+    global _probing
+    if _probing:  # a refusal inside this probe must not probe again
+        return []
+    names = []
+    _probing = True
+    try:
+        for name in list_methods():
+            if name == exclude:
+                continue
+            try:
+                get_method(name).check_backbone(model)
+            except (HFTransferError, ValueError, TypeError):
+                continue
+            names.append(name)
+    finally:
+        _probing = False
+    return names
+
+
+_probing = False

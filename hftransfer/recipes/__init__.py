@@ -1,6 +1,7 @@
 """Named recipes (one module each): ``hftransfer recipes`` lists them."""
 
-from hftransfer.recipes import full, linear_probe, lora  # noqa: F401  (registration)
+# Registration: importing a recipe module registers it (a method without one still trains, with TrainConfig defaults).
+from hftransfer.recipes import adapter, full, linear_probe, lora, peft_catalogue  # noqa: F401
 from hftransfer.recipes.registry import RECIPES, Recipe, get_recipe, list_recipes, register_recipe
 
 

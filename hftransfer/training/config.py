@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -308,11 +309,26 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], recipe_defaults: bool = True) -> TrainConfig:
-        """Build from plain data; the recipe's default hyperparameters fill what ``data`` leaves out."""
+    def from_dict(cls, data: dict[str, Any], recipe_defaults: bool = True, modality: str | None = None
+                  ) -> TrainConfig:
+        """Build from plain data; the recipe's default hyperparameters (for a ``modality`` backbone: "text" or
+        "image", when known) fill what ``data`` leaves out."""
         from hftransfer.recipes import registry
 
-        return _build(cls, registry.with_recipe_defaults(data) if recipe_defaults else data, "")
+        config = _build(cls, registry.with_recipe_defaults(data, modality) if recipe_defaults else data, "")
+        # What the user set, so the trainer can add the recipe's per-family defaults once the modality is known.
+        config._user_values = copy.deepcopy(data) if recipe_defaults and modality is None else None
+        return config
+
+    def for_modality(self, modality: str) -> TrainConfig:
+        """This config with the recipe's defaults for a ``modality`` backbone filled in; ``self`` when nothing changes
+        (the config was not built from user values, or the recipe has no per-family defaults)."""
+        from hftransfer.recipes import get_recipe
+
+        user = getattr(self, "_user_values", None)
+        if user is None or not get_recipe(self.recipe).family_defaults.get(modality):
+            return self
+        return TrainConfig.from_dict(user, modality=modality)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

@@ -96,6 +96,7 @@ class TransferTrainer:
                 self.data = load_data(cfg.data)
         self._log(f"data: {len(self.data.train)} train / {len(self.data.validation)} validation, "
                   f"{self.data.num_labels} classes ({self.data.modality})")
+        cfg = self._apply_family_defaults()
         self._check_against_data()
         self._setup_model()
         self._setup_loaders()
@@ -165,6 +166,15 @@ class TransferTrainer:
             logger.setLevel(logging.INFO)
             self._log_handler = handler
             (self.output_dir / "config.yaml").write_text(self.config.to_yaml(), encoding="utf-8")
+
+    def _apply_family_defaults(self) -> TrainConfig:
+        """Fill in the recipe's defaults for this backbone family (the data's modality; the user's values win)."""
+        config = self.config.for_modality(self.data.modality)
+        if config is not self.config:
+            self.config = config
+            if self.accelerator.is_main_process:
+                (self.output_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+        return self.config
 
     def _log(self, message: str) -> None:
         if self.accelerator.is_main_process:

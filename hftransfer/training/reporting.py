@@ -47,7 +47,7 @@ def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:
         base_model_revision=spec.revision,
         task=model.task,
         recipe=cfg.recipe,
-        hyperparameters=_hyperparameters(cfg),
+        hyperparameters={**_hyperparameters(cfg), "defaults": _defaults_note(cfg.recipe, trainer.data.modality)},
         trainable_params=params["trainable_params"],
         all_params=params["all_params"],
         datasets=[dataset_info(trainer.data.description)],
@@ -69,3 +69,11 @@ def _hyperparameters(cfg) -> dict[str, Any]:
     out = {k: data[k] for k in keep if k in data and data[k] not in (None, [], {})}
     out["image_size"] = data["model"].get("image_size")
     return {k: v for k, v in out.items() if v is not None}
+
+
+def _defaults_note(recipe: str, modality: str) -> str:
+    """Where the values the user did not set came from (recipes may default differently per backbone family)."""
+    from hftransfer.recipes import get_recipe
+
+    per_family = bool(get_recipe(recipe).family_defaults.get(modality))
+    return f"recipe {recipe!r}" + (f" for {modality} backbones" if per_family else "") + " (see `hftransfer recipes`)"

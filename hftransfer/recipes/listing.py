@@ -1,0 +1,66 @@
+"""What ``hftransfer recipes`` shows per recipe: method, supported backbones, default hyperparameters, an example."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from hftransfer.recipes.registry import get_recipe
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out += _flat(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={value}")
+    return out
+
+
+def method_option_defaults(method: str) -> dict[str, Any]:
+    """The method's options and their defaults (from its config dataclass; fields filled by apply() left out)."""
+    from hftransfer.methods import METHODS
+
+    fields = dataclasses.fields(METHODS[method].config_cls)
+    out = {}
+    for f in fields:
+        if f.name == "resolved_targets":
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        out[f.name] = default
+    return out
+
+
+def example_yaml(name: str) -> str:
+    """A minimal config for ``name`` (one line per key, for the listing)."""
+    recipe = get_recipe(name)
+    options = method_option_defaults(recipe.method)
+    lines = [f"recipe: {name}"]
+    shown = {k: v for k, v in options.items() if v not in (None, [], {}, False)}
+    if shown:
+        lines.append("method: {" + ", ".join(f"{k}: {v}" for k, v in list(shown.items())[:4]) + "}")
+    lines.append(f"model: {{name: {recipe.example_model}}}")
+    return "; ".join(lines)
+
+
+def recipe_lines(name: str, width: int = 14) -> list[str]:
+    """The lines ``hftransfer recipes`` prints for one recipe (its example config files are added by the CLI)."""
+    from hftransfer.methods import METHODS
+
+    recipe = get_recipe(name)
+    method_cls = METHODS[recipe.method].method_cls
+    pad = " " * width
+    lines = [f"{name:{width}s} method={recipe.method:13s} {recipe.description}",
+             f"{pad}   supports: {method_cls.supported_backbones}"]
+    options = method_option_defaults(recipe.method)
+    if options:
+        lines.append(f"{pad}   method options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
+    defaults = _flat(recipe.defaults)
+    lines.append(f"{pad}   training defaults: " + (" ".join(defaults) if defaults else "TrainConfig defaults"))
+    for modality, values in sorted(recipe.family_defaults.items()):
+        lines.append(f"{pad}   {modality} backbones: " + " ".join(_flat(values)))
+    lines.append(f"{pad}   example: {example_yaml(name)}")
+    if recipe.script:
+        lines.append(f"{pad}   launch: accelerate launch recipes/{recipe.script}.py --config CONFIG.yaml")
+    return lines
