@@ -44,8 +44,8 @@ def _local_split(source: Path, fmt: str, split: str | None, key: str) -> Path:
     if not source.is_dir():
         if split is not None:
             raise DataError(
-                f"split={split!r} was given but {key}={str(source)!r} is a single file; drop split=... (the whole file "
-                "is used) or point at a folder of split files."
+                f"split={split!r} was given but {key}={str(source)!r} is a single file; drop split=... (the whole "
+                "file is used) or point at a folder of split files."
             )
         return source
     if fmt == "imagefolder":

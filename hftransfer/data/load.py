@@ -114,7 +114,8 @@ def load_data(config: DataConfig, arrays: tuple | dict | None = None) -> LoadedD
     test = _test_split(config, list(source.label_names), source.modality, arrays)
     if test is not None:
         num_rows["test"] = len(test)
-        counts["test"] = dict(zip(source.label_names, np.bincount(_labels(test.dataset), minlength=num_classes).tolist()))
+        test_counts = np.bincount(_labels(test.dataset), minlength=num_classes).tolist()
+        counts["test"] = dict(zip(source.label_names, test_counts))
         source.skipped = source.skipped + test.skipped
     return LoadedData(
         train=train,
@@ -147,9 +148,9 @@ def _test_split(config: DataConfig, label_names: list[str], modality: str, array
         test_config = dataclasses.replace(config, source=config.test, train=None, validation=None, format=local)
         test = load_labelled_split(test_config, label_names, key="data.test")
     if test.modality != modality:
-        raise DataError(f"data.test={config.test!r} is {test.modality} data but train is {modality}; use matching data.")
+        raise DataError(f"data.test={config.test!r} is {test.modality} data but train is {modality}; match them.")
     if len(test) == 0:
-        raise DataError(f"data.test={config.test!r} has no usable rows (all skipped); fix the data or drop data.test.")
+        raise DataError(f"data.test={config.test!r} has no usable rows (all skipped); fix it or drop data.test.")
     return test
 
 
