@@ -94,6 +94,16 @@ class TrainConfig:
     log_every_steps: int = 10
     report_to: list[str] = field(default_factory=list)  # ["tensorboard"]
     progress_bar: bool = True
+    class_weights: str | list[float] | None = field(
+        default=None,
+        metadata={"help": "Cross-entropy class weights: 'auto' (inverse train frequency, mean 1) or one weight per "
+                          "class in label order; None: unweighted."},
+    )
+    sampler: str = field(
+        default="random",
+        metadata={"help": "'random' (shuffled, every row once per epoch) or 'balanced' (rows drawn with replacement "
+                          "so every class is equally likely; deterministic per seed and epoch)."},
+    )
     push_to_hub: bool = False  # push the best model at the end
     hub_repo_id: str | None = None
     hub_private: bool = False
@@ -108,6 +118,8 @@ class TrainConfig:
             "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
             "optim.name": self.optim.name in ("adamw", "sgd"),
             "scheduler.name": self.scheduler.name in ("cosine", "linear", "step", "constant"),
+            "class_weights": _valid_class_weights(self.class_weights),
+            "sampler": self.sampler in SAMPLERS,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -140,7 +152,20 @@ class TrainConfig:
         return cls.from_dict(apply_overrides(data, overrides or []))
 
 
+SAMPLERS = ("random", "balanced")
+
+
+def _valid_class_weights(value: Any) -> bool:
+    if value is None or value == "auto":
+        return True
+    return isinstance(value, (list, tuple)) and bool(value) and all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in value) and any(value)
+
+
 _HINTS = {
+    "class_weights": "Use 'auto' (inverse class frequency), a list of non-negative weights (one per class, in label "
+                     "order) or null.",
+    "sampler": "Use 'random' or 'balanced' (class-balanced sampling with replacement).",
     "mixed_precision": "Use 'no', 'bf16' (fast on CPUs with AMX and on recent GPUs) or 'fp16' (GPU).",
     "optim.name": "Use 'adamw' or 'sgd'.",
     "scheduler.name": "Use 'cosine', 'linear', 'step' or 'constant'.",
