@@ -31,7 +31,8 @@ class LabelledSplit:
     dataset: datasets.Dataset
     modality: str  # "image" | "text"
     kind: str  # the format that read it
-    name: str  # display name (dataset name and split)
+    name: str  # dataset display name
+    split: str  # split name: the hub split, or the split folder/file name
     path: str | None
     skipped: list[SkippedItem] = field(default_factory=list)
 
@@ -100,12 +101,12 @@ def load_labelled_split(
         source = get_loader(fmt)(inner, None)
     except DataError as err:
         raise DataError(f"{key}={where}: {err}") from err
-    skipped = [dataclasses.replace(s, split=split or "test") for s in source.skipped]
+    skipped = [dataclasses.replace(s, split=split or "data") for s in source.skipped]
     if skipped and config.on_bad_data == "error":
         raise DataError(f"{key}={where}: bad item {skipped[0].item!r}: {skipped[0].reason}; set on_bad_data='skip'.")
     dataset = remap_labels(source.train, source.label_names, label_names, key, where)
-    return LabelledSplit(dataset, source.modality, source.kind, f"{source.name}/{split or Path(where).name}",
-                         source.path, skipped)
+    split_name = split or ("test" if fmt == "hub" else Path(where).stem)
+    return LabelledSplit(dataset, source.modality, source.kind, source.name, split_name, source.path, skipped)
 
 
 def remap_labels(

@@ -496,3 +496,47 @@ def write_model_card(info: CardInfo, folder: str | Path, template_path: str | Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     render_model_card(info, existing=existing, template_path=template_path).save(path)
     return path
+
+
+def add_eval_results(
+    existing: str | None,
+    metrics: Mapping[str, float],
+    dataset: DatasetInfo,
+    split: str,
+    task: str,
+    model_name: str,
+) -> ModelCard:
+    """Add one evaluation (`metrics` on `split` of `dataset`) to the card's `model-index`, keeping the rest.
+
+    Earlier results of the same dataset, split and metric are replaced; every other metadata key, result and the
+    card text stay as they are. `existing` is the README.md text (None starts an empty card).
+    """
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}.")
+    card = ModelCard(existing if existing and existing.strip() else "---\n---\n", ignore_metadata_errors=True)
+    hub = dataset.kind == "hub"
+    fresh = [
+        EvalResult(
+            task_type=task,
+            dataset_type=dataset.name if hub else dataset.kind,
+            dataset_name=dataset.name,
+            dataset_split=split,
+            dataset_config=dataset.config if hub else None,
+            dataset_revision=dataset.revision if hub else None,
+            metric_type=name,
+            metric_name=name,
+            metric_value=float(value),
+        )
+        for name, value in metrics.items()
+        if math.isfinite(float(value))
+    ]
+    replaced = {(dataset.name, split, result.metric_type) for result in fresh}
+    kept = [
+        result
+        for result in card.data.eval_results or []
+        if (result.dataset_name, result.dataset_split, result.metric_type) not in replaced
+    ]
+    card.data.eval_results = kept + fresh
+    card.data.model_name = card.data.model_name or model_name
+    card.data.metrics = list(dict.fromkeys([*(card.data.metrics or []), *(r.metric_type for r in fresh)]))
+    return card
