@@ -174,7 +174,7 @@ def build_data_report(data: Any, config: Any = None, max_length: int | None = No
         "num_rows": dict(report.num_rows),
         "validation_source": description.validation_source,
         "class_counts": report.class_counts,
-        "imbalance_ratio": round(ratio, 4),
+        "imbalance_ratio": ratio,
         "skipped": {"total": report.num_skipped, "by_reason": reasons,
                     "examples": [asdict(s) for s in report.skipped[:10]]},
         "duplicates": _duplicates({name: _content_hashes(split, data.modality) for name, split in splits.items()}),
