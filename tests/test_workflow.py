@@ -354,7 +354,7 @@ def test_trackio_gets_hyperparameters_and_epoch_metrics(tmp_path):
     done = subprocess.run([sys.executable, str(script), json.dumps(config)], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = json.loads(next(line for line in done.stdout.splitlines() if line.startswith('{"runs"')))
     assert found["runs"] == ["run"] and found["lr"] == 0.003
     assert found["accuracy"] == pytest.approx(found["expected"]) and len(found["accuracy"]) == 2
 
