@@ -22,6 +22,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     best = f"{result.best_metric:.4f}" if result.best_metric is not None else "n/a"
     print(f"best validation {Path(args.config).name}: {best} (epoch {result.best_epoch}); model saved to "
           f"{result.model_dir}")
+    if result.test_metrics is not None:
+        shown = " | ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items() if isinstance(v, float))
+        print(f"test (held out, best epoch): {shown}")
     return 0
 
 
@@ -72,7 +75,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if PartialState().is_main_process:
         shown = " | ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-        print(f"{result.dataset} {result.split} ({result.num_samples} rows): {shown}")
+        name = result.dataset if result.split == result.dataset else f"{result.dataset} {result.split}"
+        print(f"{name} ({result.num_samples} rows): {shown}")
         print(f"metrics, predictions, per-class report and confusion matrix in {result.output_dir}")
         if result.card_path:
             print(f"model card updated: {result.card_path}")

@@ -108,6 +108,7 @@ def test_test_split_is_scored_once_and_kept_apart_from_selection(trained_image):
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     assert metrics["selection_split"] == "validation"
     test = metrics["test_eval"]
+    assert result.test_metrics["accuracy"] == test["accuracy"]
     assert test["per_class"]["num_samples"] == 40 and sum(map(sum, test["confusion_matrix"])) == 40
     assert metrics["final_eval"]["per_class"]["num_samples"] == 40  # the val/ folder, not the test one
     card = (result.model_dir / "README.md").read_text()

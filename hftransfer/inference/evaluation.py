@@ -209,8 +209,8 @@ def _write_outputs(result: EvaluationResult, logits: np.ndarray, labels: np.ndar
             writer.writerow(["row", "input", "label", "prediction", "score", "correct"])
             for i, (item, label, pred) in enumerate(zip(inputs, labels, preds)):
                 writer.writerow([i, item, names[label], names[pred], f"{probs[i, pred]:.6f}", int(label == pred)])
-        (tmp / "per_class.md").write_text(f"# Per-class report ({result.dataset} {result.split}, {result.num_samples} rows)\n\n"
-                                          + format_report_markdown(result.per_class) + "\n", encoding="utf-8")
+        title = f"# Per-class report ({result.dataset} {result.split}, {result.num_samples} rows)"
+        (tmp / "per_class.md").write_text(f"{title}\n\n{format_report_markdown(result.per_class)}\n", encoding="utf-8")
         try:
             from hftransfer.metrics.plots import plot_confusion_matrix
 

@@ -50,6 +50,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     final_metrics: dict[str, Any]
     model: AutoTransfer | None = field(default=None, repr=False)
+    test_metrics: dict[str, Any] | None = None  # the best model on data.test (held out), when given
 
 
 class TransferTrainer:
@@ -508,7 +509,7 @@ class TransferTrainer:
         acc.end_training()
         self._close_logging()
         return TrainResult(self.output_dir, model_dir, state["best_metric"], state["best_epoch"], state["history"],
-                           final, unwrapped)
+                           final, unwrapped, test_metrics=test)
 
     def _evaluate_test(self) -> dict[str, Any] | None:
         """Score the best model (already in memory) once on ``data.test``; never used for model selection."""
