@@ -112,7 +112,7 @@ def evaluate(
             result.output_dir = Path(output_dir)
             _write_outputs(result, logits, labels, names, labelled, order)
         if card_source is not None:
-            result.card_path = _update_card(card_source, model, result, labelled, output_dir)
+            result.card_path = _update_card(card_source, model, result, labelled, output_dir, revision)
     acc.wait_for_everyone()
     return result
 
@@ -222,7 +222,7 @@ def _write_outputs(result: EvaluationResult, logits: np.ndarray, labels: np.ndar
 
 
 def _update_card(source: str, model: Any, result: EvaluationResult, labelled: Any,
-                 output_dir: str | Path | None) -> Path:
+                 output_dir: str | Path | None, revision: str | None) -> Path:
     from hftransfer.hub.card import DatasetInfo, add_eval_results
 
     folder = Path(source)
@@ -234,7 +234,7 @@ def _update_card(source: str, model: Any, result: EvaluationResult, labelled: An
 
         path = Path(output_dir) / "README.md"
         try:
-            existing = Path(fetch_file(source, "README.md")).read_text(encoding="utf-8")
+            existing = Path(fetch_file(source, "README.md", revision=revision)).read_text(encoding="utf-8")
         except (OSError, ValueError):
             existing = None
     kind = labelled.kind if labelled.kind in ("hub", "imagefolder", "csv", "json") else "arrays"

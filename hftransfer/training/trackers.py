@@ -20,8 +20,9 @@ TRACKERS: dict[str, tuple[str, str]] = {
 PROJECT_NAME = "hftransfer"
 
 
-def check_trackers(report_to: list[str]) -> list[str]:
+def check_trackers(report_to: list[str] | str) -> list[str]:
     """The trackers to start (``"none"`` dropped); unknown or uninstalled ones raise before any work starts."""
+    report_to = [report_to] if isinstance(report_to, str) else list(report_to)
     names = [name for name in report_to if name != "none"]
     for name in names:
         if name not in TRACKERS:
