@@ -530,3 +530,28 @@ def test_bf16_is_chosen_only_where_the_cpu_runs_it(monkeypatch, trained_image):
     diffs = [abs(a["predictions"][0]["score"] - b["predictions"][0]["score"]) for a, b in zip(fp32, bf16)
              if a["predictions"][0]["label"] == b["predictions"][0]["label"]]
     assert len(diffs) >= len(fp32) - 2 and max(diffs) < 0.05
+
+
+@pytest.mark.integration
+def test_evaluate_a_hub_model_writes_its_updated_card_to_output_dir(trained_text, tmp_path):
+    # The model is pulled from the local hub server; --update-card writes the hub card plus the new entry locally.
+    from hub_server import hf_env, start_hub
+
+    folder = trained_text.model_dir
+    with start_hub(tmp_path, token=None) as hub:
+        hub.create_repo("tester/reviews")
+        hub.upload_files("tester/reviews", {p.relative_to(folder).as_posix(): p.read_bytes()
+                                            for p in folder.rglob("*") if p.is_file()})
+        data = reviews_csv(tmp_path / "fresh.csv", 6)
+        out = tmp_path / "eval"
+        env = {**hf_env(hub, tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+        done = subprocess.run([sys.executable, "-m", "hftransfer.cli", "evaluate", "tester/reviews", str(data),
+                               "--output-dir", str(out), "--update-card", "--no-progress"],
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = (out / "README.md").read_text()
+    assert card.count("## Results") == 1  # the hub card's text came along
+    meta = yaml.safe_load(card.split("---")[1])
+    splits = {r["dataset"]["split"] for r in meta["model-index"][0]["results"]}
+    assert {"validation", "fresh"} <= splits
+    assert json.loads((out / "metrics.json").read_text())["num_samples"] == 6
