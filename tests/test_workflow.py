@@ -555,3 +555,39 @@ def test_evaluate_a_hub_model_writes_its_updated_card_to_output_dir(trained_text
     splits = {r["dataset"]["split"] for r in meta["model-index"][0]["results"]}
     assert {"validation", "fresh"} <= splits
     assert json.loads((out / "metrics.json").read_text())["num_samples"] == 6
+
+
+TRAIN_SCRIPT = "import json, sys, hftransfer; hftransfer.train(json.loads(sys.argv[1]))\n"
+
+
+@pytest.mark.integration
+def test_balanced_sampler_and_class_weights_on_two_processes_match_one(tmp_path):
+    # split_batches: both processes draw the same balanced order and slice each global batch, and each slice's
+    # class-weighted loss is rescaled to the global batch's weight sum, so two processes end with the weights and
+    # losses of one; the test split is scored on both.
+    from safetensors.torch import load_file
+    from test_training import free_port
+
+    root = digit_folders(tmp_path / "digits")
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT)
+    # 80 rows = 5 full batches: accelerate pads an uneven last batch with repeated rows, which would differ.
+    base = {"source": str(root), "test": str(root / "test"), "max_train_samples": 80}
+    configs = {n: image_config(tmp_path / n, base, sampler="balanced", class_weights="auto", epochs=2,
+                               optim={"name": "sgd", "lr": 0.05}) for n in ("one", "two")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), json.dumps(configs["one"])], check=True, env=env, capture_output=True)
+    launched = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+         free_port(), str(script), json.dumps(configs["two"])], env=env, capture_output=True, text=True)
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    runs = {n: Path(c["output_dir"]) for n, c in configs.items()}
+    metrics = {n: json.loads((run / "metrics.json").read_text()) for n, run in runs.items()}
+    assert metrics["two"]["num_processes"] == 2
+    assert metrics["two"]["test_eval"]["accuracy"] == pytest.approx(metrics["one"]["test_eval"]["accuracy"], abs=0.03)
+    for r1, r2 in zip(metrics["one"]["history"], metrics["two"]["history"]):
+        assert r2["train_loss"] == pytest.approx(r1["train_loss"], rel=1e-4)
+    w1, w2 = (load_file(run / "model" / "model.safetensors") for run in runs.values())
+    for key in w1:
+        torch.testing.assert_close(w1[key], w2[key], rtol=1e-3, atol=1e-4)

@@ -232,6 +232,20 @@ class TransferTrainer:
         self._log("class weights: " + ", ".join(f"{n}={w:.3g}" for n, w in zip(self.data.label_names, weights)))
         return torch.tensor(weights, dtype=torch.float32, device=self.accelerator.device)
 
+    def _weight_share(self, targets: torch.Tensor) -> torch.Tensor | float:
+        """Rescales a process's class-weighted mean loss so the processes' average is the global batch's weighted mean.
+
+        With class weights, cross-entropy divides by the slice's weight sum; slices with different sums would weigh
+        their rows unequally. Factor: local weight sum * processes / global weight sum (1 without weights, on one
+        process, or for soft mixup targets, whose mean is over rows).
+        """
+        acc = self.accelerator
+        if self.class_weights is None or acc.num_processes == 1 or targets.dim() != 1:
+            return 1.0
+        local = self.class_weights[targets].sum()
+        total = acc.reduce(local.detach().clone(), reduction="sum")
+        return local.detach() * acc.num_processes / total.clamp(min=1e-12)
+
     def _sample_weights(self) -> np.ndarray | None:
         """Per-row draw weights of ``sampler: balanced`` (None: every row once per epoch)."""
         from hftransfer.training.loaders import balanced_sample_weights
@@ -329,6 +343,7 @@ class TransferTrainer:
                 logits = self.model(**batch).logits
                 loss = F.cross_entropy(logits.float(), targets, weight=self.class_weights,
                                        label_smoothing=cfg.label_smoothing if mixup is None else 0.0)
+                loss = loss * self._weight_share(targets)
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.max_grad_norm:
                     acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
