@@ -37,7 +37,7 @@ def digit_folders(root: Path, rare_every: int = 4) -> Path:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    for split, rows in (("train", range(0, 120)), ("val", range(120, 160)), ("test", range(160, 200))):
+    for split, rows in (("train", range(120)), ("val", range(120, 160)), ("test", range(160, 200))):
         for i in rows:
             label = int(digits.target[i]) % 3
             if split == "train" and label == 2 and i % rare_every:
@@ -378,7 +378,7 @@ def test_evaluate_writes_metrics_report_predictions_and_updates_the_card(trained
     assert set(result.per_class["classes"]) == {"negative", "positive"}
     assert {"confusion_matrix.png", "metrics.json", "per_class.md", "predictions.csv"} <= {
         p.name for p in (tmp_path / "eval").iterdir()}
-    rows = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
+    rows = list(csv.DictReader((tmp_path / "eval" / "predictions.csv").read_text().splitlines()))
     assert [r["input"] for r in rows] == ["the movie was very good", "the film was awful", "great fun"]
     assert [r["label"] for r in rows] == ["positive", "negative", "positive"]
     correct = sum(int(r["correct"]) for r in rows)
@@ -435,8 +435,8 @@ def test_evaluate_on_two_processes_matches_one(trained_text, tmp_path):
     assert two["num_samples"] == one["num_samples"] == 11
     assert two["metrics"] == pytest.approx(one["metrics"], rel=1e-5)
     assert two["confusion_matrix"] == one["confusion_matrix"]
-    rows_one = list(csv.reader(open(tmp_path / "one" / "predictions.csv")))
-    rows_two = list(csv.reader(open(tmp_path / "two" / "predictions.csv")))
+    rows_one = list(csv.reader((tmp_path / "one" / "predictions.csv").read_text().splitlines()))
+    rows_two = list(csv.reader((tmp_path / "two" / "predictions.csv").read_text().splitlines()))
     assert [r[:4] for r in rows_two] == [r[:4] for r in rows_one]
     assert launched.stdout.count("rows):") == 1  # only the main process reports
 
@@ -465,12 +465,12 @@ def test_predict_folder_and_table_report_bad_rows_without_stopping(trained_image
     assert len(rows) == 4
     bad = [r for r in rows if r["error"]]
     assert len(bad) == 1 and "broken.png" in bad[0]["error"] and "cannot read image" in bad[0]["error"]
-    table = list(csv.DictReader(open(out)))
+    table = list(csv.DictReader(out.read_text().splitlines()))
     assert list(table[0]) == ["row", "input", "label_1", "score_1", "label_2", "score_2", "error"]
     good = [r for r in table if not r["error"]]
     assert len(good) == 3 and all(float(r["score_1"]) >= float(r["score_2"]) for r in good)
     listing = tmp_path / "list.csv"
-    listing.write_text(f"path\n{folder.name}/{sorted(folder.iterdir())[0].name}\n{folder.name}/missing.png\n")
+    listing.write_text(f"path\n{folder.name}/{min(folder.iterdir()).name}\n{folder.name}/missing.png\n")
     jsonl = tmp_path / "pred.jsonl"
     rows = predict_file(result.model_dir, listing, jsonl, image_column="path", progress_bar=False)
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
@@ -506,14 +506,14 @@ def test_predict_text_reads_files_stdin_and_tables(trained_text, tmp_path, monke
     out = tmp_path / "stdin.csv"
     assert main(["predict", str(trained_text.model_dir), "-", "--output", str(out), "--top-k", "2", "--no-bf16",
                  "--no-progress"]) == 0
-    lines = list(csv.DictReader(open(out)))
+    lines = list(csv.DictReader(out.read_text().splitlines()))
     assert [r["input"] for r in lines] == ["the movie was good", "the film was dull"] and lines[0]["label_2"]
     assert main(["predict", str(trained_text.model_dir), str(tmp_path / "missing.csv")]) == 2
     assert "INPUT" in capsys.readouterr().err
 
 
 def test_bf16_is_chosen_only_where_the_cpu_runs_it(monkeypatch, trained_image):
-    import hftransfer.inference.precision as precision
+    from hftransfer.inference import precision
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)

@@ -228,8 +228,10 @@ def _suggestions(report: dict[str, Any]) -> list[str]:
 def data_report_lines(report: dict[str, Any]) -> list[str]:
     """A few lines for the run log."""
     rows = ", ".join(f"{k} {v}" for k, v in report["num_rows"].items())
-    lines = [f"data report: {report['format']} ({report['modality']}), {rows}; imbalance "
-             f"{report['imbalance_ratio']:.2f}:1; skipped {report['skipped']['total']}"]
+    lines = [
+        (f"data report: {report['format']} ({report['modality']}), {rows}; imbalance "
+         f"{report['imbalance_ratio']:.2f}:1; skipped {report['skipped']['total']}")
+    ]
     across = {k: v for k, v in report["duplicates"]["across"].items() if v}
     if across:
         lines.append(f"data report: duplicates across splits {across}")

@@ -173,7 +173,7 @@ def _score(logits: np.ndarray, labels: np.ndarray, names: list[str], labelled: A
         metrics={"loss": loss, **compute_classification_metrics(logits, labels, names)},
         per_class=classification_report(preds, labels, names),
         confusion_matrix=confusion_matrix(preds, labels, len(names)),
-        num_samples=int(len(labels)),
+        num_samples=len(labels),
         split=labelled.split,
         dataset=labelled.name,
         skipped=[dataclasses.asdict(s) for s in labelled.skipped],

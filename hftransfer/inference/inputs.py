@@ -5,6 +5,7 @@ Every input becomes one `InputRow`; a row that cannot be read carries an `error`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,7 @@ def _table(path: Path, modality: str, text_column: str, image_column: str) -> li
     rows = []
     for i, value in enumerate(frame[column].tolist()):
         source = f"{path.name} row {i}"
-        if value is None or (isinstance(value, float) and value != value) or not str(value).strip():
+        if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip():
             rows.append(InputRow(source, error=f"empty {column}"))
         elif modality == "image":
             rows.append(InputRow(str(value), path.parent / Path(str(value)).expanduser()))
