@@ -125,4 +125,12 @@ def remap_labels(
     ids = mapping[np.asarray(dataset.with_format("arrow")["label"], dtype=np.int64)]
     features = dataset.features.copy()
     features["label"] = datasets.ClassLabel(names=list(target))
-    return dataset.remove_columns("label").add_column("label", ids.tolist()).cast(features)
+    from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    quiet = are_progress_bars_disabled()
+    disable_progress_bars()  # a sub-second cast: no "Casting the dataset" bar in evaluate/predict output
+    try:
+        return dataset.remove_columns("label").add_column("label", ids.tolist()).cast(features)
+    finally:
+        if not quiet:
+            enable_progress_bars()
