@@ -168,7 +168,7 @@ def test_hub_test_split_is_never_picked_as_validation(tmp_path):
     data = load_data(DataConfig(source=str(folder), format="hub", test="test", validation_split=0.25))
     assert len(data.test) == 3 and len(data.train) + len(data.validation) == 20
     assert "stratified" in data.description.validation_source
-    with pytest.raises(DataError, match="not a split|available"):
+    with pytest.raises(DataError, match=r"data\.test='heldout' is not a split .*\['train', 'test'\]"):
         load_data(DataConfig(source=str(folder), format="hub", test="heldout"))
 
 

@@ -100,7 +100,12 @@ def load_labelled_split(
     try:
         source = get_loader(fmt)(inner, None)
     except DataError as err:
-        raise DataError(f"{key}={where}: {err}") from err
+        message = str(err)
+        if fmt == "hub" and "available splits: " in message:  # the inner loader names its own train_split key
+            available = message.split("available splits: ", 1)[1].split("]", 1)[0] + "]"
+            raise DataError(f"{key}={split!r} is not a split of hub dataset {config.source!r}; available splits: "
+                            f"{available}. Name one of them.") from err
+        raise DataError(f"{key}={where}: {message}") from err
     skipped = [dataclasses.replace(s, split=split or "data") for s in source.skipped]
     if skipped and config.on_bad_data == "error":
         raise DataError(f"{key}={where}: bad item {skipped[0].item!r}: {skipped[0].reason}; set on_bad_data='skip'.")
