@@ -13,8 +13,13 @@ def __getattr__(name: str):
         import hftransfer.training as training
 
         return getattr(training, name)
+    if name in ("evaluate", "predict_file", "EvaluationResult"):
+        import hftransfer.inference as inference
+
+        return getattr(inference, name)
     raise AttributeError(f"module 'hftransfer' has no attribute {name!r}")
 
 
-__all__ = ["AutoTransfer", "Callback", "TrainConfig", "TrainResult", "TransferOutput", "TransferTrainer",
-           "__version__", "list_methods", "list_packaged", "list_recipes", "train"]
+__all__ = ["AutoTransfer", "Callback", "EvaluationResult", "TrainConfig", "TrainResult", "TransferOutput",
+           "TransferTrainer", "__version__", "evaluate", "list_methods", "list_packaged", "list_recipes",
+           "predict_file", "train"]

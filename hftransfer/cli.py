@@ -1,8 +1,10 @@
-"""``hftransfer`` command line: train, list recipes, predict, push.
+"""``hftransfer`` command line: train, list recipes, evaluate, predict, push.
 
     hftransfer train recipes/configs/demo_digits.yaml optim.lr=3e-4 epochs=5
     hftransfer recipes
+    hftransfer evaluate outputs/demo/model data/new_labelled/ --output-dir eval/new --update-card
     hftransfer predict outputs/demo/model image1.jpg image2.jpg
+    hftransfer predict outputs/demo/model photos/ --top-k 3 --output predictions.csv
     hftransfer push outputs/demo --repo-id me/digits-lite0
 """
 
@@ -28,6 +30,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     best = f"{result.best_metric:.4f}" if result.best_metric is not None else "n/a"
     print(f"best validation {Path(args.config).name}: {best} (epoch {result.best_epoch}); model saved to "
           f"{result.model_dir}")
+    if result.test_metrics is not None:
+        shown = " | ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items() if isinstance(v, float))
+        print(f"test (held out, best epoch): {shown}")
     return 0
 
 
@@ -46,35 +51,50 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from hftransfer import AutoTransfer
+    from hftransfer.inference import predict_file
 
-    model = AutoTransfer.from_pretrained(args.model, revision=args.revision)
-    if model.modality == "image":
-        inputs = [_open_image(p) for p in args.inputs]
+    rows = predict_file(args.model, args.inputs, args.output, top_k=args.top_k, batch_size=args.batch_size,
+                        text_column=args.text_column, image_column=args.image_column,
+                        precision="fp32" if args.no_bf16 else args.precision, progress_bar=not args.no_progress,
+                        revision=args.revision)
+    failed = [row for row in rows if row["error"]]
+    if args.output is None:
+        for row in rows:
+            shown = ", ".join(f"{p['label']} {p['score']:.3f}" for p in row["predictions"])
+            print(f"{row['input']}\t{shown or 'ERROR: ' + str(row['error'])}")
     else:
-        inputs = list(args.inputs)
-    for item, preds in zip(args.inputs, model.predict(inputs, top_k=args.top_k)):
-        shown = ", ".join(f"{p['label']} {p['score']:.3f}" for p in preds)
-        print(f"{item}\t{shown}")
+        print(f"{len(rows) - len(failed)} of {len(rows)} inputs predicted into {args.output}", file=sys.stderr)
+    for row in failed[:20]:
+        print(f"hftransfer predict: row {row['row']} ({row['input']}): {row['error']}", file=sys.stderr)
     return 0
 
 
-def _open_image(path: str):
-    """Decode one image given to ``predict``; a missing or unreadable file names the argument and the file."""
-    from PIL import Image, UnidentifiedImageError
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from hftransfer.inference import evaluate
 
-    from hftransfer.errors import InputFileError
+    label_names = [n.strip() for n in args.label_names.split(",")] if args.label_names else None
+    text_column = args.text_column.split(",") if args.text_column and "," in args.text_column else args.text_column
+    output_dir = args.output_dir or str(Path("evaluation") / f"{_slug(args.model)}--{_slug(args.data)}"
+                                        f"{'--' + args.split if args.split else ''}")
+    result = evaluate(args.model, args.data, split=args.split, output_dir=output_dir, update_card=args.update_card,
+                      batch_size=args.batch_size, revision=args.revision, progress_bar=not args.no_progress,
+                      format=args.format, text_column=text_column, label_column=args.label_column,
+                      image_column=args.image_column, label_names=label_names, hub_subset=args.hub_subset)
+    from accelerate import PartialState
 
-    if not Path(path).is_file():
-        raise InputFileError(f"inputs: image file {path!r} does not exist. Pass paths of existing image files.")
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise InputFileError(
-            f"inputs: {path!r} is not a readable image ({type(err).__name__}: {err}). Pass a valid JPEG/PNG/... file "
-            "or re-export the image."
-        ) from err
+    if PartialState().is_main_process:
+        shown = " | ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+        name = result.dataset if result.split == result.dataset else f"{result.dataset} {result.split}"
+        print(f"{name} ({result.num_samples} rows): {shown}")
+        print(f"metrics, predictions, per-class report and confusion matrix in {result.output_dir}")
+        if result.card_path:
+            print(f"model card updated: {result.card_path}")
+    return 0
+
+
+def _slug(text: str) -> str:
+    name = Path(str(text).rstrip("/")).name or str(text)
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
@@ -105,10 +125,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recipes", help="list the registered recipes and their example configs")
     p.set_defaults(func=_cmd_recipes)
 
+    p = sub.add_parser("evaluate", help="score a saved or hub model on labelled data (metrics, report, predictions)")
+    p.add_argument("model", help="folder saved by hftransfer or hub repo id")
+    p.add_argument("data", help="image folder, CSV/JSONL/Parquet file, folder of splits, .npz or hub dataset id")
+    p.add_argument("--split", default=None, help="hub split (default test) or split folder/file inside DATA")
+    p.add_argument("--output-dir", default=None, help="where results go (default evaluation/<model>--<data>)")
+    p.add_argument("--update-card", action="store_true",
+                   help="add the results to the model card's model-index (a hub model's card goes to --output-dir)")
+    p.add_argument("--format", default=None, help="data format when it cannot be inferred (csv, json, hub, ...)")
+    p.add_argument("--text-column", default=None, help="text column (two comma-separated for pairs)")
+    p.add_argument("--label-column", default=None, help="label column (default label)")
+    p.add_argument("--image-column", default=None, help="image column of hub data (default image)")
+    p.add_argument("--label-names", default=None, help="comma-separated names of integer labels 0..K-1")
+    p.add_argument("--hub-subset", default=None, help="hub dataset configuration, e.g. sst2 of glue")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--revision", default=None, help="model revision on the hub")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_evaluate)
+
     p = sub.add_parser("predict", help="top-k labels of images or texts with a saved or hub model")
     p.add_argument("model", help="folder saved by hftransfer or hub repo id")
-    p.add_argument("inputs", nargs="+", help="image files (image models) or sentences (text models)")
+    p.add_argument("inputs", nargs="+", help="image files or folders, CSV/JSONL/Parquet/.txt files, '-' for stdin "
+                   "lines, or sentences (text models)")
+    p.add_argument("--output", default=None, help="write a .csv or .jsonl file instead of printing")
     p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--text-column", default="text", help="text column of a table INPUT (text models)")
+    p.add_argument("--image-column", default="image", help="column of image paths in a table INPUT (image models)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="auto: bf16 on CPUs with AMX/AVX512-BF16 and on bf16 GPUs, else fp32")
+    p.add_argument("--no-bf16", action="store_true", help="same as --precision fp32")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--revision", default=None)
     p.set_defaults(func=_cmd_predict)
 

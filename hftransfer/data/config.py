@@ -25,6 +25,9 @@ class DataConfig:
             One of `FORMATS`; `"auto"` decides from `source` (folder, file suffix, builtin name or hub id).
         train / validation (`str`, *optional*):
             Explicit train and validation folder/file; they override split discovery under `source`.
+        test (`str`, *optional*):
+            A held-out test folder/file (any supported format), or for hub data the name of a split. The best
+            checkpoint is evaluated on it once after training; it never influences model selection.
         text_column (`str` or `list[str]`, defaults to `"text"`):
             Text column of CSV/JSON/hub data; two names make sentence pairs (output columns `text`, `text_pair`).
         validation_split (`float`, defaults to 0.15):
@@ -48,6 +51,9 @@ class DataConfig:
     )
     train: str | None = field(default=None, metadata={"help": "Explicit train folder/file."})
     validation: str | None = field(default=None, metadata={"help": "Explicit validation folder/file."})
+    test: str | None = field(
+        default=None, metadata={"help": "Held-out test folder/file, or the split name of a hub dataset."}
+    )
     text_column: str | list[str] = field(default="text", metadata={"help": "Text column (or two for pairs)."})
     label_column: str = field(default="label", metadata={"help": "Label column of tabular/hub data."})
     image_column: str = field(default="image", metadata={"help": "Image column of hub data."})

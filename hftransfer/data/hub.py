@@ -85,7 +85,7 @@ def _pick_splits(loaded: datasets.DatasetDict, config: DataConfig) -> dict[str, 
                 f"{key}={name!r} is not a split of {config.source!r}; available splits: {available}. Set {key}=..."
             )
     found = config.validation_split_name or next(
-        (s for s in VALIDATION_SPLIT_NAMES if s in loaded and s != config.train_split), None
+        (s for s in VALIDATION_SPLIT_NAMES if s in loaded and s not in (config.train_split, config.test)), None
     )
     return {"train": config.train_split, **({"validation": found} if found else {})}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import numpy as np
 from . import hub, sources  # noqa: F401  (importing them registers their source loaders)
 from .config import DataConfig
 from .errors import DataError, DataWarning
+from .labelled_split import LabelledSplit, load_labelled_split
 from .registry import get_loader, resolve_format
 from .report import DataReport, DatasetDescription
 from .split import stratified_split, stratified_subsample
@@ -40,6 +42,8 @@ class LoadedData:
     modality: str  # "image" | "text"
     report: DataReport
     description: DatasetDescription
+    test: datasets.Dataset | None = None  # held-out split (`DataConfig.test`), scored once after training
+
 
     @property
     def num_labels(self) -> int:
@@ -54,7 +58,8 @@ class LoadedData:
         return {name: i for i, name in enumerate(self.label_names)}
 
     def as_dataset_dict(self) -> datasets.DatasetDict:
-        return datasets.DatasetDict({"train": self.train, "validation": self.validation})
+        splits = {"train": self.train, "validation": self.validation}
+        return datasets.DatasetDict({**splits, **({"test": self.test} if self.test is not None else {})})
 
 
 def _labels(split: datasets.Dataset) -> np.ndarray:
@@ -106,6 +111,12 @@ def load_data(config: DataConfig, arrays: tuple | dict | None = None) -> LoadedD
         for split, labels in (("train", train_labels), ("validation", val_labels))
     }
     num_rows = {"train": len(train), "validation": len(validation)}
+    test = _test_split(config, list(source.label_names), source.modality, arrays)
+    if test is not None:
+        num_rows["test"] = len(test)
+        test_counts = np.bincount(_labels(test.dataset), minlength=num_classes).tolist()
+        counts["test"] = dict(zip(source.label_names, test_counts))
+        source.skipped = source.skipped + test.skipped
     return LoadedData(
         train=train,
         validation=validation,
@@ -121,7 +132,26 @@ def load_data(config: DataConfig, arrays: tuple | dict | None = None) -> LoadedD
             modality=source.modality,
             validation_source=validation_source,
         ),
+        test=None if test is None else test.dataset,
     )
+
+
+def _test_split(config: DataConfig, label_names: list[str], modality: str, arrays: Any) -> LabelledSplit | None:
+    """`config.test` read against the training labels: a hub split name for hub data, else a folder or file."""
+    if config.test is None:
+        return None
+    fmt = resolve_format(config, arrays)
+    if fmt == "hub":
+        test = load_labelled_split(config, label_names, split=config.test, key="data.test")
+    else:
+        local = config.format if fmt in ("imagefolder", "csv", "json", "parquet") else "auto"
+        test_config = dataclasses.replace(config, source=config.test, train=None, validation=None, format=local)
+        test = load_labelled_split(test_config, label_names, key="data.test")
+    if test.modality != modality:
+        raise DataError(f"data.test={config.test!r} is {test.modality} data but train is {modality}; match them.")
+    if len(test) == 0:
+        raise DataError(f"data.test={config.test!r} has no usable rows (all skipped); fix it or drop data.test.")
+    return test
 
 
 def from_arrays(

@@ -31,6 +31,14 @@ def _display_name(path: Path) -> str:
     return path.parent.name if stem.lower() in TRAIN_SPLIT_NAMES + VALIDATION_SPLIT_NAMES else stem
 
 
+def _not_test(candidates: dict[str, Path], config: DataConfig) -> dict[str, Path]:
+    """Split folders/files other than `config.test`: the held-out test split is never picked as validation."""
+    if config.test is None:
+        return candidates
+    test = Path(config.test).expanduser().resolve()
+    return {k: v for k, v in candidates.items() if v.resolve() != test}
+
+
 def _first(candidates: dict[str, Path], names: tuple[str, ...]) -> Path | None:
     return next((candidates[n] for n in names if n in candidates), None)
 
@@ -56,7 +64,7 @@ def _image_split_dirs(config: DataConfig) -> tuple[Path, Path | None]:
                 "pass train=... explicitly."
             )
         return root, validation
-    return train, validation or _first(subdirs, VALIDATION_SPLIT_NAMES)
+    return train, validation or _first(_not_test(subdirs, config), VALIDATION_SPLIT_NAMES)
 
 
 def _scan_split(folder: Path, split: str) -> tuple[dict[str, list[Path]], list[str]]:
@@ -156,7 +164,8 @@ def _table_files(config: DataConfig, format: str) -> tuple[Path, Path | None]:
             f"source={config.source!r} has no train file among {[f.name for f in files.values()]}; name it "
             f"train{next(iter(files.values())).suffix if files else '.csv'} or pass train=... explicitly."
         )
-    return train, validation or _first({k: v for k, v in files.items() if v != train}, VALIDATION_SPLIT_NAMES)
+    candidates = _not_test({k: v for k, v in files.items() if v != train}, config)
+    return train, validation or _first(candidates, VALIDATION_SPLIT_NAMES)
 
 
 def _load_table(config: DataConfig, format: str) -> SourceData:

@@ -25,6 +25,7 @@ _EXPORTS = {
     "DatasetInfo": "card",
     "render_model_card": "card",
     "write_model_card": "card",
+    "add_eval_results": "card",
 }
 
 

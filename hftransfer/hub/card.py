@@ -159,6 +159,9 @@ class CardInfo:
         eval_results (`dict[str, dict[str, float]]`, *optional*): `{split: {metric_name: value}}`, any metric names.
         per_class_report (`dict`, *optional*): From `hftransfer.metrics.classification_report`.
         per_class_split (`str`, *optional*): Split the per-class report was computed on.
+        selection_split (`str`, *optional*): The split that picked the best epoch or checkpoint; its results are
+            marked as such (they lean optimistic), and every other split in `eval_results` is held out.
+        data_report (`str`, *optional*): Markdown summary of the training data (see `hftransfer.data.report`).
         confusion_matrix_image / training_curves_image (`str`, *optional*): PNG paths relative to the README.
         command (`str`, *optional*): Exact launch command. Secrets are redacted when rendering.
         config_yaml (`str`, *optional*): Resolved YAML config. Secrets are redacted when rendering.
@@ -190,6 +193,8 @@ class CardInfo:
     eval_results: dict[str, dict[str, float]] = field(default_factory=dict)
     per_class_report: dict[str, Any] | None = None
     per_class_split: str | None = None
+    selection_split: str | None = None
+    data_report: str | None = None
     confusion_matrix_image: str | None = None
     training_curves_image: str | None = None
     command: str | None = None
@@ -305,13 +310,24 @@ def _fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-def _results_table(eval_results: dict[str, dict[str, float]]) -> str:
+def _results_table(eval_results: dict[str, dict[str, float]], selection_split: str | None = None) -> str:
     if not eval_results:
         return ""
     splits = list(eval_results)
     metrics = list(dict.fromkeys(name for values in eval_results.values() for name in values))
     rows = [[name] + [eval_results[split].get(name, "–") for split in splits] for name in metrics]
-    return _table(["Metric", *splits], rows, metric=True)
+    headers = [f"{split} (model selection)" if split == selection_split else split for split in splits]
+    return _table(["Metric", *headers], rows, metric=True)
+
+
+def _selection_note(info: CardInfo) -> str:
+    if not info.selection_split or info.selection_split not in info.eval_results:
+        return ""
+    held_out = [split for split in info.eval_results if split != info.selection_split]
+    note = f"The `{info.selection_split}` split picked the best checkpoint, so its numbers lean optimistic."
+    if held_out:
+        return note + f" {', '.join(f'`{s}`' for s in held_out)} was held out and scored once, after training."
+    return note + " No held-out test split was scored (set `data.test` for honest numbers)."
 
 
 def _datasets_markdown(datasets: list[DatasetInfo], max_labels: int = 50) -> str:
@@ -366,7 +382,9 @@ def _template_kwargs(info: CardInfo) -> dict[str, Any]:
         "task_title": info.task.replace("-", " "),
         "num_labels": num_labels,
         "generated_tags": _generated_tags(info),
-        "results_table": _results_table(info.eval_results),
+        "results_table": _results_table(info.eval_results, info.selection_split),
+        "selection_note": _selection_note(info),
+        "data_report": info.data_report or "",
         "per_class_table": format_report_markdown(info.per_class_report) if info.per_class_report else "",
         "per_class_split": info.per_class_split,
         "confusion_matrix_image": info.confusion_matrix_image,
@@ -486,3 +504,47 @@ def write_model_card(info: CardInfo, folder: str | Path, template_path: str | Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     render_model_card(info, existing=existing, template_path=template_path).save(path)
     return path
+
+
+def add_eval_results(
+    existing: str | None,
+    metrics: Mapping[str, float],
+    dataset: DatasetInfo,
+    split: str,
+    task: str,
+    model_name: str,
+) -> ModelCard:
+    """Add one evaluation (`metrics` on `split` of `dataset`) to the card's `model-index`, keeping the rest.
+
+    Earlier results of the same dataset, split and metric are replaced; every other metadata key, result and the
+    card text stay as they are. `existing` is the README.md text (None starts an empty card).
+    """
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}.")
+    card = ModelCard(existing if existing and existing.strip() else "---\n---\n", ignore_metadata_errors=True)
+    hub = dataset.kind == "hub"
+    fresh = [
+        EvalResult(
+            task_type=task,
+            dataset_type=dataset.name if hub else dataset.kind,
+            dataset_name=dataset.name,
+            dataset_split=split,
+            dataset_config=dataset.config if hub else None,
+            dataset_revision=dataset.revision if hub else None,
+            metric_type=name,
+            metric_name=name,
+            metric_value=float(value),
+        )
+        for name, value in metrics.items()
+        if math.isfinite(float(value))
+    ]
+    replaced = {(dataset.name, split, result.metric_type) for result in fresh}
+    kept = [
+        result
+        for result in card.data.eval_results or []
+        if (result.dataset_name, result.dataset_split, result.metric_type) not in replaced
+    ]
+    card.data.eval_results = kept + fresh
+    card.data.model_name = card.data.model_name or model_name
+    card.data.metrics = list(dict.fromkeys([*(card.data.metrics or []), *(r.metric_type for r in fresh)]))
+    return card

@@ -244,6 +244,16 @@ class TrainConfig:
     log_every_steps: int = field(default=10, metadata={"help": "Tracker logging interval in optimizer steps."})
     report_to: list[str] = field(default_factory=list, metadata={"help": "Trackers, e.g. ['tensorboard']."})
     progress_bar: bool = field(default=True, metadata={"help": "Show progress bars and per-epoch lines."})
+    class_weights: str | list[float] | None = field(
+        default=None,
+        metadata={"help": "Cross-entropy class weights: 'auto' (inverse train frequency, mean 1) or one weight per "
+                          "class in label order; None: unweighted."},
+    )
+    sampler: str = field(
+        default="random",
+        metadata={"help": "'random' (shuffled, every row once per epoch) or 'balanced' (rows drawn with replacement "
+                          "so every class is equally likely; deterministic per seed and epoch)."},
+    )
     push_to_hub: bool = field(
         default=False, metadata={"help": "Push the best model to the hub at the end (needs hub_repo_id)."}
     )
@@ -282,6 +292,11 @@ class TrainConfig:
                                 "use a positive integer."),
             "report_to": (isinstance(self.report_to, list) and all(isinstance(r, str) for r in self.report_to),
                           "use a list of tracker names, e.g. ['tensorboard']."),
+            "class_weights": (_valid_class_weights(self.class_weights),
+                              "use 'auto' (inverse class frequency), a list of non-negative weights (one per class, "
+                              "in label order) or null."),
+            "sampler": (self.sampler in SAMPLERS, f"use one of {list(SAMPLERS)} (balanced: class-balanced sampling "
+                                                  "with replacement)."),
             "hub_repo_id": (self.hub_repo_id is None or is_repo_id(self.hub_repo_id),
                             "use 'namespace/name' (letters, digits, '-', '_', '.')."),
         })
@@ -348,6 +363,16 @@ def config_help() -> str:
         lines += ["", f"method.* options of method {name!r} ({entry.config_cls.__name__}):"]
         lines += _field_lines(entry.config_cls, "method.") or ["  (none)"]
     return "\n".join(lines)
+
+
+SAMPLERS = ("random", "balanced")
+
+
+def _valid_class_weights(value: Any) -> bool:
+    if value is None or value == "auto":
+        return True
+    return isinstance(value, (list, tuple)) and bool(value) and all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in value) and any(value)
 
 
 def _field_lines(cls: type, prefix: str, skip: tuple[str, ...] = ()) -> list[str]:

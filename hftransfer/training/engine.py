@@ -35,6 +35,7 @@ from hftransfer.training.feature_cache import cache_key, cached_features, featur
 from hftransfer.training.freezing import apply_stage, depth_map, stage_at
 from hftransfer.training.loaders import ImageDataset, PadCollator, build_loader, tokenize_split
 from hftransfer.training.optim import build_optimizer, build_scheduler
+from hftransfer.training.trackers import PROJECT_NAME, check_trackers, tracker_init_kwargs
 from hftransfer.utils.io import load_state_dict, write_json
 
 
@@ -51,6 +52,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     final_metrics: dict[str, Any]
     model: AutoTransfer | None = field(default=None, repr=False)
+    test_metrics: dict[str, Any] | None = None  # the best model on data.test (held out), when given
 
 
 class TransferTrainer:
@@ -74,7 +76,7 @@ class TransferTrainer:
         cfg = self.config
         self._preflight()
         ddp = DistributedDataParallelKwargs(find_unused_parameters=bool(cfg.unfreeze_schedule))
-        log_with = [r for r in cfg.report_to if r != "none"] or None
+        log_with = check_trackers(cfg.report_to) or None
         _reset_accelerate_state()
         # accelerate only forms a gloo process group on CPU-only machines when told to use the CPU.
         cpu_only = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -99,6 +101,8 @@ class TransferTrainer:
         cfg = self._apply_family_defaults()
         self._check_against_data()
         self._setup_model()
+        self._write_data_report()
+        self.class_weights = self._class_weights()
         self._setup_loaders()
         self.depths = depth_map(self.model)
         self.optimizer = build_optimizer(self.model, self.model.method, self.depths, cfg.optim)
@@ -110,7 +114,8 @@ class TransferTrainer:
         self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler = acc.prepare(
             self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler)
         if log_with:
-            acc.init_trackers("hftransfer", config=_flat_hparams(cfg))
+            acc.init_trackers(PROJECT_NAME, config=_flat_hparams(cfg),
+                              init_kwargs=tracker_init_kwargs(log_with, self.output_dir))
 
     def _preflight(self) -> None:
         """Checks that need no data, run before the data set is read (which can take minutes).
@@ -249,10 +254,72 @@ class TransferTrainer:
             train_len = eval_len = None
             collate = None
         self.train_loader = build_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                         num_workers=cfg.num_workers, lengths=train_len, collate_fn=collate)
+                                         num_workers=cfg.num_workers, lengths=train_len, collate_fn=collate,
+                                         sample_weights=self._sample_weights())
         self.eval_loader = build_loader(eval_ds, eval_bs, shuffle=False, seed=cfg.seed,
                                         num_workers=cfg.num_workers, lengths=eval_len, collate_fn=collate)
         self.train_sampler = self.train_loader.batch_sampler
+
+    def _write_data_report(self) -> None:
+        """data_report.json/.md in output_dir and a summary in the log (main process; others skip the work)."""
+        if not self.accelerator.is_main_process:
+            self.data_report = None
+            return
+        from hftransfer.data.report import build_data_report, data_report_lines, write_data_report
+
+        count_tokens = max_length = None
+        if self.model.modality == "text":
+            tok, max_length = self.model.preprocessor.tokenizer, self.model.preprocessor.max_length
+
+            def count_tokens(texts: list[str]) -> list[int]:
+                return [len(ids) for ids in tok(texts, truncation=False, padding=False)["input_ids"]]
+
+        self.data_report = build_data_report(self.data, self.config.data, max_length, count_tokens)
+        write_data_report(self.data_report, self.output_dir)
+        for line in data_report_lines(self.data_report):
+            self._log(line)
+
+    def _train_labels(self) -> np.ndarray:
+        return np.asarray(self.data.train.with_format("arrow")["label"], dtype=np.int64)
+
+    def _class_weights(self) -> torch.Tensor | None:
+        """``class_weights``: 'auto' -> inverse train frequency (mean 1), a list -> as given; None -> unweighted."""
+        from hftransfer.training.loaders import inverse_frequency_weights
+
+        value = self.config.class_weights
+        if value is None:
+            return None
+        if value == "auto":
+            weights = inverse_frequency_weights(self._train_labels(), self.data.num_labels)
+        else:
+            if len(value) != self.data.num_labels:
+                raise ValueError(f"class_weights has {len(value)} weights but the data has {self.data.num_labels} "
+                                 f"classes {self.data.label_names[:20]}; give one per class in that order or 'auto'.")
+            weights = np.asarray(value, dtype=np.float64)
+        self._log("class weights: " + ", ".join(f"{n}={w:.3g}" for n, w in zip(self.data.label_names, weights)))
+        return torch.tensor(weights, dtype=torch.float32, device=self.accelerator.device)
+
+    def _weight_share(self, targets: torch.Tensor) -> torch.Tensor | float:
+        """Rescales a process's class-weighted mean loss so the processes' average is the global batch's weighted mean.
+
+        With class weights, cross-entropy divides by the slice's weight sum; slices with different sums would weigh
+        their rows unequally. Factor: local weight sum * processes / global weight sum (1 without weights, on one
+        process, or for soft mixup targets, whose mean is over rows).
+        """
+        acc = self.accelerator
+        if self.class_weights is None or acc.num_processes == 1 or targets.dim() != 1:
+            return 1.0
+        local = self.class_weights[targets].sum()
+        total = acc.reduce(local.detach().clone(), reduction="sum")
+        return local.detach() * acc.num_processes / total.clamp(min=1e-12)
+
+    def _sample_weights(self) -> np.ndarray | None:
+        """Per-row draw weights of ``sampler: balanced`` (None: every row once per epoch)."""
+        from hftransfer.training.loaders import balanced_sample_weights
+
+        if self.config.sampler != "balanced":
+            return None
+        return balanced_sample_weights(self._train_labels(), self.data.num_labels)
 
     def _cache_features(self, train_ds, eval_ds, eval_bs, collate, train_len, eval_len):
         acc, cfg = self.accelerator, self.config
@@ -345,8 +412,9 @@ class TransferTrainer:
                 if mixup is not None and "pixel_values" in batch:
                     batch["pixel_values"], targets = mixup(batch["pixel_values"], labels)
                 logits = self.model(**batch).logits
-                loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing
-                                       if mixup is None else 0.0)
+                loss = F.cross_entropy(logits.float(), targets, weight=self.class_weights,
+                                       label_smoothing=cfg.label_smoothing if mixup is None else 0.0)
+                loss = loss * self._weight_share(targets)
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.max_grad_norm:
                     acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
@@ -456,14 +524,14 @@ class TransferTrainer:
     # --- evaluation -----------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def predict_eval(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """Logits and labels of the whole validation split (gathered across processes) and its mean loss."""
+    def predict_eval(self, loader=None) -> tuple[np.ndarray, np.ndarray, float]:
+        """Logits and labels of the whole validation split (or ``loader``), gathered across processes, and its loss."""
         from tqdm.auto import tqdm
 
         acc = self.accelerator
         self.model.eval()
         logits_all, labels_all = [], []
-        for batch in tqdm(self.eval_loader, desc="eval", leave=False,
+        for batch in tqdm(self.eval_loader if loader is None else loader, desc="eval", leave=False,
                           disable=not (self.config.progress_bar and acc.is_local_main_process)):
             labels = batch.pop("labels")
             logits = self.model(**batch).logits.float()
@@ -501,6 +569,7 @@ class TransferTrainer:
         final = {"loss": loss, **compute_classification_metrics(logits, labels, self.data.label_names),
                  "per_class": classification_report(preds, labels, self.data.label_names),
                  "confusion_matrix": confusion_matrix(preds, labels, self.data.num_labels)}
+        test = self._evaluate_test()
         unwrapped = acc.unwrap_model(self.model)
         summary = {
             "recipe": cfg.recipe, "model": cfg.model.name, "best_epoch": state["best_epoch"],
@@ -508,7 +577,8 @@ class TransferTrainer:
             "history": state["history"], "final_eval": final, "parameters": unwrapped.trainable_summary(),
             "data": dataclasses.asdict(self.data.report) if dataclasses.is_dataclass(self.data.report) else {},
             "num_processes": acc.num_processes, "mixed_precision": cfg.mixed_precision,
-            "feature_cache": self.feature_mode,
+            "feature_cache": self.feature_mode, "selection_split": "validation",
+            **({"test_eval": test} if test is not None else {}),
         }
         if getattr(self, "compile_timer", None) is not None:
             summary["compile_time_s"] = self._compile_seconds()
@@ -531,7 +601,36 @@ class TransferTrainer:
         acc.end_training()
         self._close_logging()
         return TrainResult(self.output_dir, model_dir, state["best_metric"], state["best_epoch"], state["history"],
-                           final, unwrapped)
+                           final, unwrapped, test_metrics=test)
+
+    def _evaluate_test(self) -> dict[str, Any] | None:
+        """Score the best model (already in memory) once on ``data.test``; never used for model selection."""
+        from hftransfer.metrics import classification_report, compute_classification_metrics, confusion_matrix
+
+        data, cfg = self.data, self.config
+        if data.test is None:
+            return None
+        model = self.accelerator.unwrap_model(self.model)
+        if model.modality == "image":
+            dataset = ImageDataset(data.test, model.transform(train=False), seed=cfg.seed)
+            lengths, collate = None, None
+        else:
+            tok = model.preprocessor.tokenizer
+            dataset = tokenize_split(data.test, tok, model.preprocessor.max_length)
+            lengths, collate = [len(x) for x in dataset.columns["input_ids"]], PadCollator(tok.pad_token_id or 0)
+        loader = self.accelerator.prepare_data_loader(build_loader(
+            dataset, cfg.eval_batch_size or cfg.batch_size, shuffle=False, seed=cfg.seed, num_workers=cfg.num_workers,
+            lengths=lengths, collate_fn=collate))
+        logits, labels, loss = self.predict_eval(loader)
+        preds = logits.argmax(-1)
+        test = {"loss": loss, **compute_classification_metrics(logits, labels, data.label_names),
+                "per_class": classification_report(preds, labels, data.label_names),
+                "confusion_matrix": confusion_matrix(preds, labels, data.num_labels)}
+        scalars = {k: v for k, v in test.items() if isinstance(v, float)}
+        self._log("test (best epoch, held out): " + " | ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+        if cfg.report_to:
+            self.accelerator.log({f"test/{k}": v for k, v in scalars.items()})
+        return test
 
     def _load_best(self, model_dir: Path) -> None:
         unwrapped = self.accelerator.unwrap_model(self.model)

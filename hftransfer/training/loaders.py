@@ -18,14 +18,25 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     With ``lengths``, indices are shuffled, cut into chunks of 50 batches, each chunk sorted by length and the batches
     shuffled again: batches hold sentences of similar length (little padding) yet stay random.
+
+    With ``sample_weights`` (and ``shuffle``), each epoch draws ``num_samples`` indices with replacement, index ``i``
+    with probability proportional to ``sample_weights[i]`` (class-balanced sampling), from the same (seed, epoch)
+    generator: every process draws the same order and a resumed epoch replays it.
     """
 
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0,
-                 lengths: Sequence[int] | None = None, chunk_batches: int = 50, tag_epoch: bool = False):
+                 lengths: Sequence[int] | None = None, chunk_batches: int = 50, tag_epoch: bool = False,
+                 sample_weights: Sequence[float] | None = None):
         self.num_samples, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
         self.tag_epoch = tag_epoch  # yield (epoch, index) pairs so datasets can seed per-sample randomness
         self.lengths = np.asarray(lengths) if lengths is not None else None
         self.chunk_batches = chunk_batches
+        self.sample_weights = None
+        if sample_weights is not None:
+            weights = np.asarray(sample_weights, dtype=np.float64)
+            if weights.shape != (num_samples,) or (weights < 0).any() or weights.sum() <= 0:
+                raise ValueError(f"sample_weights must hold {num_samples} non-negative weights, not all zero.")
+            self.sample_weights = weights / weights.sum()
         self.epoch = 0
 
     # Deliberately not named ``set_epoch``: accelerate calls ``set_epoch`` with its own iteration counter, which
@@ -38,7 +49,10 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(self.num_samples) if self.shuffle else np.arange(self.num_samples)
+        if self.shuffle and self.sample_weights is not None:
+            order = rng.choice(self.num_samples, size=self.num_samples, replace=True, p=self.sample_weights)
+        else:
+            order = rng.permutation(self.num_samples) if self.shuffle else np.arange(self.num_samples)
         if self.lengths is not None:
             chunk = self.batch_size * self.chunk_batches if self.shuffle else self.num_samples
             order = np.concatenate([
@@ -160,6 +174,22 @@ class PadCollator:
         return batch
 
 
+def balanced_sample_weights(labels: Sequence[int], num_labels: int) -> np.ndarray:
+    """Per-row weights ``1 / count(class of row)``: every class is drawn equally often in expectation."""
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
+    return 1.0 / counts[labels]
+
+
+def inverse_frequency_weights(labels: Sequence[int], num_labels: int) -> np.ndarray:
+    """Class weights ``N / (K * count_k)`` (mean 1 over present classes; 0 for a class without rows)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(num_labels)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
 def tokenize_split(data, tokenizer, max_length: int) -> TokenizedDataset:
     """Tokenize a text split once (no padding): later epochs reuse the ids."""
     texts = list(data["text"])  # datasets 5 returns lazy Column objects; tokenizers want lists
@@ -170,9 +200,10 @@ def tokenize_split(data, tokenizer, max_length: int) -> TokenizedDataset:
 
 
 def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
-                 lengths: Sequence[int] | None = None, collate_fn=None) -> DataLoader:
+                 lengths: Sequence[int] | None = None, collate_fn=None,
+                 sample_weights: Sequence[float] | None = None) -> DataLoader:
     sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed=seed, lengths=lengths,
-                                tag_epoch=isinstance(dataset, ImageDataset))
+                                tag_epoch=isinstance(dataset, ImageDataset), sample_weights=sample_weights)
     # Its own generator: creating a DataLoader iterator otherwise draws a seed from the global torch RNG, which
     # would shift dropout randomness when a resumed run starts its iterator at another moment.
     generator = torch.Generator().manual_seed(seed)

@@ -23,15 +23,19 @@ def dataset_info(description) -> Any:
 
 def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:
     """Plots (when matplotlib is installed) and the model card, written into ``model_dir``."""
+    from hftransfer.data.report import format_data_report_markdown
     from hftransfer.hub.card import CardInfo, write_model_card
 
     cfg = trainer.config
     final = summary["final_eval"]
+    test = summary.get("test_eval")
+    # With a test split, the per-class report and confusion matrix show the held-out numbers.
+    shown, shown_split = (test, "test") if test is not None else (final, "validation")
     images = {}
     try:
         from hftransfer.metrics.plots import plot_confusion_matrix, plot_training_curves
 
-        plot_confusion_matrix(final["confusion_matrix"], trainer.data.label_names, model_dir / "confusion_matrix.png")
+        plot_confusion_matrix(shown["confusion_matrix"], trainer.data.label_names, model_dir / "confusion_matrix.png")
         plot_training_curves(summary["history"], model_dir / "training_curves.png")
         images = {"confusion_matrix_image": "confusion_matrix.png", "training_curves_image": "training_curves.png"}
     except ImportError as err:
@@ -39,6 +43,10 @@ def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:
     model = trainer.accelerator.unwrap_model(trainer.model)
     spec = model.backbone.spec
     scalar = {k: v for k, v in final.items() if isinstance(v, (int, float))}
+    results = {"validation": scalar}
+    if test is not None:
+        results["test"] = {k: v for k, v in test.items() if isinstance(v, (int, float))}
+    report = getattr(trainer, "data_report", None)
     params = summary["parameters"]
     info = CardInfo(
         model_name=cfg.hub_repo_id or Path(cfg.output_dir).name,
@@ -51,9 +59,11 @@ def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:
         trainable_params=params["trainable_params"],
         all_params=params["all_params"],
         datasets=[dataset_info(trainer.data.description)],
-        eval_results={"validation": scalar},
-        per_class_report=final["per_class"],
-        per_class_split="validation",
+        eval_results=results,
+        selection_split="validation",
+        per_class_report=shown["per_class"],
+        per_class_split=shown_split,
+        data_report=format_data_report_markdown(report) if report else None,
         command=" ".join(shlex.quote(a) for a in sys.argv) if sys.argv and sys.argv[0] else None,
         config_yaml=cfg.to_yaml(),
         **images,
