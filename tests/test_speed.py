@@ -101,9 +101,9 @@ def test_compile_that_cannot_apply_says_why_and_trains_eagerly(tmp_path, monkeyp
 # --- bf16 feature extraction -----------------------------------------------------------------------------------
 
 def test_feature_precision_auto_follows_the_hardware(monkeypatch):
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: True)
     assert feature_precision("auto", "no", torch.device("cpu")) == "bf16"
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: False)
     assert feature_precision("auto", "no", torch.device("cpu")) == "fp32"
     assert feature_precision("auto", "bf16", torch.device("cpu")) == "bf16"
     assert feature_precision("fp32", "bf16", torch.device("cpu")) == "fp32"

@@ -516,9 +516,9 @@ def test_bf16_is_chosen_only_where_the_cpu_runs_it(monkeypatch, trained_image):
     from hftransfer.inference import precision
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: True)
     assert resolve_precision("auto", cpu) == "bf16" and resolve_precision("fp32", cpu) == "fp32"
-    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: False)
     assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(ConfigurationError, match="precision='fp16'"):
         resolve_precision("fp16", cpu)

@@ -29,6 +29,15 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (Intel AMX tiles or AVX-512 bf16); without them bf16 is slower."""
+    capability = str(torch.backends.cpu.get_cpu_capability()).upper()
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    if "AMX" in capability or any(bool(probe()) for probe in probes if probe is not None):
+        return True
+    return any(flag in cpu_flags() for flag in FAST_BF16_CPU_FLAGS)
+
+
 def fast_bf16(device: torch.device | str) -> bool:
     """Whether bf16 autocast speeds up matmuls/convolutions on ``device`` (CUDA with bf16, or a CPU with AMX or
     AVX-512 bf16). Elsewhere bf16 on the CPU is emulated and slower than fp32."""
@@ -36,5 +45,5 @@ def fast_bf16(device: torch.device | str) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return any(flag in cpu_flags() for flag in FAST_BF16_CPU_FLAGS)
+        return cpu_has_fast_bf16()
     return False
