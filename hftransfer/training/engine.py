@@ -33,6 +33,13 @@ from hftransfer.training.feature_cache import cache_key, cached_features
 from hftransfer.training.freezing import apply_stage, depth_map, stage_at
 from hftransfer.training.loaders import ImageDataset, PadCollator, build_loader, tokenize_split
 from hftransfer.training.optim import build_optimizer, build_scheduler
+from hftransfer.training.sharding import (
+    fill_deepspeed_auto,
+    gathered_state_dict,
+    load_full_state_dict,
+    shards_parameters,
+    sharding_kind,
+)
 from hftransfer.utils.io import load_state_dict, write_json
 
 
@@ -87,6 +94,7 @@ class TransferTrainer:
                              f"{acc.num_processes} processes; use a multiple of {acc.num_processes}.")
         self._check_output_dir()
         self._setup_logging()
+        fill_deepspeed_auto(acc, cfg.batch_size, cfg.max_grad_norm)
         set_seed(cfg.seed)
         if self.data is None:
             with acc.main_process_first():
@@ -96,7 +104,8 @@ class TransferTrainer:
         self._setup_model()
         self._setup_loaders()
         self.depths = depth_map(self.model)
-        self.optimizer = build_optimizer(self.model, self.model.method, self.depths, cfg.optim)
+        self.optimizer = build_optimizer(self.model, self.model.method, self.depths, cfg.optim,
+                                         fsdp=sharding_kind(acc) == "fsdp")
         # split_batches=True: every process sees every global batch (a slice of it), so the count is unchanged.
         self.updates_per_epoch = max(1, math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps))
         total = self.updates_per_epoch * cfg.epochs
@@ -149,7 +158,7 @@ class TransferTrainer:
             self.model.backbone.preprocessor = self.model.preprocessor.with_image_size(cfg.model.image_size)
         if cfg.model.gradient_checkpointing:
             self.model.backbone.set_grad_checkpointing(True)
-        if cfg.model.channels_last and self.model.modality == "image":
+        if cfg.model.channels_last and self.model.modality == "image" and not self._fsdp_keeps_contiguous():
             self.model.to(memory_format=torch.channels_last)
         self._log(self.model.trainable_parameters_line())
 
@@ -330,6 +339,8 @@ class TransferTrainer:
 
     def _checkpoint(self, state: dict[str, Any]) -> None:
         acc = self.accelerator
+        if self._sharded_checkpoint_skipped():
+            return
         acc.wait_for_everyone()
         if acc.is_main_process:
             ckpt.save_checkpoint(self.output_dir, acc.unwrap_model(self.model), self.optimizer.optimizer,
@@ -375,7 +386,9 @@ class TransferTrainer:
     def _save_model(self, path: Path) -> None:
         acc = self.accelerator
         acc.wait_for_everyone()
-        acc.unwrap_model(self.model).save_pretrained(path, is_main_process=acc.is_main_process)
+        # Sharded weights (FSDP, ZeRO-3) are gathered first, so LoRA & co. still save only their trained parameters.
+        acc.unwrap_model(self.model).save_pretrained(path, is_main_process=acc.is_main_process,
+                                                     state_dict=gathered_state_dict(acc, self.model))
         acc.wait_for_everyone()
 
     # --- evaluation -----------------------------------------------------------------------------------------------
@@ -461,8 +474,29 @@ class TransferTrainer:
         for name in (FULL_WEIGHTS, TRAINED_WEIGHTS):
             if (model_dir / name).is_file():
                 state = load_state_dict(model_dir / name)
-                unwrapped.load_state_dict(state, strict=name == FULL_WEIGHTS)
+                if shards_parameters(self.accelerator):
+                    load_full_state_dict(self.accelerator, self.model, state, strict=name == FULL_WEIGHTS)
+                else:
+                    unwrapped.load_state_dict(state, strict=name == FULL_WEIGHTS)
                 return
+
+    def _fsdp_keeps_contiguous(self) -> bool:
+        """FSDP2 shards only contiguous parameters: under FSDP, model.channels_last is skipped (and logged)."""
+        if sharding_kind(self.accelerator) != "fsdp":
+            return False
+        self._log("model.channels_last skipped: FSDP shards contiguous (NCHW) parameters only")
+        return True
+
+    def _sharded_checkpoint_skipped(self) -> bool:
+        """Resume checkpoints hold one process's full state; with sharded state (FSDP, ZeRO) none are written."""
+        kind = sharding_kind(self.accelerator)
+        if kind is None:
+            return False
+        if not getattr(self, "_said_no_checkpoints", False):
+            self._log(f"resume checkpoints are not written under {kind}: the model/optimizer state is sharded "
+                      "(the best model is still saved, gathered, in output_dir/model)")
+            self._said_no_checkpoints = True
+        return True
 
     def _close_logging(self) -> None:
         handler = getattr(self, "_log_handler", None)
