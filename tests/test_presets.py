@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -131,3 +132,16 @@ def test_deepspeed_presets_build_the_zero_plugin(name, stage, monkeypatch):
     assert plugin.deepspeed_config["gradient_clipping"] == "auto"
     if stage == 3:
         assert zero["stage3_gather_16bit_weights_on_model_save"] is True
+    # The engine fills the "auto" values from the recipe config (its loaders have no batch_size attribute, and
+    # DeepSpeed clips gradients itself) and gathers the weights on save only where ZeRO shards them (stage 3).
+    from accelerate.utils import DistributedType
+
+    from hftransfer.training.sharding import fill_deepspeed_auto, shards_parameters, sharding_kind
+
+    accelerator = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, num_processes=2,
+                                  state=SimpleNamespace(deepspeed_plugin=plugin))
+    assert sharding_kind(accelerator) == f"zero{stage}" and shards_parameters(accelerator) is (stage == 3)
+    assert fill_deepspeed_auto(accelerator, batch_size=32, max_grad_norm=None) == {
+        "train_micro_batch_size_per_gpu": 16, "gradient_clipping": 0.0}
+    assert plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == 16
+    assert fill_deepspeed_auto(accelerator, batch_size=32, max_grad_norm=1.0) == {}  # already set: left alone
