@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from hftransfer.augment import is_deterministic
 from hftransfer.data import LoadedData, load_data
+from hftransfer.errors import ConfigurationError
 from hftransfer.modeling import FULL_WEIGHTS, TRAINED_WEIGHTS, AutoTransfer
 from hftransfer.recipes import get_recipe
 from hftransfer.training import checkpoint as ckpt
@@ -89,6 +90,7 @@ class TransferTrainer:
             project_dir=str(self.output_dir / "logs"), kwargs_handlers=[ddp],
         )
         acc = self.accelerator
+        self._check_fp16_scaler()
         if cfg.batch_size % acc.num_processes:
             raise ValueError(f"batch_size={cfg.batch_size} is the global batch and must divide evenly across "
                              f"{acc.num_processes} processes; use a multiple of {acc.num_processes}.")
@@ -115,6 +117,18 @@ class TransferTrainer:
             self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler)
         if log_with:
             acc.init_trackers("hftransfer", config=_flat_hparams(cfg))
+
+    def _check_fp16_scaler(self) -> None:
+        """fp16 trains with autocast and a gradient scaler; accelerate gives neither on a CPU, where the run would
+        silently train in fp32 while its metrics say fp16. DeepSpeed scales the loss itself."""
+        from accelerate.utils import DistributedType
+
+        acc = self.accelerator
+        if acc.mixed_precision == "fp16" and acc.scaler is None and acc.distributed_type != DistributedType.DEEPSPEED:
+            raise ConfigurationError(
+                f"mixed_precision='fp16' needs a GPU: on {acc.device.type!r} accelerate runs no fp16 autocast or "
+                "gradient scaler (the run would train in fp32). Use mixed_precision=bf16 (or no) on CPU."
+            )
 
     def _check_output_dir(self) -> None:
         cfg, out = self.config, self.output_dir
