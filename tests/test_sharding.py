@@ -134,3 +134,24 @@ def test_fsdp_lora_saves_only_trained_parameters_gathered(tmp_path):
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     logits = [AutoTransfer.from_pretrained(d / "model").eval()(pixel_values=x).logits for d in (single, sharded)]
     torch.testing.assert_close(logits[1], logits[0], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize(("name", "fused_on_shards"), [("adamw", True), ("sgd", False)])
+def test_optimizer_for_fsdp_shards_fuses_only_where_torch_can(name, fused_on_shards):
+    # torch has a fused AdamW for DTensor shards but no fused SGD ("aten._fused_sgd_ has no sharding strategy"): the
+    # default falls back to the unfused step under FSDP, and optim.fused=true says why it cannot be honoured.
+    from hftransfer.training import TrainConfig
+    from hftransfer.training.freezing import depth_map
+    from hftransfer.training.optim import build_optimizer
+
+    model = AutoTransfer.from_pretrained("timm:test_convnext", num_labels=3, pretrained=False)
+    auto = TrainConfig.from_dict({"optim": {"name": name}}).optim
+    assert bool(build_optimizer(model, model.method, depth_map(model), auto).defaults["fused"]) is True
+    sharded = build_optimizer(model, model.method, depth_map(model), auto, fsdp=True)
+    assert bool(sharded.defaults["fused"]) is fused_on_shards
+    insist = TrainConfig.from_dict({"optim": {"name": name, "fused": True}}).optim
+    if fused_on_shards:
+        assert build_optimizer(model, model.method, depth_map(model), insist, fsdp=True).defaults["fused"]
+    else:
+        with pytest.raises(ValueError, match=r"optim.fused=true: torch has no fused sgd kernel for FSDP-sharded"):
+            build_optimizer(model, model.method, depth_map(model), insist, fsdp=True)
