@@ -272,7 +272,7 @@ class AutoTransfer(nn.Module):
 
     @property
     def _no_split_modules(self) -> list[str]:
-        """The backbone's block classes: accelerate's FSDP ``TRANSFORMER_BASED_WRAP`` wraps each one (no class list)."""
+        """The backbone's block classes, which accelerate's FSDP ``TRANSFORMER_BASED_WRAP`` wraps one by one."""
         return block_class_names(self.backbone)
 
     @property
@@ -375,7 +375,8 @@ class AutoTransfer(nn.Module):
         with atomic_directory(save_directory) as tmp:
             self.backbone.save_architecture(_mkdir(tmp / BACKBONE_DIR))
             weights = "full" if full else "trained"
-            save_state_dict(self.state_dict_to_save(full, state_dict), tmp / (FULL_WEIGHTS if full else TRAINED_WEIGHTS),
+            state = self.state_dict_to_save(full, state_dict)
+            save_state_dict(state, tmp / (FULL_WEIGHTS if full else TRAINED_WEIGHTS),
                             metadata={"hftransfer_weights": weights})
             write_json(tmp / HFTRANSFER_CONFIG, self.config_dict(weights))
             for name, text in (extra_files or {}).items():

@@ -136,7 +136,7 @@ def test_deepspeed_presets_build_the_zero_plugin(name, stage, monkeypatch):
     # DeepSpeed clips gradients itself) and gathers the weights on save only where ZeRO shards them (stage 3).
     from accelerate.utils import DistributedType
 
-    from hftransfer.training.sharding import fill_deepspeed_auto, shards_parameters, sharding_kind
+    from hftransfer.training.sharding import fill_deepspeed_auto, sharding_kind, shards_parameters
 
     accelerator = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, num_processes=2,
                                   state=SimpleNamespace(deepspeed_plugin=plugin))

@@ -38,8 +38,8 @@ from hftransfer.training.sharding import (
     fill_deepspeed_auto,
     gathered_state_dict,
     load_full_state_dict,
-    shards_parameters,
     sharding_kind,
+    shards_parameters,
 )
 from hftransfer.utils.io import load_state_dict, write_json
 
