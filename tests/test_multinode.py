@@ -55,6 +55,11 @@ SPY_PREAMBLE = textwrap.dedent("""
             json.dump(report, f)
 """)
 MULTINODE_SCRIPT = SPY_PREAMBLE + DDP_SCRIPT
+# gloo on CPU everywhere (also on a GPU machine, where 2 processes could otherwise share one GPU over NCCL).
+def cpu_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
 
 
 def launch_machine(rank: int, port: str, script: Path, config: dict, record_dir: Path) -> subprocess.Popen:
@@ -63,7 +68,7 @@ def launch_machine(rank: int, port: str, script: Path, config: dict, record_dir:
            "--num_processes", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
            "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no",
            str(script), json.dumps(config), str(record_dir)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = cpu_env()
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -77,7 +82,7 @@ def test_two_machines_match_one_process_and_only_global_rank0_writes_and_pushes(
     nodes = tiny_config(tmp_path / "nodes", **base)
     for name in ("w1", "w2"):
         (tmp_path / name).mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = cpu_env()
     subprocess.run([sys.executable, str(script), json.dumps(single), str(tmp_path / "w1")], check=True, env=env,
                    capture_output=True)
     port = free_port()

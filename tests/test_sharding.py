@@ -67,6 +67,11 @@ FSDP_PREAMBLE = textwrap.dedent("""
     hftransfer.train = functools.partial(hftransfer.train, callbacks=[Wreck()])
 """)
 FSDP_SCRIPT = FSDP_PREAMBLE + DDP_SCRIPT
+# gloo on CPU everywhere: on a GPU machine the same preset runs real FSDP over NCCL, which needs a GPU per process.
+def cpu_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
 
 
 def run_single_and_fsdp(tmp_path: Path, config: dict, *extra: str) -> tuple[Path, Path, str]:
@@ -77,7 +82,7 @@ def run_single_and_fsdp(tmp_path: Path, config: dict, *extra: str) -> tuple[Path
     sharded = {**config, "output_dir": str(tmp_path / "fsdp" / "run")}
     for name in ("w1", "w2"):
         (tmp_path / name).mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = cpu_env()
     subprocess.run([sys.executable, str(script), json.dumps(single), str(tmp_path / "w1"), *extra], check=True,
                    env=env, capture_output=True)
     launched = subprocess.run(
