@@ -55,11 +55,11 @@ SPY_PREAMBLE = textwrap.dedent("""
             json.dump(report, f)
 """)
 MULTINODE_SCRIPT = SPY_PREAMBLE + DDP_SCRIPT
-# gloo on CPU everywhere (also on a GPU machine, where 2 processes could otherwise share one GPU over NCCL).
+
+
 def cpu_env() -> dict[str, str]:
+    # gloo on CPU everywhere (also on a GPU machine, where 2 processes could otherwise share one GPU over NCCL).
     return {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-
-
 
 
 def launch_machine(rank: int, port: str, script: Path, config: dict, record_dir: Path) -> subprocess.Popen:

@@ -67,11 +67,11 @@ FSDP_PREAMBLE = textwrap.dedent("""
     hftransfer.train = functools.partial(hftransfer.train, callbacks=[Wreck()])
 """)
 FSDP_SCRIPT = FSDP_PREAMBLE + DDP_SCRIPT
-# gloo on CPU everywhere: on a GPU machine the same preset runs real FSDP over NCCL, which needs a GPU per process.
+
+
 def cpu_env() -> dict[str, str]:
+    # gloo on CPU everywhere: on a GPU machine the same preset runs real FSDP over NCCL, which needs a GPU per process.
     return {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-
-
 
 
 def run_single_and_fsdp(tmp_path: Path, config: dict, *extra: str) -> tuple[Path, Path, str]:
