@@ -172,7 +172,7 @@ class TransferTrainer:
             self.model.backbone.preprocessor = self.model.preprocessor.with_image_size(cfg.model.image_size)
         if cfg.model.gradient_checkpointing:
             self.model.backbone.set_grad_checkpointing(True)
-        if cfg.model.channels_last and self.model.modality == "image" and not self._fsdp_keeps_contiguous():
+        if cfg.model.channels_last and self.model.modality == "image" and not self._channels_last_blocked_by_fsdp():
             self.model.to(memory_format=torch.channels_last)
         self._log(self.model.trainable_parameters_line())
 
@@ -494,7 +494,7 @@ class TransferTrainer:
                     unwrapped.load_state_dict(state, strict=name == FULL_WEIGHTS)
                 return
 
-    def _fsdp_keeps_contiguous(self) -> bool:
+    def _channels_last_blocked_by_fsdp(self) -> bool:
         """FSDP2 shards only contiguous parameters: under FSDP, model.channels_last is skipped (and logged)."""
         if sharding_kind(self.accelerator) != "fsdp":
             return False
