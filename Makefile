@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # torch 2.14.1 / torchvision 0.29.1 are the builds this project pins (served from the local wheel cache here).
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lint demo test test-unit test-integration test-slow bench-quick bench clean
+.PHONY: install lint demo test test-unit test-integration test-slow bench-quick bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,10 @@ bench-quick: install
 
 bench: install
 	$(PY) bench/run.py --mode full
+
+# On a CUDA machine: gpu tests, bf16/fp16 runs of every recipe config, 2-GPU DDP (bench/results/gpu_check/).
+gpu-check: install
+	PYTHON=$(PY) bash bench/gpu_check.sh
 
 clean:
 	rm -rf outputs .pytest_cache

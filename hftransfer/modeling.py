@@ -17,6 +17,7 @@ from hftransfer.backbones import (
     TASK_BY_MODALITY,
     Backbone,
     BackboneSpec,
+    block_class_names,
     load_backbone,
     resolve_name,
 )
@@ -273,6 +274,11 @@ class AutoTransfer(nn.Module):
         return self.backbone.modality
 
     @property
+    def _no_split_modules(self) -> list[str]:
+        """The backbone's block classes, which accelerate's FSDP ``TRANSFORMER_BASED_WRAP`` wraps one by one."""
+        return block_class_names(self.backbone)
+
+    @property
     def preprocessor(self):
         """``ImagePreprocessor`` (PIL images -> pixel_values) or ``TextPreprocessor`` (str -> token ids)."""
         return self.backbone.preprocessor
@@ -349,18 +355,21 @@ class AutoTransfer(nn.Module):
         refetchable = spec.pretrained and spec.source in ("hub", "packaged")
         return self.method.saves_full_weights or not refetchable
 
-    def state_dict_to_save(self, full: bool) -> dict[str, torch.Tensor]:
-        state = self.state_dict()
+    def state_dict_to_save(self, full: bool, state_dict: dict[str, torch.Tensor] | None = None
+                           ) -> dict[str, torch.Tensor]:
+        state = self.state_dict() if state_dict is None else state_dict
         if full:
             return state
         return {k: v for k, v in state.items() if self.method.is_trained_parameter(k)}
 
     def save_pretrained(self, save_directory: str | Path, full_weights: bool | None = None,
-                        is_main_process: bool = True, extra_files: dict[str, str] | None = None) -> Path:
+                        is_main_process: bool = True, extra_files: dict[str, str] | None = None,
+                        state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write config + safetensors + backbone architecture into one folder, atomically (temp dir, then rename).
 
         ``full_weights=None`` picks full weights for ``full`` and trained weights only (plus a base reference) for
-        adapter methods. ``is_main_process=False`` writes nothing (for distributed callers).
+        adapter methods. ``is_main_process=False`` writes nothing (for distributed callers). ``state_dict``: the
+        weights to write instead of this module's own (a full state dict gathered from sharded processes).
         """
         save_directory = Path(save_directory)
         if not is_main_process:
@@ -369,7 +378,8 @@ class AutoTransfer(nn.Module):
         with atomic_directory(save_directory) as tmp:
             self.backbone.save_architecture(_mkdir(tmp / BACKBONE_DIR))
             weights = "full" if full else "trained"
-            save_state_dict(self.state_dict_to_save(full), tmp / (FULL_WEIGHTS if full else TRAINED_WEIGHTS),
+            state = self.state_dict_to_save(full, state_dict)
+            save_state_dict(state, tmp / (FULL_WEIGHTS if full else TRAINED_WEIGHTS),
                             metadata={"hftransfer_weights": weights})
             write_json(tmp / HFTRANSFER_CONFIG, self.config_dict(weights))
             for name, text in (extra_files or {}).items():

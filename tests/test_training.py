@@ -481,13 +481,74 @@ def test_two_process_run_matches_single_process_and_only_rank0_writes(tmp_path):
         torch.testing.assert_close(w1[key], w2[key], rtol=1e-3, atol=1e-4)
 
 
+class RecordAmp(Callback):
+    """Per optimizer step: the dtype the head's Linear computed in (autocast) and the gradient scaler's state."""
+
+    def __init__(self):
+        self.dtypes, self.scaler_states, self.scaler = [], [], None
+
+    def on_train_begin(self, trainer):
+        self.scaler = trainer.accelerator.scaler
+        head = trainer.accelerator.unwrap_model(trainer.model).head.fc
+        head.register_forward_hook(lambda module, args, out: self.dtypes.append(out.dtype))
+
+    def on_step_end(self, trainer, state):
+        scaler = trainer.accelerator.scaler
+        self.scaler_states.append((float(scaler.get_scale()), int(scaler._growth_tracker)))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("recipe", ["full", "lora"])
 def test_fp16_on_gpu(tmp_path, recipe):
-    # fp16 mixed precision (a GPU feature) trains and saves a loadable model; skipped on CPU-only machines.
-    result = hftransfer.train(tiny_config(tmp_path, recipe=recipe, mixed_precision="fp16", epochs=1))
+    # fp16 mixed precision (a GPU feature): the forward runs under fp16 autocast, and a gradient scaler takes part in
+    # every optimizer step (each update either grows its growth tracker or, after an overflow, halves the scale);
+    # the run saves a loadable model. Skipped on CPU-only machines.
+    record = RecordAmp()
+    result = hftransfer.train(tiny_config(tmp_path, recipe=recipe, mixed_precision="fp16", epochs=1),
+                              callbacks=[record])
+    assert isinstance(record.scaler, torch.amp.GradScaler) and record.scaler.is_enabled()
+    assert torch.float16 in record.dtypes
+    assert len(record.scaler_states) == 4  # 64 samples / batch 16
+    assert all(a != b for a, b in zip(record.scaler_states, record.scaler_states[1:])), record.scaler_states
     assert json.loads((result.output_dir / "metrics.json").read_text())["mixed_precision"] == "fp16"
     assert AutoTransfer.from_pretrained(result.model_dir).num_labels == 10
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_fp16_on_cpu_is_refused_before_training(tmp_path):
+    # On a CPU accelerate has no fp16 autocast or gradient scaler: instead of training in fp32 under an fp16 label,
+    # the run stops at once with the setting named and the CPU alternative.
+    from hftransfer.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"mixed_precision='fp16' needs a GPU.*bf16"):
+        hftransfer.train(tiny_config(tmp_path, mixed_precision="fp16"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_amp_recorder_sees_autocast_and_every_scaler_update():
+    # The recorder used by test_fp16_on_gpu, on CPU with torch's own fp16 autocast and GradScaler("cpu"): it sees the
+    # float16 forward and a changed scaler state after every update (and would see none without scaler.update()).
+    model = AutoTransfer.from_pretrained("timm:test_convnext", num_labels=3, pretrained=False)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    trainer = type("T", (), {})()
+    trainer.model = model
+    trainer.accelerator = type("A", (), {"scaler": scaler, "unwrap_model": staticmethod(lambda m: m)})()
+    record = RecordAmp()
+    record.on_train_begin(trainer)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for step in range(3):
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = model(pixel_values=x, labels=torch.tensor([0, 1, 2, 0])).loss
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        if step < 2:
+            scaler.update()
+        opt.zero_grad()
+        record.on_step_end(trainer, {})
+    assert record.dtypes == [torch.float16] * 3
+    first, second, third = record.scaler_states
+    assert first != second and second == third  # the third step skipped scaler.update(): the recorder sees it
 
 
 def test_finished_run_drops_its_resume_checkpoints(tmp_path):

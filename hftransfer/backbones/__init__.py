@@ -12,6 +12,7 @@ from hftransfer.backbones.base import (
     Backbone,
     BackboneSpec,
     PretrainedHead,
+    block_class_names,
 )
 from hftransfer.backbones.packaged import list_packaged, load_packaged, packaged_entry, register_packaged
 from hftransfer.backbones.resolve import ResolvedName, classify_folder, resolve_name
@@ -151,6 +152,7 @@ __all__ = [
     "TimmBackbone",
     "TransformersBackbone",
     "check_backbone_name",
+    "block_class_names",
     "classify_folder",
     "list_packaged",
     "load_backbone",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -92,3 +93,22 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
 
 # Numbered containers used by timm and transformers: blocks.3, layer1.0, layers.3, stages.2, encoder.layer.5 ...
 BLOCK_PATTERN = r"(?:^|\.)(?:blocks|layers?\d*|stages|_blocks)\.\d+"
+
+
+def block_class_names(module: nn.Module) -> list[str]:
+    """Class names of the repeated blocks of ``module`` (what FSDP wraps as one unit each), in order of appearance.
+
+    A block is a module whose name ends in a numbered container (:data:`BLOCK_PATTERN`: ViT's ``blocks.3``, BERT's
+    ``encoder.layer.5``, ConvNeXt's ``stages.2`` and ``stages.2.blocks.0``); a plain container there (EfficientNet's
+    ``blocks.0`` is an ``nn.Sequential``) stands for its children.
+    """
+    containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+    at_block = re.compile(BLOCK_PATTERN + "$")
+    names: dict[str, None] = {}
+    for name, sub in module.named_modules():
+        if not at_block.search(name):
+            continue
+        for block in sub.children() if isinstance(sub, containers) else (sub,):
+            if not isinstance(block, containers):
+                names[type(block).__name__] = None
+    return list(names)

@@ -36,6 +36,13 @@ from hftransfer.training.freezing import apply_stage, depth_map, stage_at
 from hftransfer.training.loaders import ImageDataset, PadCollator, build_loader, tokenize_split
 from hftransfer.training.optim import build_optimizer, build_scheduler
 from hftransfer.training.trackers import PROJECT_NAME, check_trackers, tracker_init_kwargs
+from hftransfer.training.sharding import (
+    fill_deepspeed_auto,
+    gathered_state_dict,
+    load_full_state_dict,
+    sharding_kind,
+    shards_parameters,
+)
 from hftransfer.utils.io import load_state_dict, write_json
 
 
@@ -87,11 +94,13 @@ class TransferTrainer:
             project_dir=str(self.output_dir / "logs"), kwargs_handlers=[ddp],
         )
         acc = self.accelerator
+        self._check_fp16_scaler()
         if cfg.batch_size % acc.num_processes:
             raise ConfigurationError(f"batch_size={cfg.batch_size} is the global batch and must divide evenly "
                                      f"across {acc.num_processes} processes; use a multiple of {acc.num_processes}.")
         self._check_output_dir()
         self._setup_logging()
+        fill_deepspeed_auto(acc, cfg.batch_size, cfg.max_grad_norm)
         set_seed(cfg.seed)
         if self.data is None:
             with acc.main_process_first():
@@ -105,7 +114,8 @@ class TransferTrainer:
         self.class_weights = self._class_weights()
         self._setup_loaders()
         self.depths = depth_map(self.model)
-        self.optimizer = build_optimizer(self.model, self.model.method, self.depths, cfg.optim)
+        self.optimizer = build_optimizer(self.model, self.model.method, self.depths, cfg.optim,
+                                         fsdp=sharding_kind(acc) == "fsdp")
         # split_batches=True: every process sees every global batch (a slice of it), so the count is unchanged.
         self.updates_per_epoch = max(1, math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps))
         total = self.updates_per_epoch * cfg.epochs
@@ -148,6 +158,18 @@ class TransferTrainer:
             raise ConfigurationError(
                 f"metric_for_best={cfg.metric_for_best!r} is not computed for {self.data.num_labels} classes "
                 f"(top-k accuracy needs more than k classes); use one of {names}."
+            )
+
+    def _check_fp16_scaler(self) -> None:
+        """fp16 trains with autocast and a gradient scaler; accelerate gives neither on a CPU, where the run would
+        silently train in fp32 while its metrics say fp16. DeepSpeed scales the loss itself."""
+        from accelerate.utils import DistributedType
+
+        acc = self.accelerator
+        if acc.mixed_precision == "fp16" and acc.scaler is None and acc.distributed_type != DistributedType.DEEPSPEED:
+            raise ConfigurationError(
+                f"mixed_precision='fp16' needs a GPU: on {acc.device.type!r} accelerate runs no fp16 autocast or "
+                "gradient scaler (the run would train in fp32). Use mixed_precision=bf16 (or no) on CPU."
             )
 
     def _check_output_dir(self) -> None:
@@ -203,7 +225,7 @@ class TransferTrainer:
             self.model.backbone.preprocessor = self.model.preprocessor.with_image_size(cfg.model.image_size)
         if cfg.model.gradient_checkpointing:
             self.model.backbone.set_grad_checkpointing(True)
-        if cfg.model.channels_last and self.model.modality == "image":
+        if cfg.model.channels_last and self.model.modality == "image" and not self._channels_last_blocked_by_fsdp():
             self.model.to(memory_format=torch.channels_last)
         if cfg.model.compile:
             self._compile_model()
@@ -473,6 +495,8 @@ class TransferTrainer:
 
     def _checkpoint(self, state: dict[str, Any]) -> None:
         acc = self.accelerator
+        if self._sharded_checkpoint_skipped():
+            return
         acc.wait_for_everyone()
         if acc.is_main_process:
             ckpt.save_checkpoint(self.output_dir, acc.unwrap_model(self.model), self.optimizer.optimizer,
@@ -518,7 +542,9 @@ class TransferTrainer:
     def _save_model(self, path: Path) -> None:
         acc = self.accelerator
         acc.wait_for_everyone()
-        acc.unwrap_model(self.model).save_pretrained(path, is_main_process=acc.is_main_process)
+        # Sharded weights (FSDP, ZeRO-3) are gathered first, so LoRA & co. still save only their trained parameters.
+        acc.unwrap_model(self.model).save_pretrained(path, is_main_process=acc.is_main_process,
+                                                     state_dict=gathered_state_dict(acc, self.model))
         acc.wait_for_everyone()
 
     # --- evaluation -----------------------------------------------------------------------------------------------
@@ -637,8 +663,29 @@ class TransferTrainer:
         for name in (FULL_WEIGHTS, TRAINED_WEIGHTS):
             if (model_dir / name).is_file():
                 state = load_state_dict(model_dir / name)
-                unwrapped.load_state_dict(state, strict=name == FULL_WEIGHTS)
+                if shards_parameters(self.accelerator):
+                    load_full_state_dict(self.accelerator, self.model, state, strict=name == FULL_WEIGHTS)
+                else:
+                    unwrapped.load_state_dict(state, strict=name == FULL_WEIGHTS)
                 return
+
+    def _channels_last_blocked_by_fsdp(self) -> bool:
+        """FSDP2 shards only contiguous parameters: under FSDP, model.channels_last is skipped (and logged)."""
+        if sharding_kind(self.accelerator) != "fsdp":
+            return False
+        self._log("model.channels_last skipped: FSDP shards contiguous (NCHW) parameters only")
+        return True
+
+    def _sharded_checkpoint_skipped(self) -> bool:
+        """Resume checkpoints hold one process's full state; with sharded state (FSDP, ZeRO) none are written."""
+        kind = sharding_kind(self.accelerator)
+        if kind is None:
+            return False
+        if not getattr(self, "_said_no_checkpoints", False):
+            self._log(f"resume checkpoints are not written under {kind}: the model/optimizer state is sharded "
+                      "(the best model is still saved, gathered, in output_dir/model)")
+            self._said_no_checkpoints = True
+        return True
 
     def _close_logging(self) -> None:
         timer = getattr(self, "compile_timer", None)

@@ -41,6 +41,8 @@ OPTIMIZERS = {
 }
 
 _FUSED_DEVICES = ("cpu", "cuda", "xpu", "mps")
+# Fused kernels that also run on FSDP's DTensor shards (torch registers no sharding rule for fused SGD).
+_FUSED_ON_DTENSOR = ("adamw",)
 
 
 def can_fuse(groups: list[dict]) -> bool:
@@ -51,22 +53,28 @@ def can_fuse(groups: list[dict]) -> bool:
             and all(p.is_floating_point() and not p.is_sparse for p in params))
 
 
-def build_optimizer(model: nn.Module, method, depths: DepthMap, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, method, depths: DepthMap, cfg: OptimConfig,
+                    fsdp: bool = False) -> torch.optim.Optimizer:
     """The configured optimizer over the method's parameter groups.
 
     By default the fused kernel runs where it can (on CPU one AdamW step over MiniLM's 22.7M parameters takes
-    7 ms fused vs 52 ms with ``foreach``); ``optim.fused: false`` turns it off, ``true`` insists on it.
+    7 ms fused vs 52 ms with ``foreach``); ``optim.fused: false`` turns it off, ``true`` insists on it. ``fsdp``: the
+    parameters will be FSDP (DTensor) shards, where only some fused kernels exist.
     """
     groups = param_groups(model, method, depths, cfg)
     if not groups:
         raise ConfigurationError(
             "No trainable parameters: the method froze everything. Check the recipe and method options."
         )
-    fusable = can_fuse(groups)
+    if fsdp and cfg.fused and cfg.name not in _FUSED_ON_DTENSOR:
+        raise ConfigurationError(f"optim.fused=true: torch has no fused {cfg.name} kernel for FSDP-sharded "
+                                 f"parameters (fused: {list(_FUSED_ON_DTENSOR)}). Set optim.fused to null (auto) or "
+                                 "false.")
+    fusable = can_fuse(groups) and (not fsdp or cfg.name in _FUSED_ON_DTENSOR)
     if cfg.fused and not fusable:
         devices = sorted({p.device.type for g in groups for p in g["params"]})
         raise ConfigurationError(f"optim.fused=true needs floating-point parameters on one of {_FUSED_DEVICES}; got "
-                         f"parameters on {devices}. Set optim.fused to null (auto) or false.")
+                                 f"parameters on {devices}. Set optim.fused to null (auto) or false.")
     fused = fusable if cfg.fused is None else cfg.fused
     return OPTIMIZERS[cfg.name](groups, cfg, fused or None)
 

@@ -1,0 +1,85 @@
+"""What the engine does differently when accelerate shards the model or optimizer state (FSDP, DeepSpeed ZeRO).
+
+Under FSDP and ZeRO-3 no process holds the whole model: saving gathers the full state dict on the main process
+first (then trained-parameter-only methods such as LoRA filter it as usual), and loading the best model back scatters
+a full state dict into the shards. DeepSpeed's ``auto`` batch size and gradient clipping come from the recipe config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def sharding_kind(accelerator) -> str | None:
+    """``"fsdp"``, ``"zero1"``/``"zero2"``/``"zero3"`` when state is split across processes; ``None`` otherwise."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return "fsdp"
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        stage = accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0)
+        return f"zero{int(stage)}"
+    return None
+
+
+def shards_parameters(accelerator) -> bool:
+    """FSDP or ZeRO-3: every process holds only a slice of the weights."""
+    return sharding_kind(accelerator) in ("fsdp", "zero3")
+
+
+def gathered_state_dict(accelerator, model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The full state dict of a sharded prepared ``model`` on the main process (empty elsewhere); ``None`` when the
+    weights are not sharded (the unwrapped model's own ``state_dict()`` is complete).
+
+    A collective: every process must call it.
+    """
+    if not shards_parameters(accelerator):
+        return None
+    return accelerator.get_state_dict(model)
+
+
+def load_full_state_dict(accelerator, model: nn.Module, state: dict[str, torch.Tensor], strict: bool) -> None:
+    """Load a full (unsharded) ``state`` into the prepared ``model``; every process calls it with the same ``state``.
+
+    ``strict=False`` for trained-parameter-only files (LoRA + head): the other weights keep their values.
+    """
+    kind = sharding_kind(accelerator)
+    if kind == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+        from torch.distributed.fsdp import FSDPModule
+
+        # After a forward pass the root keeps its parameters gathered; loading needs every parameter as its shard.
+        for module in model.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
+        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=strict))
+    elif kind == "zero3":
+        import deepspeed
+
+        unwrapped = accelerator.unwrap_model(model)
+        with deepspeed.zero.GatheredParameters(list(unwrapped.parameters()), modifier_rank=0):
+            if accelerator.is_main_process:
+                unwrapped.load_state_dict(state, strict=strict)
+    else:
+        accelerator.unwrap_model(model).load_state_dict(state, strict=strict)
+
+
+def fill_deepspeed_auto(accelerator, batch_size: int, max_grad_norm: float | None) -> dict[str, Any]:
+    """Fill DeepSpeed's ``auto`` micro batch and clipping from the recipe config before ``prepare``.
+
+    hftransfer's loaders use a batch sampler (no ``batch_size`` attribute for accelerate to read), and DeepSpeed clips
+    gradients itself, so ``max_grad_norm`` must reach its config. Returns the values set (empty without DeepSpeed).
+    """
+    if sharding_kind(accelerator) not in ("zero0", "zero1", "zero2", "zero3"):
+        return {}
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    filled: dict[str, Any] = {}
+    if config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        filled["train_micro_batch_size_per_gpu"] = batch_size // accelerator.num_processes
+    if config.get("gradient_clipping", "auto") == "auto":
+        filled["gradient_clipping"] = float(max_grad_norm or 0.0)
+    config.update(filled)
+    return filled

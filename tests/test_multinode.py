@@ -1,0 +1,123 @@
+"""Two "machines" on one host (two `accelerate launch` processes, machine ranks 0 and 1, gloo on CPU).
+
+Each launcher is its own node with one process, so both processes are *local* main processes of their machine while
+sharing one ``output_dir``: only global rank 0 may write the model, metrics and card, and push.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_training import DDP_SCRIPT, free_port, tiny_config
+
+
+# Runs before DDP_SCRIPT (which records open()/save_state_dict/torch.save): also records folder creations, renames,
+# Path.write_text/write_bytes under the run's folder, and replaces the hub upload with a recorded call.
+SPY_PREAMBLE = textwrap.dedent("""
+    import atexit, json, os, sys
+    from pathlib import Path
+    import hftransfer.hub.push
+
+    _out = Path(json.loads(sys.argv[1])["output_dir"]).resolve().parent
+    _extra, _pushes = [], []
+    _real = {"mkdir": os.mkdir, "rename": os.rename, "replace": os.replace,
+             "write_text": Path.write_text, "write_bytes": Path.write_bytes}
+
+    def _rec(path):
+        try:
+            if Path(path).resolve().is_relative_to(_out):
+                _extra.append(str(path))
+        except TypeError:
+            pass
+
+    os.mkdir = lambda p, *a, **k: (_rec(p), _real["mkdir"](p, *a, **k))[1]
+    os.rename = lambda s, d, *a, **k: (_rec(d), _real["rename"](s, d, *a, **k))[1]
+    os.replace = lambda s, d, *a, **k: (_rec(d), _real["replace"](s, d, *a, **k))[1]
+    Path.write_text = lambda self, *a, **k: (_rec(self), _real["write_text"](self, *a, **k))[1]
+    Path.write_bytes = lambda self, *a, **k: (_rec(self), _real["write_bytes"](self, *a, **k))[1]
+    hftransfer.hub.push.push_folder = lambda folder, repo_id, **k: _pushes.append([str(folder), repo_id])
+
+    @atexit.register
+    def _dump():
+        rank = os.environ.get("RANK", "0")
+        report = {"writes": _extra, "pushes": _pushes, "local_rank": os.environ.get("LOCAL_RANK"),
+                  "group_rank": os.environ.get("GROUP_RANK")}
+        with open(Path(sys.argv[2], f"extra_rank{rank}.json"), "w") as f:
+            json.dump(report, f)
+""")
+MULTINODE_SCRIPT = SPY_PREAMBLE + DDP_SCRIPT
+
+
+def cpu_env() -> dict[str, str]:
+    # gloo on CPU everywhere (also on a GPU machine, where 2 processes could otherwise share one GPU over NCCL).
+    return {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def launch_machine(rank: int, port: str, script: Path, config: dict, record_dir: Path) -> subprocess.Popen:
+    """One launcher = one machine of ``--num_machines 2``, with one process (the README's two commands)."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2",
+           "--num_processes", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+           "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(script), json.dumps(config), str(record_dir)]
+    env = cpu_env()
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.integration
+def test_two_machines_match_one_process_and_only_global_rank0_writes_and_pushes(tmp_path):
+    script = tmp_path / "multinode.py"
+    script.write_text(MULTINODE_SCRIPT)
+    base = {"model.name": "timm:test_convnext", "epochs": 2, "optim.name": "sgd", "optim.lr": 0.05,
+            "checkpoint_every_steps": 2, "max_grad_norm": 1.0, "push_to_hub": True, "hub_repo_id": "me/tiny"}
+    single = tiny_config(tmp_path / "single", **base)
+    nodes = tiny_config(tmp_path / "nodes", **base)
+    for name in ("w1", "w2"):
+        (tmp_path / name).mkdir()
+    env = cpu_env()
+    subprocess.run([sys.executable, str(script), json.dumps(single), str(tmp_path / "w1")], check=True, env=env,
+                   capture_output=True)
+    port = free_port()
+    machines = [launch_machine(rank, port, script, nodes, tmp_path / "w2") for rank in (0, 1)]
+    try:
+        outputs = [m.communicate(timeout=600) for m in machines]
+    finally:
+        for m in machines:
+            if m.poll() is None:
+                m.kill()
+    for m, (_, err) in zip(machines, outputs):
+        assert m.returncode == 0, err[-4000:]
+
+    # Both processes were the local main process of their own machine; only global rank 0 wrote or pushed.
+    rank0 = json.loads((tmp_path / "w2" / "extra_rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "w2" / "extra_rank1.json").read_text())
+    assert rank0["local_rank"] == rank1["local_rank"] == "0"
+    assert (rank0["group_rank"], rank1["group_rank"]) == ("0", "1")
+    assert json.loads((tmp_path / "w2" / "writes_rank1.json").read_text()) == []
+    assert rank1["writes"] == [] and rank1["pushes"] == []
+    out = Path(nodes["output_dir"])
+    assert rank0["pushes"] == [[str(out / "model"), "me/tiny"]]
+    written = json.loads((tmp_path / "w2" / "writes_rank0.json").read_text()) + rank0["writes"]
+    for name in ("metrics.json", "config.yaml", "model", "README.md"):
+        assert any(Path(p).name == name or f"/{name}" in p for p in written), (name, written)
+
+    # Same optimisation as one process (the criterion of the 2-process test in test_training.py).
+    m1 = json.loads((Path(single["output_dir"]) / "metrics.json").read_text())
+    m2 = json.loads((out / "metrics.json").read_text())
+    assert m2["num_processes"] == 2 and m1["num_processes"] == 1
+    for r1, r2 in zip(m1["history"], m2["history"], strict=True):
+        assert r1["eval_accuracy"] == pytest.approx(r2["eval_accuracy"], abs=1 / 40 + 1e-9)
+        assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-3)
+    w1 = load_file(Path(single["output_dir"]) / "model" / "model.safetensors")
+    w2 = load_file(out / "model" / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    for key in w1:
+        torch.testing.assert_close(w1[key], w2[key], rtol=1e-3, atol=1e-4)
