@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,11 +73,18 @@ def test_p_tuning_resumes_after_sigkill_to_the_same_weights(tiny_models, tmp_pat
 
 
 def test_prefix_tuning_on_two_processes_matches_one(tiny_models, tmp_path):
+    # Same global batch on 1 and 2 processes: same losses and weights. The encoder's dropout is off (the processes'
+    # random streams differ from one process's).
+    bert = tmp_path / "bert-no-dropout"
+    shutil.copytree(tiny_models["transformers_bert"], bert)
+    config = json.loads((bert / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (bert / "config.json").write_text(json.dumps(config))
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     common = {"epochs": 2, "optim": {"name": "sgd", "lr": 0.05}, "checkpoint_every_steps": 2, "max_grad_norm": 1.0}
-    single = text_config(tmp_path / "single", tiny_models["transformers_bert"], "prefix_tuning", **common)
-    double = text_config(tmp_path / "double", tiny_models["transformers_bert"], "prefix_tuning", **common)
+    single = text_config(tmp_path / "single", str(bert), "prefix_tuning", **common)
+    double = text_config(tmp_path / "double", str(bert), "prefix_tuning", **common)
     for name in ("w1", "w2"):
         (tmp_path / name).mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
