@@ -239,8 +239,8 @@ def test_text_init_copies_the_word_embeddings(models):
 
 
 @pytest.mark.parametrize("family, method, match", [
-    ("timm_vit", "prompt_tuning", r"'prompt_tuning' puts prompt tokens into transformers text encoders.*is an image "
-                                  r"backbone\. Use vpt for vision transformers, or lora / adapter"),
+    ("timm_vit", "prompt_tuning", (r"'prompt_tuning' puts prompt tokens into transformers text encoders.*is an "
+                                   r"image backbone\. Use vpt for vision transformers, or lora / adapter")),
     ("vit", "prefix_tuning", r"is an image backbone\. Use vpt \(deep=true\)"),
     ("bert", "vpt", r"'vpt' puts prompt tokens into vision transformers.*is a text backbone\. Use prompt_tuning"),
     ("cnn", "vpt", r"'vpt' inserts prompt tokens.*timm test_resnet.*no token sequence.*Use lora or adapter"),
@@ -342,7 +342,7 @@ def test_gradient_checkpointing_recomputes_blocks_and_keeps_the_gradients(models
         block = model.backbone.token_interface().blocks()[0]
         inner = next(iter(block.children()))
         count = []
-        inner.register_forward_hook(lambda *args: count.append(1))
+        inner.register_forward_hook(lambda *args, count=count: count.append(1))
         batch = batch_of(model)
         torch.manual_seed(1)
         model(**batch, labels=torch.arange(len(next(iter(batch.values())))) % 3).loss.backward()

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,7 +54,9 @@ class TokenSequence:
         """The sequence with the virtual tokens removed (what pooling sees)."""
         if not self.num_virtual:
             return self
-        keep = lambda t: torch.cat([t[:, :self.num_prefix], t[:, self.virtual.stop:]], dim=1)  # noqa: E731
+        def keep(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t[:, :self.num_prefix], t[:, self.virtual.stop:]], dim=1)
+
         return self.replace(tokens=keep(self.tokens), mask=None if self.mask is None else keep(self.mask),
                             num_virtual=0)
 
@@ -162,9 +165,12 @@ class TokenInterface(abc.ABC):
         batch = next(iter(inputs.values())).shape[0]
         prompts, deep = hook(batch)
         seq = self.embed_tokens(inputs, prompts)
-        replace = None
-        if deep is not None:
-            if deep.shape[0] != len(self.blocks()):
-                raise ValueError(f"{deep.shape[0]} sets of deep prompts for {len(self.blocks())} blocks.")
-            replace = lambda i, s: s if i == 0 else s.with_virtual(deep[i])  # noqa: E731
+        if deep is None:
+            return self.pool(self.run_blocks(seq))
+        if deep.shape[0] != len(self.blocks()):
+            raise ValueError(f"{deep.shape[0]} sets of deep prompts for {len(self.blocks())} blocks.")
+
+        def replace(index: int, current: TokenSequence) -> TokenSequence:
+            return current if index == 0 else current.with_virtual(deep[index])
+
         return self.pool(self.run_blocks(seq, replace))

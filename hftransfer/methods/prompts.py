@@ -151,7 +151,7 @@ class PromptMethod(TransferMethod):
         self.set_trainable(model)
 
     def is_trained_parameter(self, name: str) -> bool:
-        return name.startswith("head.") or name.startswith(PROMPT_PREFIX)
+        return name.startswith(("head.", PROMPT_PREFIX))
 
     def trained_modules(self, model) -> list[nn.Module]:
         return [model.backbone.token_hook] if model.backbone.token_hook is not None else []
