@@ -228,6 +228,13 @@ def test_max_length_leaves_room_for_virtual_tokens(models):
         load(models["bert"], "prompt_tuning", {"num_virtual_tokens": 62})
 
 
+def test_left_padded_batches_are_refused(models):
+    model = load(models["bert"], "prompt_tuning")
+    model.preprocessor.tokenizer.padding_side = "left"
+    with pytest.raises(ConfigurationError, match="left-padded.*padding_side = 'right'"):
+        model(**batch_of(model))
+
+
 def test_text_init_copies_the_word_embeddings(models):
     model = load(models["bert"], "prompt_tuning", {"num_virtual_tokens": 5, "init": "text", "init_text": "good movie"})
     ids = model.preprocessor.tokenizer("good movie", add_special_tokens=False)["input_ids"]

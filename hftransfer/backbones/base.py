@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from hftransfer.backbones.tokens import TokenInterface
+from hftransfer.errors import ConfigurationError
 
 
 IMAGE_CLASSIFICATION = "image-classification"
@@ -90,7 +91,8 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
         The hook becomes the submodule ``token_hook``: its parameters are ``backbone.token_hook.*``.
         """
         if self.token_interface() is None:
-            raise ValueError(f"{type(self.model).__name__} has no token interface; it cannot take virtual tokens.")
+            raise ConfigurationError(f"{type(self.model).__name__} has no token interface (see backbones/tokens.py); "
+                                     "it cannot take virtual tokens. Use a method that acts on layers (lora).")
         self.token_hook = hook
 
     def forward_tokens(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from hftransfer.backbones.tokens import TokenInterface, TokenSequence, insert_after_prefix
+from hftransfer.errors import ConfigurationError
 
 
 VISION_TOKEN_MODEL_TYPES = ("vit", "deit")
@@ -103,6 +104,11 @@ class TextTokens(_TransformersTokens):
         mask = inputs.get("attention_mask")
         types = inputs.get("token_type_ids")
         distil = self.model.config.model_type == "distilbert"
+        if mask is not None and not bool(mask[:, 0].all()):
+            raise ConfigurationError(
+                "Virtual tokens go after the first token ([CLS]), but this batch is left-padded (attention_mask[:, 0] "
+                "has zeros). Pad on the right (tokenizer.padding_side = 'right')."
+            )
         if prompts is None:
             x = embeddings(ids) if distil else embeddings(input_ids=ids, token_type_ids=types)
             return TokenSequence(x, mask, 1)

@@ -7,6 +7,7 @@ pushed like any other) and the backbone's token interface splices the virtual to
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 from typing import ClassVar
@@ -113,11 +114,13 @@ class PromptMethod(TransferMethod):
     modality: ClassVar[str]
     instead: ClassVar[str]  # what to use on backbones this method cannot act on
 
+    @abc.abstractmethod
     def num_virtual_tokens(self) -> int:
-        raise NotImplementedError
+        """Virtual tokens this method inserts (per block for deep prompts)."""
 
+    @abc.abstractmethod
     def build_hook(self, model, tokens: TokenInterface) -> TokenHook:
-        raise NotImplementedError
+        """The prompt module for ``model``'s backbone, whose token interface is ``tokens``."""
 
     def check_backbone(self, model) -> None:
         backbone = model.backbone
