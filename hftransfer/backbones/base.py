@@ -11,6 +11,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from hftransfer.backbones.tokens import TokenInterface
+from hftransfer.errors import ConfigurationError
+
 
 IMAGE_CLASSIFICATION = "image-classification"
 TEXT_CLASSIFICATION = "text-classification"
@@ -64,6 +67,7 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
         self.num_features = int(num_features)
         self.preprocessor = preprocessor
         self.pretrained_head: PretrainedHead | None = None
+        self.token_hook: nn.Module | None = None  # set by attach_token_hook (prompt methods)
 
     @property
     def task(self) -> str:
@@ -76,6 +80,25 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
     def base_model(self) -> nn.Module:
         """The library model without adapter wrappers (PEFT's ``PeftModel``)."""
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    def token_interface(self) -> TokenInterface | None:
+        """The embed -> tokens -> blocks -> pool path of this backbone (see ``backbones/tokens.py``), or None when
+        the architecture has no token sequence this library knows (CNNs, unlisted transformers)."""
+        return None
+
+    def attach_token_hook(self, hook: nn.Module) -> None:
+        """Route the forward pass through :meth:`token_interface` with ``hook``'s virtual tokens (prompt methods).
+
+        The hook becomes the submodule ``token_hook``: its parameters are ``backbone.token_hook.*``.
+        """
+        if self.token_interface() is None:
+            raise ConfigurationError(f"{type(self.model).__name__} has no token interface (see backbones/tokens.py); "
+                                     "it cannot take virtual tokens. Use a method that acts on layers (lora).")
+        self.token_hook = hook
+
+    def forward_tokens(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled features through the token interface (with the attached hook, if any)."""
+        return self.token_interface().forward(self.select_inputs(inputs), self.token_hook)
 
     @abc.abstractmethod
     def set_grad_checkpointing(self, enable: bool = True) -> None:

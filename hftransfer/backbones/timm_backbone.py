@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from hftransfer.backbones.base import Backbone, BackboneSpec, PretrainedHead
+from hftransfer.backbones.tokens import TokenInterface
 from hftransfer.errors import ModelNameError
 from hftransfer.preprocessing import ImagePreprocessor
 from hftransfer.utils.io import read_json, write_json
@@ -31,7 +32,14 @@ class TimmBackbone(Backbone):
         self.spec.options.setdefault("architecture", _architecture_of(model))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.token_hook is not None:
+            return self.forward_tokens({"pixel_values": pixel_values})
         return self.model(pixel_values)
+
+    def token_interface(self) -> TokenInterface | None:
+        from hftransfer.backbones.timm_tokens import TimmViTTokens, is_timm_vit
+
+        return TimmViTTokens(self) if is_timm_vit(self.base_model()) else None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.base_model().set_grad_checkpointing(enable)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from hftransfer.backbones.base import Backbone, BackboneSpec
+from hftransfer.backbones.tokens import TokenInterface
 from hftransfer.errors import ConfigurationError
 from hftransfer.preprocessing import ImagePreprocessor, TextPreprocessor, data_config_from_image_processor
 from hftransfer.utils.io import read_json, write_json
@@ -76,8 +77,15 @@ class TransformersBackbone(Backbone):
         spec.options["pooling"] = pooling
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        if self.token_hook is not None:
+            return self.forward_tokens(inputs)
         out = self.model(**inputs, return_dict=True)
         return POOLERS[self.pooling](out, inputs.get("attention_mask"))
+
+    def token_interface(self) -> TokenInterface | None:
+        from hftransfer.backbones.transformers_tokens import transformers_token_interface
+
+        return transformers_token_interface(self)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         model = self.base_model()

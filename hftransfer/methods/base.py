@@ -58,6 +58,10 @@ class TransferMethod(abc.ABC):
     supported_backbones: ClassVar[str] = "any backbone"
     saves_full_weights: ClassVar[bool] = True
     trains_backbone: ClassVar[bool] = True  # False: backbone outputs never change (features can be cached)
+    supported_backbones: ClassVar[str] = "any backbone"
+    # True: while training, the frozen backbone stays in eval mode (no dropout, fixed statistics); only the modules
+    # returned by trained_modules() switch to train mode.
+    keeps_backbone_eval: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig):
         self.config = config
@@ -80,6 +84,10 @@ class TransferMethod(abc.ABC):
     def set_trainable(self, model: nn.Module) -> None:
         for name, param in model.named_parameters():
             param.requires_grad_(self.is_trained_parameter(name))
+
+    def trained_modules(self, model: AutoTransfer) -> list[nn.Module]:
+        """Modules this method added inside the backbone that train even when the backbone is in eval mode."""
+        return []
 
     def merge(self, model: AutoTransfer) -> bool:
         """Fold added modules into the backbone weights. Returns True when something was merged."""

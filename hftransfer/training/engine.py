@@ -404,8 +404,10 @@ class TransferTrainer:
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
                     p.requires_grad for p in module.parameters(recurse=False)):
                 module.eval()
-        if not model.method.trains_backbone or stage == "head":
+        if not model.method.trains_backbone or stage == "head" or model.method.keeps_backbone_eval:
             model.backbone.eval()
+            for module in model.method.trained_modules(model):
+                module.train()
 
     def _train_epoch(self, state: dict[str, Any], skip: int) -> bool:
         acc, cfg = self.accelerator, self.config

@@ -1,0 +1,145 @@
+"""Token interfaces of transformers backbones: ViT/DeiT image encoders and BERT-family text encoders."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+
+from hftransfer.backbones.tokens import TokenInterface, TokenSequence, insert_after_prefix
+from hftransfer.errors import ConfigurationError
+
+
+VISION_TOKEN_MODEL_TYPES = ("vit", "deit")
+# Encoders whose layers take (hidden_states, attention_mask) and whose embeddings take inputs_embeds.
+TEXT_TOKEN_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert")
+# RoBERTa-style position ids start after the padding index.
+_POSITION_OFFSET_MODEL_TYPES = ("roberta", "xlm-roberta", "camembert")
+
+
+def _layers(model: nn.Module) -> nn.ModuleList:
+    """``model.layers`` (transformers 5) or ``model.encoder.layer`` / ``model.transformer.layer`` (older, DistilBERT)."""
+    for path in ("layers", "encoder.layer", "transformer.layer"):
+        node: Any = model
+        for part in path.split("."):
+            node = getattr(node, part, None)
+        if isinstance(node, nn.ModuleList):
+            return node
+    raise AttributeError(f"{type(model).__name__} has no layers/encoder.layer/transformer.layer list.")
+
+
+class _TransformersTokens(TokenInterface):
+    @property
+    def hidden_size(self) -> int:
+        config = self.model.config
+        return int(getattr(config, "hidden_size", None) or config.dim)
+
+    def blocks(self) -> list[nn.Module]:
+        return list(_layers(self.model))
+
+    def call_block(self, block: nn.Module, tokens: torch.Tensor, attention_mask: Any) -> torch.Tensor:
+        out = block(tokens, attention_mask)
+        return out[0] if isinstance(out, tuple) else out
+
+    def gradient_checkpointing(self) -> bool:
+        model = self.model
+        # transformers 5 renamed the property (the old name warns).
+        name = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else \
+            "is_gradient_checkpointing"
+        return bool(getattr(model, name, False))
+
+    def checkpoints_itself(self, block: nn.Module) -> bool:
+        return bool(getattr(block, "gradient_checkpointing", False)) and block.training
+
+    def _pooled(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        from hftransfer.backbones.transformers_backbone import POOLERS
+
+        pooling = self.backbone.pooling
+        pooler = getattr(self.model, "pooler", None)
+        out = SimpleNamespace(last_hidden_state=hidden,
+                              pooler_output=pooler(hidden) if pooling == "pooler" and pooler is not None else None)
+        return POOLERS[pooling](out, mask)
+
+
+class VisionTokens(_TransformersTokens):
+    """ViT/DeiT: embeddings ([CLS] (+ distillation token) + positions + dropout) -> layers -> layernorm -> pooling."""
+
+    kind = "image"
+
+    def embed_tokens(self, inputs: dict[str, torch.Tensor], prompts: torch.Tensor | None = None) -> TokenSequence:
+        model = self.model
+        pixels = inputs["pixel_values"]
+        weight = model.embeddings.patch_embeddings.projection.weight
+        x = model.embeddings(pixels.to(weight.dtype))
+        num_prefix = 1 + int(getattr(model.embeddings, "distillation_token", None) is not None)
+        seq = TokenSequence(x, None, num_prefix)
+        if prompts is not None:
+            seq = seq.replace(tokens=insert_after_prefix(x, num_prefix, prompts), num_virtual=prompts.shape[1])
+        return seq
+
+    def pool(self, seq: TokenSequence) -> torch.Tensor:
+        seq = seq.without_virtual()
+        return self._pooled(self.model.layernorm(seq.tokens), None)
+
+
+class TextTokens(_TransformersTokens):
+    """BERT/RoBERTa/DistilBERT: prompts are spliced in after [CLS] as input embeddings (virtual words), so they get
+    position (and token-type 0) embeddings and the embedding LayerNorm like real words and use up positions.
+    Layers get the attention mask built by transformers' own ``create_bidirectional_mask`` (SDPA, eager, ...)."""
+
+    kind = "text"
+    prompts_take_positions = True
+
+    @property
+    def max_positions(self) -> int:
+        config = self.model.config
+        offset = (config.pad_token_id + 1) if config.model_type in _POSITION_OFFSET_MODEL_TYPES else 0
+        return int(config.max_position_embeddings) - offset
+
+    def embed_tokens(self, inputs: dict[str, torch.Tensor], prompts: torch.Tensor | None = None) -> TokenSequence:
+        embeddings = self.model.embeddings
+        ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask")
+        types = inputs.get("token_type_ids")
+        distil = self.model.config.model_type == "distilbert"
+        if mask is not None and not bool(mask[:, 0].all()):
+            raise ConfigurationError(
+                "Virtual tokens go after the first token ([CLS]), but this batch is left-padded (attention_mask[:, 0] "
+                "has zeros). Pad on the right (tokenizer.padding_side = 'right')."
+            )
+        if prompts is None:
+            x = embeddings(ids) if distil else embeddings(input_ids=ids, token_type_ids=types)
+            return TokenSequence(x, mask, 1)
+        batch, count = ids.shape[0], prompts.shape[1]
+        words = insert_after_prefix(embeddings.word_embeddings(ids), 1, prompts)
+        if mask is not None:
+            mask = insert_after_prefix(mask, 1, mask.new_ones(batch, count))
+        if distil:
+            x = embeddings(None, inputs_embeds=words)
+        else:
+            if types is not None:
+                types = insert_after_prefix(types, 1, types.new_zeros(batch, count))
+            x = embeddings(input_ids=None, token_type_ids=types, inputs_embeds=words)
+        return TokenSequence(x, mask, 1, count)
+
+    def attention_mask(self, seq: TokenSequence) -> Any:
+        if seq.mask is None:
+            return None
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(config=self.model.config, inputs_embeds=seq.tokens, attention_mask=seq.mask)
+
+    def pool(self, seq: TokenSequence) -> torch.Tensor:
+        seq = seq.without_virtual()
+        return self._pooled(seq.tokens, seq.mask)
+
+
+def transformers_token_interface(backbone: nn.Module) -> TokenInterface | None:
+    model_type = getattr(backbone.base_model().config, "model_type", None)
+    if backbone.modality == "image" and model_type in VISION_TOKEN_MODEL_TYPES:
+        return VisionTokens(backbone)
+    if backbone.modality == "text" and model_type in TEXT_TOKEN_MODEL_TYPES:
+        return TextTokens(backbone)
+    return None

@@ -1,0 +1,48 @@
+"""``prefix_tuning``: deep prompts, fresh learned tokens before every layer of a text encoder (P-Tuning v2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hftransfer.errors import ConfigurationError
+from hftransfer.methods.base import MethodConfig
+from hftransfer.methods.prompts import PROMPT_INITS, TEXT_PROMPT_FAMILIES, DeepPrompts, PromptMethod
+from hftransfer.methods.registry import register_method
+
+
+@dataclass
+class PrefixTuningConfig(MethodConfig):
+    num_virtual_tokens: int = field(default=20, metadata={"help": "prompt tokens per layer"})
+    projection: bool = field(default=False, metadata={
+        "help": "reparameterise the per-layer prompts by a two-layer tanh MLP (P-Tuning v2's option)"})
+    projection_hidden_size: int = field(default=512, metadata={"help": "width of that MLP"})
+    init: str = field(default="xavier", metadata={"help": "'xavier' (uniform) or 'normal' (std 0.02)"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the prompt tokens"})
+
+    def __post_init__(self):
+        if self.num_virtual_tokens < 1:
+            raise ConfigurationError(f"num_virtual_tokens must be >= 1; received {self.num_virtual_tokens}.")
+        if self.projection_hidden_size < 1:
+            raise ConfigurationError(f"projection_hidden_size must be >= 1; received {self.projection_hidden_size}.")
+        if self.init not in PROMPT_INITS:
+            raise ConfigurationError(f"init={self.init!r} is not supported; choose one of {PROMPT_INITS}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigurationError(f"dropout must be in [0, 1); received {self.dropout}.")
+
+
+@register_method("prefix_tuning", PrefixTuningConfig)
+class PrefixTuning(PromptMethod):
+    """Prefix tuning (P-Tuning v2 deep prompts): new prompt tokens before every layer of a frozen text encoder."""
+
+    modality = "text"
+    supported_backbones = TEXT_PROMPT_FAMILIES
+    instead = "Use vpt (deep=true) for vision transformers, or lora / adapter for any backbone."
+    config: PrefixTuningConfig
+
+    def num_virtual_tokens(self) -> int:
+        return self.config.num_virtual_tokens
+
+    def build_hook(self, model, tokens) -> DeepPrompts:
+        cfg = self.config
+        return DeepPrompts(len(tokens.blocks()), cfg.num_virtual_tokens, tokens.hidden_size, cfg.init, cfg.dropout,
+                           cfg.projection_hidden_size if cfg.projection else None)

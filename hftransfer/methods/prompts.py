@@ -1,0 +1,183 @@
+"""What every prompt method shares: the prompt modules (token hooks) and a base class over the token interface.
+
+Prompt methods never touch a library's internals: they attach a :class:`~hftransfer.backbones.tokens.TokenHook` to
+the backbone (``backbone.token_hook``, an ordinary submodule, so its parameters are saved, checkpointed, resumed and
+pushed like any other) and the backbone's token interface splices the virtual tokens in, masks and pools around them.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from hftransfer.backbones.tokens import TokenHook, TokenInterface
+from hftransfer.errors import ConfigurationError
+from hftransfer.methods.base import TransferMethod
+
+
+logger = logging.getLogger("hftransfer")
+
+PROMPT_PREFIX = "backbone.token_hook."
+PROMPT_INITS = ("xavier", "normal")
+TEXT_PROMPT_FAMILIES = "transformers text encoders: BERT, RoBERTa, XLM-RoBERTa, CamemBERT, DistilBERT"
+VISION_PROMPT_FAMILIES = "vision transformers: timm VisionTransformer (ViT, DeiT, registers), transformers ViT/DeiT"
+# Real text needs at least [CLS], one token and [SEP].
+MIN_TEXT_TOKENS = 3
+
+
+def init_prompts(tensor: torch.Tensor, init: str) -> torch.Tensor:
+    """Initialise (..., P, dim) prompts: "xavier" uniform per (P, dim) matrix (VPT) or "normal" (std 0.02)."""
+    with torch.no_grad():
+        if init == "xavier":
+            num, dim = tensor.shape[-2:]
+            bound = math.sqrt(6.0 / (num + dim))
+            tensor.uniform_(-bound, bound)
+        elif init == "normal":
+            tensor.normal_(0.0, 0.02)
+        else:
+            raise ConfigurationError(f"init={init!r} is not a prompt initialisation; choose one of {PROMPT_INITS}.")
+    return tensor
+
+
+class InputPrompts(TokenHook):
+    """Shallow prompts: P learned tokens inserted once, at the input (prompt tuning, VPT-shallow)."""
+
+    def __init__(self, prompts: torch.Tensor, dropout: float = 0.0):
+        super().__init__()
+        self.num_virtual = prompts.shape[0]
+        self.prompts = nn.Parameter(prompts)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, batch_size: int) -> tuple[torch.Tensor, None]:
+        return self.dropout(self.prompts.unsqueeze(0).expand(batch_size, -1, -1)), None
+
+
+class EncodedPrompts(TokenHook):
+    """P-tuning: input prompts produced by an MLP from P learned embeddings (reparameterisation, Liu et al. 2021)."""
+
+    def __init__(self, num_virtual: int, dim: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.num_virtual = num_virtual
+        self.embedding = nn.Parameter(init_prompts(torch.empty(num_virtual, dim), "xavier"))
+        self.encoder = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, dim))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, batch_size: int) -> tuple[torch.Tensor, None]:
+        prompts = self.encoder(self.embedding)
+        return self.dropout(prompts.unsqueeze(0).expand(batch_size, -1, -1)), None
+
+
+class DeepPrompts(TokenHook):
+    """Deep prompts: fresh P tokens before every block, replacing the previous block's (P-Tuning v2, VPT-deep).
+
+    With ``projection_hidden`` the (num_blocks, P, dim) prompts come from P embeddings through a two-layer tanh MLP
+    (P-Tuning v2's reparameterisation); otherwise they are learned directly.
+    """
+
+    def __init__(self, num_blocks: int, num_virtual: int, dim: int, init: str = "xavier", dropout: float = 0.0,
+                 projection_hidden: int | None = None):
+        super().__init__()
+        self.num_virtual, self.num_blocks, self.dim = num_virtual, num_blocks, dim
+        self.dropout = nn.Dropout(dropout)
+        if projection_hidden:
+            self.embedding = nn.Parameter(init_prompts(torch.empty(num_virtual, dim), init))
+            self.projection = nn.Sequential(nn.Linear(dim, projection_hidden), nn.Tanh(),
+                                            nn.Linear(projection_hidden, num_blocks * dim))
+        else:
+            self.prompts = nn.Parameter(init_prompts(torch.empty(num_blocks, num_virtual, dim), init))
+
+    def all_prompts(self) -> torch.Tensor:
+        if hasattr(self, "projection"):
+            out = self.projection(self.embedding)  # (P, num_blocks * dim)
+            return out.view(self.num_virtual, self.num_blocks, self.dim).transpose(0, 1)
+        return self.prompts
+
+    def forward(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        prompts = self.all_prompts().unsqueeze(1).expand(-1, batch_size, -1, -1)
+        deep = self.dropout(prompts)
+        return deep[0], deep
+
+
+class PromptMethod(TransferMethod):
+    """Base of the prompt methods: backbone frozen, virtual tokens + head trained, saved without the backbone.
+
+    Subclasses set ``modality`` ("text" | "image") and implement :meth:`build_hook`.
+    """
+
+    saves_full_weights = False
+    modality: ClassVar[str]
+    instead: ClassVar[str]  # what to use on backbones this method cannot act on
+
+    @abc.abstractmethod
+    def num_virtual_tokens(self) -> int:
+        """Virtual tokens this method inserts (per block for deep prompts)."""
+
+    @abc.abstractmethod
+    def build_hook(self, model, tokens: TokenInterface) -> TokenHook:
+        """The prompt module for ``model``'s backbone, whose token interface is ``tokens``."""
+
+    def check_backbone(self, model) -> None:
+        backbone = model.backbone
+        tokens = backbone.token_interface()
+        what = f"{backbone.spec.name!r} ({describe_backbone(backbone)})"
+        if backbone.modality != self.modality:
+            raise ConfigurationError(
+                f"method {self.name!r} puts prompt tokens into {self.supported_backbones}; {what} is "
+                f"{'an image' if backbone.modality == 'image' else 'a text'} backbone. {self.instead}"
+            )
+        if tokens is None:
+            raise ConfigurationError(
+                f"method {self.name!r} needs a token sequence it can extend ({self.supported_backbones}); {what} has "
+                f"none this library knows. Use lora or adapter, which act on layers instead of tokens."
+            )
+        if tokens.prompts_take_positions and tokens.max_positions is not None:
+            count, limit = self.num_virtual_tokens(), tokens.max_positions
+            if count > limit - MIN_TEXT_TOKENS:
+                raise ConfigurationError(
+                    f"num_virtual_tokens={count} leaves {limit - count} of the {limit} positions of {what} for the "
+                    f"text; use at most {limit - MIN_TEXT_TOKENS} virtual tokens."
+                )
+
+    def apply(self, model) -> None:
+        backbone = model.backbone
+        tokens = backbone.token_interface()
+        hook = self.build_hook(model, tokens)
+        if tokens.prompts_take_positions and tokens.max_positions is not None:
+            _leave_room(backbone.preprocessor, tokens.max_positions - hook.num_virtual, hook.num_virtual)
+        backbone.attach_token_hook(hook)
+        self.set_trainable(model)
+
+    def is_trained_parameter(self, name: str) -> bool:
+        return name.startswith(("head.", PROMPT_PREFIX))
+
+    def trained_modules(self, model) -> list[nn.Module]:
+        return [model.backbone.token_hook] if model.backbone.token_hook is not None else []
+
+    def merge(self, model) -> bool:
+        raise ConfigurationError(
+            f"method {self.name!r} cannot be merged into plain weights: its prompts are extra tokens in the sequence "
+            "(they change which tokens attention sees), not a change of any weight. Save or push the model as it is "
+            "(model.save_pretrained / push_to_hub without merge); it reloads with AutoTransfer.from_pretrained."
+        )
+
+
+def _leave_room(preprocessor, room: int, count: int) -> None:
+    """Truncate text so that the text plus ``count`` virtual tokens fit the position embeddings."""
+    if preprocessor.max_length > room:
+        logger.warning("max_length %d -> %d: %d virtual tokens use up positions of the text encoder",
+                       preprocessor.max_length, room, count)
+        preprocessor.max_length = room
+
+
+def describe_backbone(backbone) -> str:
+    spec = backbone.spec
+    model = backbone.base_model()
+    if spec.family == "timm":
+        return f"timm {spec.options.get('architecture') or type(model).__name__}"
+    return f"transformers model_type {getattr(model.config, 'model_type', type(model).__name__)!r}"
