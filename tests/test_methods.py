@@ -213,7 +213,7 @@ def test_targets_a_method_cannot_take_are_refused_by_name(bases):
     ("adapter", {"non_linearity": "swishy"}, "non_linearity"),
     ("boft", {"block_size": 3}, "block_size"),
     ("loha", {"r": 0}, "r must be"),
-    ("ia3", {"rank": 4}, "Unknown option"),
+    ("ia3", {"rank": 4}, "Unknown method option"),
 ])
 def test_bad_method_options_name_the_option(method, options, match):
     with pytest.raises(ValueError, match=match):

@@ -280,7 +280,7 @@ def test_unlisted_text_encoder_is_refused_naming_alternatives(tmp_path, models):
     ("prompt_tuning", {"num_virtual_tokens": 0}, "num_virtual_tokens must be >= 1; received 0"),
     ("prefix_tuning", {"init": "zeros"}, "choose one of"),
     ("vpt", {"dropout": 1.0}, r"dropout must be in \[0, 1\); received 1.0"),
-    ("vpt", {"num_token": 3}, r"Unknown option\(s\) \['num_token'\]"),
+    ("vpt", {"num_token": 3}, r"Unknown method option\(s\) \['method.num_token'\]"),
 ])
 def test_bad_options_name_the_option(method, config, match):
     from hftransfer.methods import get_method
