@@ -562,3 +562,16 @@ def test_finished_run_drops_its_resume_checkpoints(tmp_path):
     result = hftransfer.train(tiny_config(tmp_path, epochs=2, checkpoint_every_steps=1), callbacks=[Look()])
     assert seen[0] >= 1
     assert not (result.output_dir / "checkpoints").exists()
+
+
+def test_a_method_the_backbone_cannot_take_fails_before_any_data_is_read(tmp_path, monkeypatch):
+    # vera takes Linear layers only: on a CNN it is refused by check_backbone, before the data set is opened.
+    import hftransfer.training.engine as engine
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was read before the method's pre-flight check")
+
+    monkeypatch.setattr(engine, "load_data", no_data)
+    with pytest.raises(ConfigurationError, match="vera"):
+        hftransfer.train(tiny_config(tmp_path, recipe="vera"))
+    assert not (tmp_path / "run" / "model").exists()

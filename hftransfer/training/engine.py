@@ -143,6 +143,7 @@ class TransferTrainer:
                 "or move the file."
             )
         check_backbone_name(cfg.model.name, revision=cfg.model.revision, pretrained=cfg.model.pretrained)
+        self._early_model = self._load_model_with_method()
         if cfg.push_to_hub:
             from hftransfer.hub.push import check_push_target
 
@@ -209,14 +210,29 @@ class TransferTrainer:
             if self.config.progress_bar:
                 self.accelerator.print(message)
 
+    def _load_model_with_method(self) -> AutoTransfer:
+        """The backbone with the recipe's method applied, before any data is read: a method the backbone cannot take
+        (``check_backbone``) fails here. The head is a placeholder until the data's labels are known."""
+        from accelerate.utils import set_seed
+
+        cfg = self.config
+        set_seed(cfg.seed)  # adapter / prompt initialisation is part of the run's seeded randomness
+        model = AutoTransfer.from_pretrained(
+            cfg.model.name, num_labels=2, revision=cfg.model.revision, pretrained=cfg.model.pretrained,
+            pooling=cfg.model.pooling, max_length=cfg.model.max_length, head_dropout=cfg.model.head_dropout,
+            trust_remote_code=cfg.model.trust_remote_code, **cfg.model.config_overrides,
+        )
+        # The method's options may depend on the backbone family (recipe family_defaults): the model tells which.
+        method_options = cfg.for_modality(model.modality).method
+        model.apply_method(self.recipe.method, method_options)
+        return model
+
     def _setup_model(self) -> None:
         cfg, data = self.config, self.data
-        self.model = AutoTransfer.from_pretrained(
-            cfg.model.name, id2label=data.id2label, revision=cfg.model.revision, pretrained=cfg.model.pretrained,
-            pooling=cfg.model.pooling, max_length=cfg.model.max_length, head_dropout=cfg.model.head_dropout,
-            trust_remote_code=cfg.model.trust_remote_code, method=self.recipe.method, method_config=cfg.method,
-            **cfg.model.config_overrides,
-        )
+        self.model = getattr(self, "_early_model", None) or self._load_model_with_method()
+        self._early_model = None
+        self.model.reset_head(data.id2label, cfg.model.head_dropout)
+        self.model.method.set_trainable(self.model)
         if self.model.modality != data.modality:
             raise ConfigurationError(f"model.name={cfg.model.name!r} is a {self.model.modality} backbone but the "
                                      f"data ({cfg.data.source!r}) is {data.modality}. Pick a matching backbone or "
