@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_training import tiny_config
 
 import hftransfer
-from test_training import tiny_config
 
 
 REPO = Path(__file__).resolve().parents[1]

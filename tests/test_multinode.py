@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from test_training import DDP_SCRIPT, free_port, tiny_config
 
 

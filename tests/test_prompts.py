@@ -59,8 +59,9 @@ def models(tiny_models, tmp_path_factory) -> dict[str, str]:
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
         out[name] = str(root / name)
-    deit = DeiTModel(DeiTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=37), add_pooling_layer=False)
+    deit_config = DeiTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=37)
+    deit = DeiTModel(deit_config, add_pooling_layer=False)
     deit.save_pretrained(root / "deit")
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "deit")
     out["deit"] = str(root / "deit")

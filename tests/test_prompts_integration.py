@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_hub_push import BASES, hub, run_py, work  # noqa: F401  (module fixtures: a hub seeded with tiny bases)
+from test_training import DDP_SCRIPT, RESUME_SCRIPT, free_port
 
 from hftransfer import AutoTransfer
 from hftransfer.training import Callback
-
-from test_hub_push import BASES, hub, run_py, work  # noqa: F401  (module fixtures: a hub seeded with tiny bases)
-from test_training import DDP_SCRIPT, RESUME_SCRIPT, free_port
 
 
 pytestmark = pytest.mark.integration

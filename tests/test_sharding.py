@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_training import DDP_SCRIPT, free_port, tiny_config
 
 from hftransfer import AutoTransfer
 from hftransfer.modeling import FULL_WEIGHTS, TRAINED_WEIGHTS
-from test_training import DDP_SCRIPT, free_port, tiny_config
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from test_training import text_csv, tiny_config
 from torch.nn import functional as F
 
 import hftransfer
@@ -14,8 +15,6 @@ from hftransfer.errors import ConfigurationError
 from hftransfer.training.feature_cache import feature_precision
 from hftransfer.utils import compile as compile_utils
 from hftransfer.utils import hardware
-
-from test_training import text_csv, tiny_config
 
 
 # --- config overrides and the SDPA fast path ---------------------------------------------------------------------

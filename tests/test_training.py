@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 import hftransfer
 from hftransfer import AutoTransfer
+from hftransfer.errors import ConfigurationError
 from hftransfer.training import Callback, TrainConfig, TransferTrainer
 from hftransfer.training.freezing import depth_map
 from hftransfer.training.optim import build_optimizer, build_scheduler, param_groups

@@ -169,7 +169,7 @@ LOAD_KWARGS = ("attn_implementation",)
 
 
 def apply_config_overrides(config: Any, overrides: dict[str, Any] | None, name: str) -> dict[str, Any]:
-    """Set ``overrides`` (e.g. ``attention_probs_dropout_prob=0.0``) on a transformers config before the model is built.
+    """Set ``overrides`` (e.g. ``attention_probs_dropout_prob=0.0``) on a transformers config before loading.
 
     Returns the load-time kwargs among them (``attn_implementation``). A key the config does not have is an error:
     a typo would otherwise be stored silently and change nothing.

@@ -20,7 +20,7 @@ _POSITION_OFFSET_MODEL_TYPES = ("roberta", "xlm-roberta", "camembert")
 
 
 def _layers(model: nn.Module) -> nn.ModuleList:
-    """``model.layers`` (transformers 5) or ``model.encoder.layer`` / ``model.transformer.layer`` (older, DistilBERT)."""
+    """``model.layers`` (transformers 5), ``model.encoder.layer`` or ``model.transformer.layer`` (DistilBERT)."""
     for path in ("layers", "encoder.layer", "transformer.layer"):
         node: Any = model
         for part in path.split("."):

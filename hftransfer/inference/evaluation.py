@@ -240,7 +240,7 @@ def _update_card(source: str, model: Any, result: EvaluationResult, labelled: An
     kind = labelled.kind if labelled.kind in ("hub", "imagefolder", "csv", "json") else "arrays"
     name = labelled.name if kind != "hub" else str(labelled.path)
     dataset = DatasetInfo(name=name, kind=kind, path=labelled.path, label_names=list(model.label2id))
-    card = add_eval_results(existing, {k: v for k, v in result.metrics.items()}, dataset, result.split, model.task,
+    card = add_eval_results(existing, dict(result.metrics), dataset, result.split, model.task,
                             model_name=folder.name if folder.is_dir() else source)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

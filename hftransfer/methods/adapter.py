@@ -26,8 +26,8 @@ from torch import nn
 from hftransfer.errors import ConfigurationError
 from hftransfer.methods.base import MethodConfig, TransferMethod
 from hftransfer.methods.peft_base import is_norm_param
-from hftransfer.saved_format import HEAD_PREFIX
 from hftransfer.methods.registry import register_method
+from hftransfer.saved_format import HEAD_PREFIX
 
 
 if TYPE_CHECKING:

@@ -55,8 +55,8 @@ class Vpt(PromptMethod):
         if model.backbone.modality == "image" and model.backbone.token_interface() is None:
             raise ConfigurationError(
                 f"method 'vpt' inserts prompt tokens into the token sequence of {VISION_PROMPT_FAMILIES}; "
-                f"{model.backbone.spec.name!r} ({describe_backbone(model.backbone)}) has no token sequence (a CNN or an "
-                "unlisted architecture). Use lora or adapter (residual adapters for CNNs), or linear_probe."
+                f"{model.backbone.spec.name!r} ({describe_backbone(model.backbone)}) has no token sequence (a CNN or "
+                "an unlisted architecture). Use lora or adapter (residual adapters for CNNs), or linear_probe."
             )
         super().check_backbone(model)
 

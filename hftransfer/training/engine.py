@@ -35,7 +35,6 @@ from hftransfer.training.feature_cache import cache_key, cached_features, featur
 from hftransfer.training.freezing import apply_stage, depth_map, stage_at
 from hftransfer.training.loaders import ImageDataset, PadCollator, build_loader, tokenize_split
 from hftransfer.training.optim import build_optimizer, build_scheduler
-from hftransfer.training.trackers import PROJECT_NAME, check_trackers, tracker_init_kwargs
 from hftransfer.training.sharding import (
     fill_deepspeed_auto,
     gathered_state_dict,
@@ -43,6 +42,7 @@ from hftransfer.training.sharding import (
     sharding_kind,
     shards_parameters,
 )
+from hftransfer.training.trackers import PROJECT_NAME, check_trackers, tracker_init_kwargs
 from hftransfer.utils.io import load_state_dict, write_json
 
 

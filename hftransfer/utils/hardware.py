@@ -14,7 +14,7 @@ import torch
 FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags (Linux ``/proc/cpuinfo``); empty where they cannot be read."""
     if not sys.platform.startswith("linux"):
