@@ -574,5 +574,5 @@ def test_a_method_the_backbone_cannot_take_fails_before_any_data_is_read(tmp_pat
 
     monkeypatch.setattr(engine, "load_data", no_data)
     with pytest.raises(ConfigurationError, match="vera"):
-        hftransfer.train(tiny_config(tmp_path, recipe="vera"))
+        hftransfer.train(tiny_config(tmp_path, recipe="vera", **{"model.name": "timm:test_resnet"}))
     assert not (tmp_path / "run" / "model").exists()

@@ -220,8 +220,10 @@ def test_push_to_hub_while_offline_fails_before_the_data_is_read(tmp_path, no_da
         hftransfer.train(tiny_config(tmp_path, push_to_hub=True, hub_repo_id="me/digits"))
 
 
-def test_top_k_metric_for_best_on_too_few_classes_fails_before_the_model_is_built(tmp_path, monkeypatch):
-    monkeypatch.setattr(AutoTransfer, "from_pretrained", lambda *a, **k: pytest.fail("model built first"))
+def test_top_k_metric_for_best_on_too_few_classes_fails_before_training(tmp_path, monkeypatch):
+    import hftransfer.training.engine as engine
+
+    monkeypatch.setattr(engine.TransferTrainer, "_setup_loaders", lambda self: pytest.fail("training started"))
     config = tiny_config(tmp_path, metric_for_best="top5_accuracy")
     config["data"] = {"source": str(text_csv(tmp_path))}
     with pytest.raises(ConfigurationError, match=r"metric_for_best='top5_accuracy' is not computed for 2 classes"):

@@ -18,6 +18,7 @@ from torch import nn
 from hftransfer.backbones.tokens import TokenHook, TokenInterface
 from hftransfer.errors import ConfigurationError
 from hftransfer.methods.base import TransferMethod
+from hftransfer.saved_format import HEAD_PREFIX
 
 
 logger = logging.getLogger("hftransfer")
@@ -154,7 +155,7 @@ class PromptMethod(TransferMethod):
         self.set_trainable(model)
 
     def is_trained_parameter(self, name: str) -> bool:
-        return name.startswith(("head.", PROMPT_PREFIX))
+        return name.startswith((HEAD_PREFIX, PROMPT_PREFIX))
 
     def trained_modules(self, model) -> list[nn.Module]:
         return [model.backbone.token_hook] if model.backbone.token_hook is not None else []
