@@ -24,4 +24,4 @@ class Coral(AlignmentObjective):
         logits, f_s, f_t = self.joint_forward(model, source, target)
         coral = coral_loss(gather_with_grad(f_s), gather_with_grad(f_t))
         cls = self.classification_loss(logits, targets)
-        return ObjectiveOutput(cls + self.config.weight * coral, {"cls_loss": float(cls), "coral": float(coral)})
+        return ObjectiveOutput(cls + self.config.weight * coral, {"cls_loss": float(cls.detach()), "coral": float(coral.detach())})

@@ -47,5 +47,5 @@ class Dann(AlignmentObjective):
         cls = self.classification_loss(logits, targets)
         accuracy = float(((domain_logits > 0).float() == domain).float().mean())
         return ObjectiveOutput(cls + self.config.weight * adv,
-                               {"cls_loss": float(cls), "domain_loss": float(adv), "domain_accuracy": accuracy,
+                               {"cls_loss": float(cls.detach()), "domain_loss": float(adv.detach()), "domain_accuracy": accuracy,
                                 "grl_coefficient": coef})

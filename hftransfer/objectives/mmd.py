@@ -25,4 +25,4 @@ class Mmd(AlignmentObjective):
         logits, f_s, f_t = self.joint_forward(model, source, target)
         mmd = multi_kernel_mmd(gather_with_grad(f_s), gather_with_grad(f_t), self.config.kernel_scales)
         cls = self.classification_loss(logits, targets)
-        return ObjectiveOutput(cls + self.config.weight * mmd, {"cls_loss": float(cls), "mmd": float(mmd)})
+        return ObjectiveOutput(cls + self.config.weight * mmd, {"cls_loss": float(cls.detach()), "mmd": float(mmd.detach())})

@@ -98,7 +98,7 @@ class SelfTraining(Objective):
         unlabelled = (F.cross_entropy(student_logits.float(), labels, reduction="none") * weights).mean()
         cls = self.classification_loss(source_logits, targets)
         return ObjectiveOutput(cls + self.config.weight * unlabelled,
-                               {"cls_loss": float(cls), "pseudo_loss": float(unlabelled),
+                               {"cls_loss": float(cls.detach()), "pseudo_loss": float(unlabelled.detach()),
                                 "mask_rate": float(mask.mean())})
 
     @torch.no_grad()

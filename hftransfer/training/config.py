@@ -98,8 +98,20 @@ class TrainConfig:
     hub_repo_id: str | None = None
     hub_private: bool = False
     hub_revision: str | None = None  # branch to push to
+    # --- domain adaptation (see hftransfer.objectives and README "Domain adaptation") ---
+    objective: dict[str, Any] = field(
+        default_factory=lambda: {"name": "source_only"},
+        metadata={"help": "Training objective: {name: source_only|dann|mmd|coral|self_training, weight: ..., ...}."})
+    target: DataConfig | None = field(
+        default=None, metadata={"help": "Unlabelled target-domain data (folder, CSV, .npz): labels absent or ignored."})
+    target_eval: DataConfig | None = field(
+        default=None, metadata={"help": "Labelled target data, evaluated and reported beside the source metrics."})
+    model_selection: str = field(
+        default="source", metadata={"help": "Best checkpoint by 'source' validation (default), 'target_entropy' "
+                                            "(unsupervised) or 'target_eval' (uses target labels: opt-in)."})
 
     def __post_init__(self):
+        self._check_domain()
         checks = {
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
@@ -117,6 +129,13 @@ class TrainConfig:
         for stage in self.unfreeze_schedule:
             if not (stage.train in ("head", "all") or (stage.train.startswith("top:") and stage.train[4:].isdigit())):
                 raise ValueError(f"unfreeze_schedule train={stage.train!r} must be 'head', 'top:K' or 'all'.")
+
+    def _check_domain(self) -> None:
+        from hftransfer.objectives import normalize_objective
+        from hftransfer.training.domain import check_domain_config
+
+        self.objective = normalize_objective(self.objective)
+        check_domain_config(self.objective, self.target, self.target_eval, self.model_selection)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
