@@ -163,6 +163,9 @@ class CardInfo:
         versions (`dict[str, str]`, *optional*): Framework versions; defaults to [`collect_versions`].
         license (`str`, *optional*): Written only if the existing card has no license.
         tags (`list[str]`, *optional*): Extra tags; recipe, task and `"hftransfer"` are always added.
+        domain_adaptation (`dict`, *optional*): A domain-adaptation run: `objective` (name + hyperparameters),
+            `model_selection`, `selection_uses_target_labels`, `source` / `target_eval` metrics and an optional
+            `source_only_baseline`; shown as its own section with the target numbers marked as such.
 
     Example:
 
@@ -195,6 +198,7 @@ class CardInfo:
     versions: dict[str, str] = field(default_factory=collect_versions)
     license: str | None = None
     tags: list[str] = field(default_factory=list)
+    domain_adaptation: dict[str, Any] | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -312,6 +316,34 @@ def _results_table(eval_results: dict[str, dict[str, float]]) -> str:
     return _table(["Metric", *splits], rows, metric=True)
 
 
+def _domain_markdown(da: dict[str, Any] | None) -> str:
+    """The domain-adaptation section: objective, how the checkpoint was chosen, source vs target numbers."""
+    if not da:
+        return ""
+    objective = dict(da.get("objective") or {})
+    name = objective.pop("name", "?")
+    options = ", ".join(f"`{k}={v}`" for k, v in sorted(objective.items()))
+    selection = da.get("model_selection", "source")
+    lines = [f"- Objective: `{name}`" + (f" ({options})" if options else ""),
+             f"- Best checkpoint chosen on: `{da.get('selected_on', selection)}` "
+             + ("(**target labels were used for selection**: the target numbers below are optimistic)"
+                if da.get("selection_uses_target_labels") else "(no target labels used)")]
+    rows = []
+    metric = "accuracy"
+    source, target = da.get("source") or {}, da.get("target_eval") or {}
+    if metric in source:
+        rows.append(["source (held-out validation)", source[metric]])
+    if metric in target:
+        rows.append(["target (labelled evaluation split, reported only)", target[metric]])
+    baseline = da.get("source_only_baseline") or {}
+    if metric in baseline.get("source", {}):
+        rows.append(["source-only baseline: source", baseline["source"][metric]])
+    if metric in baseline.get("target_eval", {}):
+        rows.append(["source-only baseline: target", baseline["target_eval"][metric]])
+    table = _table(["Split", "Accuracy"], rows, metric=True) if rows else ""
+    return "\n".join(lines) + ("\n\n" + table if table else "")
+
+
 def _datasets_markdown(datasets: list[DatasetInfo], max_labels: int = 50) -> str:
     blocks = []
     for dataset in datasets:
@@ -365,6 +397,7 @@ def _template_kwargs(info: CardInfo) -> dict[str, Any]:
         "num_labels": num_labels,
         "generated_tags": _generated_tags(info),
         "results_table": _results_table(info.eval_results),
+        "domain_adaptation_markdown": _domain_markdown(info.domain_adaptation),
         "per_class_table": format_report_markdown(info.per_class_report) if info.per_class_report else "",
         "per_class_split": info.per_class_split,
         "confusion_matrix_image": info.confusion_matrix_image,

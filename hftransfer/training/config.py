@@ -109,6 +109,9 @@ class TrainConfig:
     model_selection: str = field(
         default="source", metadata={"help": "Best checkpoint by 'source' validation (default), 'target_entropy' "
                                             "(unsupervised) or 'target_eval' (uses target labels: opt-in)."})
+    source_only_baseline: str | None = field(
+        default=None, metadata={"help": "A finished source_only run (output_dir or its metrics.json) whose source and "
+                                        "target numbers the model card sets beside this run's."})
 
     def __post_init__(self):
         self._check_domain()

@@ -42,6 +42,23 @@ def check_domain_config(objective: dict[str, Any], target: DataConfig | None, ta
                                  "`target_eval:`; the default 'source' needs no target labels.")
 
 
+def read_baseline(path: str) -> dict[str, Any]:
+    """Source and target metrics of a finished ``source_only`` run (its output_dir or metrics.json)."""
+    from hftransfer.utils.io import read_json
+
+    file = Path(path) / "metrics.json" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise ConfigurationError(f"source_only_baseline={path!r} is not a finished run: {str(file)!r} is missing. "
+                                 "Point it at the output_dir of a finished objective=source_only run.")
+    metrics = read_json(file)
+    name = (metrics.get("objective") or {}).get("name", "source_only")
+    if name != "source_only":
+        raise ConfigurationError(f"source_only_baseline={path!r} is a {name!r} run; it must be a source_only run.")
+    scalars = lambda d: {k: v for k, v in (d or {}).items() if isinstance(v, (int, float))}  # noqa: E731
+    return {"run": str(file.parent), "source": scalars(metrics.get("final_eval")),
+            "target_eval": scalars(metrics.get("target_eval"))}
+
+
 # --- loading --------------------------------------------------------------------------------------------------------
 
 

@@ -403,10 +403,17 @@ class TransferTrainer:
     def _setup_target(self) -> None:
         """Target data: the endless unlabelled stream (when the objective reads it), an eval-view loader of it (for
         entropy-based selection) and the labelled ``target_eval`` loader."""
-        from hftransfer.training.domain import TARGET_SEED_OFFSET, TargetStream, TwoViewImageDataset, load_target
+        from hftransfer.training.domain import (
+            TARGET_SEED_OFFSET,
+            TargetStream,
+            TwoViewImageDataset,
+            load_target,
+            read_baseline,
+        )
 
         self.target_stream = self.target_loader = self.target_eval_loader = None
         cfg, acc, model = self.config, self.accelerator, self.model
+        self.baseline = read_baseline(cfg.source_only_baseline) if cfg.source_only_baseline else None
         if cfg.target is None and cfg.target_eval is None:
             return
         with acc.main_process_first():
@@ -517,6 +524,8 @@ class TransferTrainer:
         out: dict[str, Any] = {"objective": self.objective.to_dict(), "model_selection": cfg.model_selection,
                                "selected_on": key,
                                "selection_uses_target_labels": cfg.model_selection == "target_eval"}
+        if self.baseline is not None:
+            out["source_only_baseline"] = self.baseline
         if cfg.target is None and cfg.target_eval is None:
             return out
         out["target_data"] = dict(self.target_sizes)
