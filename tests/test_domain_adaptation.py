@@ -241,7 +241,8 @@ def test_text_backbone_with_dann(tmp_path, tiny_models):
     target = ["text"] + [f"a film is not {w}" for w in ("fun", "dull", "good", "bad")] * 8
     (tmp_path / "tgt.csv").write_text("\n".join(target) + "\n")
     config = da_config(tmp_path, {"name": "dann", "hidden_dim": 32}, **{
-        "model.name": tiny_models["transformers_bert"], "model.image_size": None, "data.source": str(tmp_path / "src.csv"),
+        "model.name": tiny_models["transformers_bert"], "model.image_size": None,
+        "data.source": str(tmp_path / "src.csv"),
         "data.max_train_samples": None, "data.max_eval_samples": None, "target.source": str(tmp_path / "tgt.csv"),
         "epochs": 1})
     del config["target_eval"]
@@ -321,7 +322,8 @@ def test_errors_before_training(tmp_path):
     # A target smaller than one batch, and an empty target folder.
     np.savez(tmp_path / "tiny.npz", x=x[:5])
     with pytest.raises(ValueError, match="target has 5 rows, fewer than batch_size=16"):
-        hftransfer.train({**base, "target": {"source": str(tmp_path / "tiny.npz")}, "output_dir": str(tmp_path / "r2")})
+        hftransfer.train({**base, "target": {"source": str(tmp_path / "tiny.npz")},
+                          "output_dir": str(tmp_path / "r2")})
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty"):
         hftransfer.train({**base, "target": {"source": str(tmp_path / "empty")}, "output_dir": str(tmp_path / "r3")})
@@ -470,7 +472,8 @@ def test_mnist_to_usps_dann_and_self_training_beat_source_only(tmp_path, shared_
         config = {**copy_dict(common), "objective": objective, "output_dir": str(tmp_path / name), **overrides}
         metrics = json.loads((hftransfer.train(config).output_dir / "metrics.json").read_text())
         assert metrics["selection_uses_target_labels"] is False
-        print(f"{name}: MNIST val {metrics['final_eval']['accuracy']:.4f} USPS test {metrics['target_eval']['accuracy']:.4f}")
+        print(f"{name}: MNIST val {metrics['final_eval']['accuracy']:.4f} "
+              f"USPS test {metrics['target_eval']['accuracy']:.4f}")
         return metrics["target_eval"]["accuracy"]
 
     base = run("source_only", {"name": "source_only"}, epochs=4, optim={"lr": 3e-3})

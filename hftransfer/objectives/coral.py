@@ -15,8 +15,8 @@ class CoralConfig(AlignmentConfig):
     pass
 
 
-@register_objective("coral", CoralConfig, combines_with="any backbone; full, lora, linear_probe (aligns the "
-                                                         "bottleneck)")
+@register_objective("coral", CoralConfig,
+                    combines_with="any backbone; full, lora, linear_probe (aligns the bottleneck)")
 class Coral(AlignmentObjective):
     """Matches means and covariances of bottleneck features, on the global batch of all processes."""
 
@@ -24,4 +24,5 @@ class Coral(AlignmentObjective):
         logits, f_s, f_t = self.joint_forward(model, source, target)
         coral = coral_loss(gather_with_grad(f_s), gather_with_grad(f_t))
         cls = self.classification_loss(logits, targets)
-        return ObjectiveOutput(cls + self.config.weight * coral, {"cls_loss": float(cls.detach()), "coral": float(coral.detach())})
+        return ObjectiveOutput(cls + self.config.weight * coral,
+                               {"cls_loss": float(cls.detach()), "coral": float(coral.detach())})

@@ -23,8 +23,8 @@ class DannConfig(AlignmentConfig):
         default=None, metadata={"help": "Learning rate of the discriminator (None: the head's learning rate)."})
 
 
-@register_objective("dann", DannConfig, combines_with="any backbone; full, lora (linear_probe: trains the bottleneck "
-                                                       "only)")
+@register_objective("dann", DannConfig,
+                    combines_with="any backbone; full, lora (linear_probe: trains the bottleneck only)")
 class Dann(AlignmentObjective):
     """Domain-adversarial: a discriminator behind gradient reversal makes source and target features alike."""
 
@@ -47,5 +47,6 @@ class Dann(AlignmentObjective):
         cls = self.classification_loss(logits, targets)
         accuracy = float(((domain_logits > 0).float() == domain).float().mean())
         return ObjectiveOutput(cls + self.config.weight * adv,
-                               {"cls_loss": float(cls.detach()), "domain_loss": float(adv.detach()), "domain_accuracy": accuracy,
+                               {"cls_loss": float(cls.detach()), "domain_loss": float(adv.detach()),
+                                "domain_accuracy": accuracy,
                                 "grl_coefficient": coef})

@@ -17,7 +17,8 @@ class MmdConfig(AlignmentConfig):
         metadata={"help": "Gaussian bandwidths as multiples of the mean pairwise squared distance (2^-3..2^1)."})
 
 
-@register_objective("mmd", MmdConfig, combines_with="any backbone; full, lora, linear_probe (aligns the bottleneck)")
+@register_objective("mmd", MmdConfig,
+                    combines_with="any backbone; full, lora, linear_probe (aligns the bottleneck)")
 class Mmd(AlignmentObjective):
     """Multi-kernel Gaussian MMD on a Linear-BN-ReLU bottleneck, on the global batch of all processes."""
 
@@ -25,4 +26,5 @@ class Mmd(AlignmentObjective):
         logits, f_s, f_t = self.joint_forward(model, source, target)
         mmd = multi_kernel_mmd(gather_with_grad(f_s), gather_with_grad(f_t), self.config.kernel_scales)
         cls = self.classification_loss(logits, targets)
-        return ObjectiveOutput(cls + self.config.weight * mmd, {"cls_loss": float(cls.detach()), "mmd": float(mmd.detach())})
+        return ObjectiveOutput(cls + self.config.weight * mmd,
+                               {"cls_loss": float(cls.detach()), "mmd": float(mmd.detach())})

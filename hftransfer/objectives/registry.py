@@ -32,7 +32,8 @@ def register_objective(name: str, config_cls: type[ObjectiveConfig], combines_wi
         if name != name.lower() or not name.isidentifier():
             raise ValueError(f"Objective name {name!r} must be a lowercase identifier.")
         if name in OBJECTIVES:
-            raise ValueError(f"Objective {name!r} is already registered by {OBJECTIVES[name].objective_cls.__module__}.")
+            owner = OBJECTIVES[name].objective_cls.__module__
+            raise ValueError(f"Objective {name!r} is already registered by {owner}.")
         objective_cls.name = name
         doc = (objective_cls.__doc__ or "").strip().splitlines()
         OBJECTIVES[name] = ObjectiveEntry(name, config_cls, objective_cls, doc[0] if doc else "", combines_with)

@@ -103,7 +103,7 @@ class TrainConfig:
         default_factory=lambda: {"name": "source_only"},
         metadata={"help": "Training objective: {name: source_only|dann|mmd|coral|self_training, weight: ..., ...}."})
     target: DataConfig | None = field(
-        default=None, metadata={"help": "Unlabelled target-domain data (folder, CSV, .npz): labels absent or ignored."})
+        default=None, metadata={"help": "Unlabelled target-domain data (folder, CSV, .npz); labels ignored."})
     target_eval: DataConfig | None = field(
         default=None, metadata={"help": "Labelled target data, evaluated and reported beside the source metrics."})
     model_selection: str = field(

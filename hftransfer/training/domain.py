@@ -33,7 +33,8 @@ def check_domain_config(objective: dict[str, Any], target: DataConfig | None, ta
             f"objective.name={entry.name!r} learns from unlabelled target data but the config has no target: add "
             "`target: {source: <folder, CSV or .npz of the target domain>}` or use objective.name=source_only.")
     if model_selection not in MODEL_SELECTIONS:
-        raise ConfigurationError(f"model_selection={model_selection!r} is invalid; use one of {list(MODEL_SELECTIONS)} "
+        raise ConfigurationError(f"model_selection={model_selection!r} is invalid; use one of "
+                                 f"{list(MODEL_SELECTIONS)} "
                                  "('source': held-out source validation, the default).")
     if model_selection == "target_entropy" and target is None:
         raise ConfigurationError("model_selection='target_entropy' needs `target:` (unlabelled target data).")
@@ -65,7 +66,7 @@ def read_baseline(path: str) -> dict[str, Any]:
 def _unlabelled_source(config: DataConfig, label_names: list[str], modality: str) -> datasets.Dataset | None:
     """A flat image folder, a .npz without labels, or a table without a label column, as a dataset whose labels are
     all ``UNLABELLED``; None when ``config`` names labelled data (read by the ordinary loaders)."""
-    from hftransfer.data.images import IMAGE_EXTENSIONS, encode_image_arrays, image_dataset, scan_class_folders
+    from hftransfer.data.images import encode_image_arrays, image_dataset, scan_class_folders
     from hftransfer.data.sources import ARRAY_KEYS
     from hftransfer.data.tables import TABLE_SUFFIXES, read_table, text_dataset
 
