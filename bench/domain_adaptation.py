@@ -34,7 +34,8 @@ from common import DATA_ROOT, REPO_ROOT, machine_info, offline_env, write_json  
 OBJECTIVES = ("source_only", "dann", "mmd", "coral", "self_training")
 PACS_TARGETS = ("art_painting", "cartoon", "sketch")
 # Published context, not peers (ResNet-50, 224 px, Office-31; TLlib README).
-REFERENCES = "TLlib Office-31 ResNet-50 average: source-only 79.5, DANN 86.1, FixMatch 86.4 (other backbone/resolution)."
+REFERENCES = ("TLlib Office-31 ResNet-50 average: source-only 79.5, DANN 86.1, FixMatch 86.4 (other backbone and "
+              "resolution: context, not a peer).")
 MODES = {
     "full": {
         "pacs": {"model": {"name": "packaged:efficientnet_lite0", "image_size": 128},
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         if not DATA_ROOT.is_dir():
             parser.error(f"data not found at {DATA_ROOT} (set HFTRANSFER_BENCH_DATA)")
         results["machine"] = machine_info()
-        results.setdefault("command", {})[args.mode] = " ".join(["python", "bench/domain_adaptation.py", *sys.argv[1:]])
+        command = " ".join(["python", "bench/domain_adaptation.py", *(sys.argv[1:] if argv is None else argv)])
+        results.setdefault("command", {})[args.mode] = command
         with tempfile.TemporaryDirectory(dir=_mkdir(args.work_dir), prefix="runs-") as work:
             for row in selected:
                 out = run_row(row, args.mode, args.work_dir / "data", Path(work))

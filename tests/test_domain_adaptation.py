@@ -490,3 +490,19 @@ def test_mnist_to_usps_dann_and_self_training_beat_source_only(tmp_path, shared_
 
 def copy_dict(value):
     return json.loads(json.dumps(value))
+
+
+def test_target_eval_labels_are_mapped_to_the_source_ids(tmp_path):
+    # The same classes in another order: ids are remapped to the source's, so accuracy compares like with like.
+    from hftransfer.data import DataConfig, from_arrays
+    from hftransfer.training.domain import UNLABELLED, load_target
+
+    x = np.zeros((20, 8, 8), np.uint8)
+    source = from_arrays(x, ["cat", "dog"] * 10, label_names=["cat", "dog"])
+    names = ["dog"] * 14 + ["cat"] * 6
+    np.savez(tmp_path / "t.npz", x=x, y=names, label_names=["dog", "cat"])
+    split = load_target(DataConfig(source=str(tmp_path / "t.npz")), source, "target_eval", labelled=True)
+    assert split.features["label"].names == ["cat", "dog"]
+    assert [source.label_names[i] for i in split["label"]].count("dog") == 14
+    unlabelled = load_target(DataConfig(source=str(tmp_path / "t.npz")), source, "target", labelled=False)
+    assert set(unlabelled["label"]) == {UNLABELLED} and len(unlabelled) == 20

@@ -112,8 +112,9 @@ def _relabelled(split: datasets.Dataset, names: list[str], source_names: list[st
         return split
     lookup = np.asarray([source_names.index(n) for n in names])
     ids = lookup[split.with_format("arrow")["label"].to_numpy()]
-    return split.remove_columns("label").add_column("label", ids.tolist()).cast(
-        split.features.copy() | {"label": datasets.ClassLabel(names=source_names)})
+    features = split.features.copy()
+    features["label"] = datasets.ClassLabel(names=source_names)
+    return split.remove_columns("label").add_column("label", ids.tolist()).cast(features)
 
 
 def load_target(config: DataConfig, source: LoadedData, key: str, labelled: bool) -> datasets.Dataset:
