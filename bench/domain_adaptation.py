@@ -2,7 +2,11 @@
 
 EfficientNet-Lite0 (packaged ImageNet weights), full fine-tuning, 128 px on PACS, 32 px on digits. Each row is one
 (pair, objective, seed); the checkpoint is chosen on held-out *source* validation (never on target labels) and the
-row's number is the accuracy of that checkpoint on the labelled target domain. Results merge into
+row's number is the accuracy of that checkpoint on the labelled target domain. Two stages, as measured best on
+MNIST -> USPS (adversarial training from ImageNet weights was unstable in short CPU runs): ``source_only`` trains from
+ImageNet weights; every adaptation objective then starts from that seed's saved source-only model for
+``adapt_epochs`` more epochs, and so does ``source_only_continued`` (the same extra epochs without target data), so
+the baseline of the goals is the better of the two source-only numbers. Results merge into
 ``results/da_results.json`` after every row (a stopped run keeps its rows); ``results/DA.md`` is the table with the
 issue 11 goals marked met/missed.
 
@@ -31,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA_ROOT, REPO_ROOT, machine_info, offline_env, write_json  # noqa: E402
 
 
-OBJECTIVES = ("source_only", "dann", "mmd", "coral", "self_training")
+OBJECTIVES = ("source_only", "source_only_continued", "dann", "mmd", "coral", "self_training")
+ADAPTATION = ("dann", "mmd", "coral", "self_training")
 PACS_TARGETS = ("art_painting", "cartoon", "sketch")
 # Published context, not peers (ResNet-50, 224 px, Office-31; TLlib README).
 REFERENCES = ("TLlib Office-31 ResNet-50 average: source-only 79.5, DANN 86.1, FixMatch 86.4 (other backbone and "
@@ -39,22 +44,28 @@ REFERENCES = ("TLlib Office-31 ResNet-50 average: source-only 79.5, DANN 86.1, F
 MODES = {
     "full": {
         "pacs": {"model": {"name": "packaged:efficientnet_lite0", "image_size": 128},
-                 "optim": {"lr": 3e-3, "backbone_lr_scale": 0.1}, "epochs": 10, "batch_size": 32,
-                 "augment": "default"},
+                 "optim": {"lr": 3e-3}, "epochs": 8, "batch_size": 32, "augment": "default",
+                 "adapt": {"epochs": 4, "optim": {"lr": 1e-3}}},
         "digits": {"model": {"name": "packaged:efficientnet_lite0", "image_size": 32},
                    "data": {"max_train_samples": 2000, "max_eval_samples": 300},
-                   "optim": {"lr": 3e-3, "backbone_lr_scale": 0.1}, "epochs": 8, "batch_size": 64, "augment": "none"},
+                   "optim": {"lr": 3e-3}, "epochs": 4, "batch_size": 64, "augment": "none",
+                   "adapt": {"epochs": 2, "optim": {"lr": 1e-3}}},
     },
     "smoke": {
         "pacs": {"model": {"name": "packaged:efficientnet_lite0", "image_size": 32},
                  "data": {"max_train_samples": 14, "max_eval_samples": 14}, "max_steps": 2, "epochs": 1,
-                 "batch_size": 8, "augment": "default"},
+                 "batch_size": 8, "augment": "default", "adapt": {"epochs": 1}},
         "digits": {"model": {"name": "packaged:efficientnet_lite0", "image_size": 32},
                    "data": {"max_train_samples": 20, "max_eval_samples": 20}, "max_steps": 2, "epochs": 1,
-                   "batch_size": 8, "augment": "none"},
+                   "batch_size": 8, "augment": "none", "adapt": {"epochs": 1}},
     },
 }
-OBJECTIVE_OPTIONS = {"source_only": {}, "dann": {}, "mmd": {}, "coral": {}, "self_training": {}}
+# Starting from a source-only model without a bottleneck: dann aligns the pooled features (the head is kept); mmd and
+# coral add their bottleneck (a new head); self_training learns pseudo-labels on the same view for digits (flips and
+# RandAugment crops change digits) and FixMatch's RandAugment view on PACS.
+OBJECTIVE_OPTIONS = {"source_only": {}, "source_only_continued": {}, "dann": {"bottleneck_dim": None}, "mmd": {},
+                     "coral": {}, "self_training": {}}
+KIND_OPTIONS = {("digits", "self_training"): {"strong_augment": None}}
 
 
 def _prepare():
@@ -70,8 +81,14 @@ def rows(mode: str, seeds: int) -> list[dict[str, Any]]:
              "seed": seed} for pair, kind in pairs for objective in OBJECTIVES for seed in range(seeds)]
 
 
-def row_config(row: dict[str, Any], mode: str, data_dir: Path, out_dir: Path) -> dict[str, Any]:
+def row_config(row: dict[str, Any], mode: str, data_dir: Path, out_dir: Path,
+               source_model: Path | None = None) -> dict[str, Any]:
     config = copy.deepcopy(MODES[mode][row["kind"]])
+    adapt = config.pop("adapt")
+    if source_model is not None:  # second stage: start from the source-only model
+        config["model"] = {**config["model"], "name": str(source_model)}
+        config["epochs"] = adapt["epochs"]
+        config["optim"] = {**config.get("optim", {}), **adapt.get("optim", {})}
     prep = _prepare()
     data = config.setdefault("data", {})
     if row["kind"] == "digits":
@@ -89,7 +106,10 @@ def row_config(row: dict[str, Any], mode: str, data_dir: Path, out_dir: Path) ->
             config["target_eval"]["max_train_samples"] = 14
             config["target_eval"]["max_eval_samples"] = 7
     config.update(recipe="full", seed=row["seed"], output_dir=str(out_dir), overwrite_output_dir=True,
-                  progress_bar=False, objective={"name": row["objective"], **OBJECTIVE_OPTIONS[row["objective"]]})
+                  progress_bar=False)
+    name = "source_only" if row["objective"].startswith("source_only") else row["objective"]
+    config["objective"] = {"name": name, **OBJECTIVE_OPTIONS[row["objective"]],
+                           **KIND_OPTIONS.get((row["kind"], row["objective"]), {})}
     return config
 
 
@@ -97,7 +117,13 @@ def run_row(row: dict[str, Any], mode: str, data_dir: Path, work: Path) -> dict[
     import hftransfer
 
     start = time.perf_counter()
-    result = hftransfer.train(row_config(row, mode, data_dir, work / row["id"].replace("/", "_")))
+    source_model = None
+    if row["objective"] != "source_only":
+        stage_one = {**row, "objective": "source_only", "id": f"{row['pair']}/source_only/seed{row['seed']}"}
+        source_model = work / stage_one["id"].replace("/", "_") / "model"
+        if not source_model.is_dir():  # --rows without the source_only row: train it first (not recorded)
+            hftransfer.train(row_config(stage_one, mode, data_dir, source_model.parent))
+    result = hftransfer.train(row_config(row, mode, data_dir, work / row["id"].replace("/", "_"), source_model))
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     return {**row, "mode": mode, "source_accuracy": metrics["final_eval"]["accuracy"],
             "target_accuracy": metrics["target_eval"]["accuracy"], "best_epoch": metrics["best_epoch"],
@@ -115,7 +141,8 @@ def render(results: dict[str, Any], mode: str) -> str:
                 mean[pair, objective] = (statistics.mean(values), statistics.pstdev(values), len(values))
     lines = [f"## Domain adaptation ({mode} mode)", "",
              "Target accuracy (%) of the checkpoint chosen on held-out *source* validation; mean ± std over seeds "
-             "(n). EfficientNet-Lite0, full fine-tuning; PACS at 128 px, digits at 32 px.", "",
+             "(n). EfficientNet-Lite0, full fine-tuning; PACS at 128 px, digits at 32 px. Adaptation objectives and "
+             "`source_only_continued` start from the seed's source-only model (see the script's docstring).", "",
              "| pair | " + " | ".join(OBJECTIVES) + " |", "|:--|" + "--:|" * len(OBJECTIVES)]
     for pair in pairs:
         cells = ["{:.1f} ± {:.1f} ({})".format(*mean[pair, o]) if (pair, o) in mean else "–" for o in OBJECTIVES]
@@ -127,15 +154,17 @@ def render(results: dict[str, Any], mode: str) -> str:
     lines += ["", "Goals (issue 11):"]
     digits = "digits_mnist_usps"
     if all((digits, o) in mean for o in OBJECTIVES):
-        best = max(OBJECTIVES[1:], key=lambda o: mean[digits, o][0])
-        value, base = mean[digits, best][0], mean[digits, "source_only"][0]
+        best = max(ADAPTATION, key=lambda o: mean[digits, o][0])
+        value = mean[digits, best][0]
+        base = max(mean[digits, "source_only"][0], mean[digits, "source_only_continued"][0])
         ok = value >= 95 and value - base >= 10
-        lines.append(f"- MNIST -> USPS: best `{best}` {value:.1f} vs source-only {base:.1f} (goal >= 95 and +10): "
+        lines.append(f"- MNIST -> USPS: best `{best}` {value:.1f} vs source-only {base:.1f} (better of the two; goal "
+                     ">= 95 and +10): "
                      f"**{'met' if ok else 'missed'}**")
     if pacs and all((p, o) in mean for p in pacs for o in OBJECTIVES):
-        base = avg["source_only"]
-        all_ok = all(avg[o] >= base for o in OBJECTIVES[1:])
-        best = max(OBJECTIVES[1:], key=avg.get)
+        base = max(avg["source_only"], avg["source_only_continued"])
+        all_ok = all(avg[o] >= base for o in ADAPTATION)
+        best = max(ADAPTATION, key=avg.get)
         lines.append(f"- PACS: every method >= source-only on average: **{'met' if all_ok else 'missed'}**; best "
                      f"`{best}` {avg[best]:.1f} vs {base:.1f} (goal +5): "
                      f"**{'met' if avg[best] - base >= 5 else 'missed'}**")

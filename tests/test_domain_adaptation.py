@@ -506,3 +506,23 @@ def test_target_eval_labels_are_mapped_to_the_source_ids(tmp_path):
     assert [source.label_names[i] for i in split["label"]].count("dog") == 14
     unlabelled = load_target(DataConfig(source=str(tmp_path / "t.npz")), source, "target", labelled=False)
     assert set(unlabelled["label"]) == {UNLABELLED} and len(unlabelled) == 20
+
+
+def test_da_bench_table_marks_the_goals():
+    spec = importlib.util.spec_from_file_location("da_bench", REPO / "bench" / "domain_adaptation.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    digits = {"source_only": 0.80, "source_only_continued": 0.84, "dann": 0.93, "mmd": 0.90, "coral": 0.91,
+              "self_training": 0.96}
+    rows = {f"full/digits_mnist_usps/{o}/seed0": {"mode": "full", "pair": "digits_mnist_usps", "objective": o,
+                                                  "target_accuracy": v} for o, v in digits.items()}
+    for target in bench.PACS_TARGETS:
+        for o in bench.OBJECTIVES:
+            rows[f"full/pacs_photo_{target}/{o}/seed0"] = {
+                "mode": "full", "pair": f"pacs_photo_{target}", "objective": o,
+                "target_accuracy": 0.60 if o.startswith("source_only") else 0.62}
+    text = bench.render({"rows": rows}, "full")
+    assert "| digits_mnist_usps | 80.0 ± 0.0 (1) | 84.0 ± 0.0 (1) |" in text
+    assert "best `self_training` 96.0 vs source-only 84.0" in text and "+10): **met**" in text
+    assert "every method >= source-only on average: **met**" in text and "(goal +5): **missed**" in text
+    assert "| PACS average | 60.0 | 60.0 | 62.0 |" in text
