@@ -327,7 +327,10 @@ def test_errors_before_training(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty"):
         hftransfer.train({**base, "target": {"source": str(tmp_path / "empty")}, "output_dir": str(tmp_path / "r3")})
-    for run in ("r1", "r2", "r3"):  # nothing was trained
+    with pytest.raises(ConfigurationError, match="nothing to align"):
+        hftransfer.train({**base, "recipe": "linear_probe", "objective": {"name": "coral", "bottleneck_dim": None},
+                          "output_dir": str(tmp_path / "r4")})
+    for run in ("r1", "r2", "r3", "r4"):  # nothing was trained
         assert not (tmp_path / run / "checkpoints").exists() and not (tmp_path / run / "model").exists()
     assert files
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hftransfer.errors import ConfigurationError
 from hftransfer.heads import BOTTLENECK_NORMS
 from hftransfer.objectives.base import Objective, ObjectiveConfig, concat_inputs, model_inputs
 
@@ -30,6 +31,13 @@ class AlignmentObjective(Objective):
     """Base of objectives that align source and target features under one forward of both batches."""
 
     needs_target = True
+
+    def check_model(self, model) -> None:
+        if not model.method.trains_backbone and not self.config.bottleneck_dim:
+            raise ConfigurationError(
+                f"objective {self.name!r} with method {model.method.name!r} (frozen backbone) and "
+                "objective.bottleneck_dim=null has nothing to align: the features cannot change. Set "
+                "objective.bottleneck_dim (e.g. 256) or use a method that trains the backbone (full, lora).")
 
     def prepare_model(self, model) -> None:
         dim, norm = self.config.bottleneck_dim, self.config.norm
