@@ -444,6 +444,13 @@ def test_cli_lists_objectives_and_trains_one(tmp_path):
                          cwd=REPO)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["objective"]["name"] == "mmd"
+    # The launch script (what `accelerate launch recipes/domain_adapt.py` runs) keeps the config's recipe.
+    run = subprocess.run([sys.executable, str(REPO / "recipes" / "domain_adapt.py"), "--config", str(config),
+                          "epochs=1", "recipe=lora", f"output_dir={tmp_path / 'script'}"], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((tmp_path / "script" / "metrics.json").read_text())
+    assert metrics["objective"]["name"] == "coral" and metrics["recipe"] == "lora"
 
 
 # --- real data ------------------------------------------------------------------------------------------------------
