@@ -536,3 +536,18 @@ def test_da_bench_table_marks_the_goals():
     assert "best `self_training` 96.0 vs source-only 84.0" in text and "+10): **met**" in text
     assert "every method >= source-only on average: **met**" in text and "(goal +5): **missed**" in text
     assert "| PACS average | 60.0 | 60.0 | 62.0 |" in text
+
+
+def test_objective_loss_parts_reach_the_trackers(tmp_path):
+    # With report_to, the objective's parts (here DANN's GRL coefficient and domain accuracy) are logged per step.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = da_config(tmp_path, {"name": "dann", "hidden_dim": 16}, epochs=1, report_to=["tensorboard"],
+                       log_every_steps=1)
+    result = hftransfer.train(config)
+    events = next((result.output_dir / "logs").rglob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(events.parent)).Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"train/grl_coefficient", "train/domain_accuracy", "train/cls_loss"} <= set(tags), tags
+    coefficients = [e.value for e in acc.Scalars("train/grl_coefficient")]
+    assert coefficients == sorted(coefficients) and 0.0 <= coefficients[0] < coefficients[-1] <= 1.0

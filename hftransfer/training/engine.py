@@ -328,6 +328,8 @@ class TransferTrainer:
     def _on_update(self, state: dict[str, Any], loss: torch.Tensor) -> None:
         cfg = self.config
         self.objective.after_update()
+        if cfg.report_to and state["global_step"] % cfg.log_every_steps == 0 and self.objective_logs:
+            self.accelerator.log({f"train/{k}": v for k, v in self.objective_logs.items()}, step=state["global_step"])
         if cfg.report_to and state["global_step"] % cfg.log_every_steps == 0:
             self.accelerator.log({"train/loss": float(loss.detach()), "train/lr": self.scheduler.get_last_lr()[-1]},
                                  step=state["global_step"])
@@ -394,6 +396,7 @@ class TransferTrainer:
     def _setup_objective(self) -> None:
         """Build the run's objective; it may reshape the model (a bottleneck in the head) before the optimizer."""
         self.objective = get_objective(self.config.objective)
+        self.objective_logs: dict[str, float] = {}  # the last micro-batch's loss parts (to trackers with report_to)
         self.objective.label_smoothing = self.config.label_smoothing
         self.objective.check_model(self.model)
         self.objective.prepare_model(self.model)
