@@ -47,7 +47,25 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
         for path in configs:
             if f"recipe: {name}\n" in path.read_text(encoding="utf-8"):
                 print(f"{'':14s}   config: {EXAMPLES_PREFIX}{path.name}")
+    _print_objectives(configs)
     return 0
+
+
+def _print_objectives(configs: list[Path]) -> None:
+    """The registered training objectives (domain adaptation), what they combine with and their example configs."""
+    from hftransfer.objectives import OBJECTIVES
+
+    print("\nobjectives (objective.name=..., with any recipe; run with `hftransfer train` or "
+          "`accelerate launch recipes/domain_adapt.py --config ...`):")
+    for name in sorted(OBJECTIVES):
+        entry = OBJECTIVES[name]
+        target = "needs target" if entry.objective_cls.needs_target else "no target data"
+        print(f"{name:14s} {target:14s} {entry.description}")
+        print(f"{'':14s}   combines with: {entry.combines_with}")
+        for path in configs:
+            text = path.read_text(encoding="utf-8")
+            if f"name: {name}\n" in text and "objective:" in text:
+                print(f"{'':14s}   config: {path.relative_to(path.parents[2])}")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -122,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides: optim.lr=3e-4 epochs=5 recipe=lora")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("recipes", help="list the registered recipes and their example configs")
+    p = sub.add_parser("recipes", help="list the registered recipes, training objectives and their example configs")
     p.set_defaults(func=_cmd_recipes)
 
     p = sub.add_parser("evaluate", help="score a saved or hub model on labelled data (metrics, report, predictions)")

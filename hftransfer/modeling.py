@@ -42,10 +42,12 @@ SUPPORTED_TASKS = tuple(TASK_BY_MODALITY.values())
 
 @dataclass
 class TransferOutput:
-    """What ``AutoTransfer.forward`` returns: ``logits`` always, ``loss`` when labels were given."""
+    """What ``AutoTransfer.forward`` returns: ``logits`` always, ``loss`` when labels were given, ``features`` (what
+    the head's last layer sees: the bottleneck output when there is one) when asked with ``return_features=True``."""
 
     logits: torch.Tensor
     loss: torch.Tensor | None = None
+    features: torch.Tensor | None = None
 
     def __getitem__(self, key: str) -> torch.Tensor | None:
         return getattr(self, key)
@@ -65,12 +67,13 @@ class AutoTransfer(nn.Module):
     """
 
     def __init__(self, backbone: Backbone, id2label: dict[int, str], head_dropout: float = 0.0,
-                 method: TransferMethod | None = None):
+                 method: TransferMethod | None = None, head_options: dict[str, Any] | None = None):
         super().__init__()
         self.backbone = backbone
         self.id2label = {int(k): str(v) for k, v in id2label.items()}
         self.label2id = {v: k for k, v in self.id2label.items()}
-        self.head = ClassificationHead(backbone.num_features, len(self.id2label), head_dropout)
+        self.head = ClassificationHead(backbone.num_features, len(self.id2label), head_dropout,
+                                       **(head_options or {}))
         self.label_smoothing = 0.0
         self.method = method or get_method("full")
         self.method.check_backbone(self)
@@ -192,8 +195,9 @@ class AutoTransfer(nn.Module):
                 ) from err
             backbone.pretrained_head = None
         method = get_method(config["method"]["name"], config["method"]["config"])
+        head_options = {k: config["head"][k] for k in ("bottleneck_dim", "bottleneck_norm") if k in config["head"]}
         model = cls(backbone, {int(k): v for k, v in config["id2label"].items()},
-                    head_dropout=config["head"].get("dropout", 0.0), method=method)
+                    head_dropout=config["head"].get("dropout", 0.0), method=method, head_options=head_options)
         weights_file = folder / (FULL_WEIGHTS if config["weights"] == "full" else TRAINED_WEIGHTS)
         if not weights_file.is_file():
             raise ForeignFolderError(
@@ -229,11 +233,14 @@ class AutoTransfer(nn.Module):
             self.method.apply(self)
         return self
 
-    def reset_head(self, id2label: dict[int, str], dropout: float = 0.0) -> None:
-        """Replace the head by a new one for another label set."""
+    def reset_head(self, id2label: dict[int, str], dropout: float = 0.0, bottleneck_dim: int | None = None,
+                   bottleneck_norm: str = "batch") -> None:
+        """Replace the head by a new one for another label set (optionally behind a Linear-Norm-ReLU bottleneck)."""
         self.id2label = {int(k): str(v) for k, v in id2label.items()}
         self.label2id = {v: k for k, v in self.id2label.items()}
-        self.head = ClassificationHead(self.backbone.num_features, len(self.id2label), dropout)
+        self.head = ClassificationHead(self.backbone.num_features, len(self.id2label), dropout,
+                                       bottleneck_dim=bottleneck_dim, bottleneck_norm=bottleneck_norm)
+        self.method.set_trainable(self)
 
     # --- forward --------------------------------------------------------------------------------------------------
 
@@ -242,18 +249,21 @@ class AutoTransfer(nn.Module):
         return self.backbone(**self.backbone.select_inputs(inputs))
 
     def forward(self, labels: torch.Tensor | None = None, features: torch.Tensor | None = None,
-                **inputs: Any) -> TransferOutput:
+                return_features: bool = False, **inputs: Any) -> TransferOutput:
         """Logits for a batch (``pixel_values`` or ``input_ids``/``attention_mask``); loss when labels are given.
 
-        ``features`` skips the backbone (cached features from :meth:`forward_features`).
+        ``features`` skips the backbone (cached features from :meth:`forward_features`). ``return_features=True``
+        also returns the representation the head's last layer sees (for domain-adaptation objectives).
         """
         if features is None:
             features = self.forward_features(**inputs)
-        logits = self.head(features.to(self.head.fc.weight.dtype) if not torch.is_autocast_enabled() else features)
+        features = features.to(self.head.fc.weight.dtype) if not torch.is_autocast_enabled() else features
+        embedded = self.head.embed(features)
+        logits = self.head.fc(self.head.dropout(embedded))
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
-        return TransferOutput(logits=logits, loss=loss)
+        return TransferOutput(logits=logits, loss=loss, features=embedded if return_features else None)
 
     # --- properties -----------------------------------------------------------------------------------------------
 

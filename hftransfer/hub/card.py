@@ -168,6 +168,9 @@ class CardInfo:
         versions (`dict[str, str]`, *optional*): Framework versions; defaults to [`collect_versions`].
         license (`str`, *optional*): Written only if the existing card has no license.
         tags (`list[str]`, *optional*): Extra tags; recipe, task and `"hftransfer"` are always added.
+        domain_adaptation (`dict`, *optional*): A domain-adaptation run: `objective` (name + hyperparameters),
+            `model_selection`, `selection_uses_target_labels`, `source` / `target_eval` metrics and an optional
+            `source_only_baseline`; shown as its own section with the target numbers marked as such.
 
     Example:
 
@@ -202,6 +205,7 @@ class CardInfo:
     versions: dict[str, str] = field(default_factory=collect_versions)
     license: str | None = None
     tags: list[str] = field(default_factory=list)
+    domain_adaptation: dict[str, Any] | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -323,11 +327,40 @@ def _results_table(eval_results: dict[str, dict[str, float]], selection_split: s
 def _selection_note(info: CardInfo) -> str:
     if not info.selection_split or info.selection_split not in info.eval_results:
         return ""
-    held_out = [split for split in info.eval_results if split != info.selection_split]
+    held_out = [split for split in info.eval_results
+                if split != info.selection_split and not split.startswith("target_eval")]
     note = f"The `{info.selection_split}` split picked the best checkpoint, so its numbers lean optimistic."
     if held_out:
         return note + f" {', '.join(f'`{s}`' for s in held_out)} was held out and scored once, after training."
     return note + " No held-out test split was scored (set `data.test` for honest numbers)."
+
+
+def _domain_markdown(da: dict[str, Any] | None) -> str:
+    """The domain-adaptation section: objective, how the checkpoint was chosen, source vs target numbers."""
+    if not da:
+        return ""
+    objective = dict(da.get("objective") or {})
+    name = objective.pop("name", "?")
+    options = ", ".join(f"`{k}={v}`" for k, v in sorted(objective.items()))
+    selection = da.get("model_selection", "source")
+    lines = [f"- Objective: `{name}`" + (f" ({options})" if options else ""),
+             f"- Best checkpoint chosen on: `{da.get('selected_on', selection)}` "
+             + ("(**target labels were used for selection**: the target numbers below are optimistic)"
+                if da.get("selection_uses_target_labels") else "(no target labels used)")]
+    rows = []
+    metric = "accuracy"
+    source, target = da.get("source") or {}, da.get("target_eval") or {}
+    if metric in source:
+        rows.append(["source (held-out validation)", source[metric]])
+    if metric in target:
+        rows.append(["target (labelled evaluation split, reported only)", target[metric]])
+    baseline = da.get("source_only_baseline") or {}
+    if metric in baseline.get("source", {}):
+        rows.append(["source-only baseline: source", baseline["source"][metric]])
+    if metric in baseline.get("target_eval", {}):
+        rows.append(["source-only baseline: target", baseline["target_eval"][metric]])
+    table = _table(["Split", "Accuracy"], rows, metric=True) if rows else ""
+    return "\n".join(lines) + ("\n\n" + table if table else "")
 
 
 def _datasets_markdown(datasets: list[DatasetInfo], max_labels: int = 50) -> str:
@@ -385,6 +418,7 @@ def _template_kwargs(info: CardInfo) -> dict[str, Any]:
         "results_table": _results_table(info.eval_results, info.selection_split),
         "selection_note": _selection_note(info),
         "data_report": info.data_report or "",
+        "domain_adaptation_markdown": _domain_markdown(info.domain_adaptation),
         "per_class_table": format_report_markdown(info.per_class_report) if info.per_class_report else "",
         "per_class_split": info.per_class_split,
         "confusion_matrix_image": info.confusion_matrix_image,

@@ -37,8 +37,16 @@ def _tupled(value: Any) -> Any:
     return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
 
 
-def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict[str, Any], keep: int) -> Path:
-    """Write ``checkpoints/step_<global_step>`` atomically and keep only the newest ``keep`` checkpoints."""
+OBJECTIVE_STATE = "objective.safetensors"
+
+
+def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict[str, Any], keep: int,
+                    objective_state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``checkpoints/step_<global_step>`` atomically and keep only the newest ``keep`` checkpoints.
+
+    ``objective_state``: the training objective's tensors (discriminator, EMA teacher), restored by
+    :func:`load_objective_state`.
+    """
     root = Path(output_dir) / CHECKPOINT_DIR
     final = root / f"step_{state['global_step']:08d}"
     tensors, plain = _rng_state()
@@ -47,6 +55,9 @@ def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict[s
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
         save_state_dict(tensors, tmp / "rng.safetensors")
         write_json(tmp / "trainer_state.json", {**state, "rng": plain})
+        if objective_state:
+            save_state_dict({k: v.detach().cpu().contiguous() for k, v in objective_state.items()},
+                            tmp / OBJECTIVE_STATE)
     for old in list_checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -81,3 +92,9 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
     np_state = plain["numpy"]
     np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
     return state
+
+
+def load_objective_state(path: Path) -> dict[str, torch.Tensor]:
+    """The objective's tensors saved with a checkpoint (empty when it had none)."""
+    file = Path(path) / OBJECTIVE_STATE
+    return load_state_dict(file) if file.is_file() else {}

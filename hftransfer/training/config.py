@@ -260,8 +260,22 @@ class TrainConfig:
     hub_repo_id: str | None = field(default=None, metadata={"help": "Hub repo 'namespace/name' to push to."})
     hub_private: bool = field(default=False, metadata={"help": "Create the hub repo as private."})
     hub_revision: str | None = field(default=None, metadata={"help": "Hub branch to push to."})
+    objective: dict[str, Any] = field(
+        default_factory=lambda: {"name": "source_only"},
+        metadata={"help": "Training objective: {name: source_only|dann|mmd|coral|self_training, weight: ..., ...}."})
+    target: DataConfig | None = field(
+        default=None, metadata={"help": "Unlabelled target-domain data (folder, CSV, .npz); labels ignored."})
+    target_eval: DataConfig | None = field(
+        default=None, metadata={"help": "Labelled target data, evaluated and reported beside the source metrics."})
+    model_selection: str = field(
+        default="source", metadata={"help": "Best checkpoint by 'source' validation (default), 'target_entropy' "
+                                            "(unsupervised) or 'target_eval' (uses target labels: opt-in)."})
+    source_only_baseline: str | None = field(
+        default=None, metadata={"help": "A finished source_only run (output_dir or its metrics.json) whose source and "
+                                        "target numbers the model card sets beside this run's."})
 
     def __post_init__(self):
+        self._check_domain()
         from hftransfer.augment import AUGMENTATION_PRESETS
         from hftransfer.utils.hub_ids import is_repo_id
 
@@ -316,6 +330,13 @@ class TrainConfig:
 
         entry = METHODS[get_recipe(self.recipe).method]
         return entry.config_cls.from_dict(self.method, context=f"recipe={self.recipe!r}")
+
+    def _check_domain(self) -> None:
+        from hftransfer.objectives import normalize_objective
+        from hftransfer.training.domain import check_domain_config
+
+        self.objective = normalize_objective(self.objective)
+        check_domain_config(self.objective, self.target, self.target_eval, self.model_selection)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

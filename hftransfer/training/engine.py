@@ -26,6 +26,7 @@ from hftransfer.augment import is_deterministic
 from hftransfer.data import LoadedData, load_data
 from hftransfer.errors import ConfigurationError, OutputDirError
 from hftransfer.modeling import AutoTransfer
+from hftransfer.objectives import StepInfo, get_objective
 from hftransfer.recipes import get_recipe
 from hftransfer.saved_format import FULL_WEIGHTS, TRAINED_WEIGHTS
 from hftransfer.training import checkpoint as ckpt
@@ -112,10 +113,13 @@ class TransferTrainer:
         self._setup_model()
         self._write_data_report()
         self.class_weights = self._class_weights()
+        self._setup_objective()
         self._setup_loaders()
+        self._setup_target()
         self.depths = depth_map(self.model)
         self.optimizer = build_optimizer(self.model, self.model.method, self.depths, cfg.optim,
                                          fsdp=sharding_kind(acc) == "fsdp")
+        self._add_objective_params()
         # split_batches=True: every process sees every global batch (a slice of it), so the count is unchanged.
         self.updates_per_epoch = max(1, math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps))
         total = self.updates_per_epoch * cfg.epochs
@@ -123,6 +127,7 @@ class TransferTrainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.scheduler, self.total_steps, self.updates_per_epoch)
         self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler = acc.prepare(
             self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler)
+        self._bind_objective()
         if log_with:
             acc.init_trackers(PROJECT_NAME, config=_flat_hparams(cfg),
                               init_kwargs=tracker_init_kwargs(log_with, self.output_dir))
@@ -267,7 +272,9 @@ class TransferTrainer:
         cfg, model, data = self.config, self.model, self.data
         eval_bs = cfg.eval_batch_size or cfg.batch_size
         method = model.method
-        if not method.trains_backbone and getattr(method.config, "cache_features", False):
+        if self.objective.needs_target and getattr(method.config, "cache_features", False):
+            self._log(f"feature cache off: objective {self.objective.name!r} trains on target batches")
+        elif not method.trains_backbone and getattr(method.config, "cache_features", False):
             if model.modality == "image" and not is_deterministic(cfg.augment):
                 self._log(f"feature cache off: augment={cfg.augment!r} is random, so the backbone runs every epoch "
                           "(set augment: none to cache features)")
@@ -408,6 +415,7 @@ class TransferTrainer:
         unwrapped = self.accelerator.unwrap_model(self.model)
         loaded = ckpt.load_checkpoint(found[-1], unwrapped, self.optimizer.optimizer, self.scheduler.scheduler)
         state.update(loaded)
+        self._resume_objective(found[-1], state)
         self._log(f"resumed from {found[-1]} (epoch {state['epoch']}, step {state['global_step']}, "
                   f"{state['batches_done']} batches into the epoch)")
         return True
@@ -451,10 +459,7 @@ class TransferTrainer:
                 targets = labels
                 if mixup is not None and "pixel_values" in batch:
                     batch["pixel_values"], targets = mixup(batch["pixel_values"], labels)
-                logits = self.model(**batch).logits
-                loss = F.cross_entropy(logits.float(), targets, weight=self.class_weights,
-                                       label_smoothing=cfg.label_smoothing if mixup is None else 0.0)
-                loss = loss * self._weight_share(targets)
+                loss = self._objective_loss(batch, targets, state)
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.max_grad_norm:
                     acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
@@ -487,6 +492,7 @@ class TransferTrainer:
                "train_time_s": state["train_time"], **{f"eval_{k}": v for k, v in metrics.items()}}
         if getattr(self, "compile_timer", None) is not None:
             row["compile_time_s"] = state["compile_time"]
+        row.update(self._target_metrics())
         state["history"].append(row)
         stop = self._track_best(state, row)
         state["epoch"] = epoch + 1
@@ -503,6 +509,9 @@ class TransferTrainer:
 
     def _on_update(self, state: dict[str, Any], loss: torch.Tensor) -> None:
         cfg = self.config
+        self.objective.after_update()
+        if cfg.report_to and state["global_step"] % cfg.log_every_steps == 0 and self.objective_logs:
+            self.accelerator.log({f"train/{k}": v for k, v in self.objective_logs.items()}, step=state["global_step"])
         if cfg.report_to and state["global_step"] % cfg.log_every_steps == 0:
             self.accelerator.log({"train/loss": float(loss.detach()), "train/lr": self.scheduler.get_last_lr()[-1]},
                                  step=state["global_step"])
@@ -517,8 +526,11 @@ class TransferTrainer:
             return
         acc.wait_for_everyone()
         if acc.is_main_process:
+            if self.target_stream is not None:
+                state["target_stream"] = self.target_stream.state_dict()
             ckpt.save_checkpoint(self.output_dir, acc.unwrap_model(self.model), self.optimizer.optimizer,
-                                 self.scheduler.scheduler, dict(state), self.config.keep_checkpoints)
+                                 self.scheduler.scheduler, dict(state), self.config.keep_checkpoints,
+                                 objective_state=self.objective.state_dict())
         acc.wait_for_everyone()
 
     def _mixup(self):
@@ -539,13 +551,13 @@ class TransferTrainer:
 
     def _track_best(self, state: dict[str, Any], row: dict[str, Any]) -> bool:
         cfg = self.config
-        key = f"eval_{cfg.metric_for_best}"
+        key, greater = self._selection_key()
         if key not in row:
             raise KeyError(f"metric_for_best={cfg.metric_for_best!r} is not computed; available: "
                            f"{sorted(k[5:] for k in row if k.startswith('eval_'))}.")
         value = row[key]
         best = state["best_metric"]
-        improved = best is None or (value > best if cfg.greater_is_better else value < best)
+        improved = best is None or (value > best if greater else value < best)
         if improved:
             state.update(best_metric=value, best_epoch=row["epoch"], bad_epochs=0)
             self._save_model(self.output_dir / MODEL_DIR)
@@ -565,11 +577,169 @@ class TransferTrainer:
                                                      state_dict=gathered_state_dict(acc, self.model))
         acc.wait_for_everyone()
 
+    # --- objective and target domain (hftransfer.objectives, hftransfer.training.domain) --------------------------
+
+    def _setup_objective(self) -> None:
+        """Build the run's objective; it may reshape the model (a bottleneck in the head) before the optimizer."""
+        self.objective = get_objective(self.config.objective)
+        self.objective_logs: dict[str, float] = {}  # the last micro-batch's loss parts (to trackers with report_to)
+        self.objective.label_smoothing = self.config.label_smoothing
+        # class_weights (auto or given) weigh the supervised part; the share keeps N processes equal to one.
+        self.objective.class_weight = self.class_weights
+        self.objective.weight_share = self._weight_share
+        self.objective.check_model(self.model)
+        self.objective.prepare_model(self.model)
+        if self.objective.needs_target:
+            self._log(f"objective: {self.objective.to_dict()}")
+
+    def _setup_target(self) -> None:
+        """Target data: the endless unlabelled stream (when the objective reads it), an eval-view loader of it (for
+        entropy-based selection) and the labelled ``target_eval`` loader."""
+        from hftransfer.training.domain import (
+            TARGET_SEED_OFFSET,
+            TargetStream,
+            TwoViewImageDataset,
+            load_target,
+            read_baseline,
+        )
+
+        self.target_stream = self.target_loader = self.target_eval_loader = None
+        cfg, acc, model = self.config, self.accelerator, self.model
+        self.baseline = read_baseline(cfg.source_only_baseline) if cfg.source_only_baseline else None
+        if cfg.target is None and cfg.target_eval is None:
+            return
+        with acc.main_process_first():
+            target = load_target(cfg.target, self.data, "target", labelled=False) if cfg.target else None
+            target_eval = (load_target(cfg.target_eval, self.data, "target_eval", labelled=True)
+                           if cfg.target_eval else None)
+        self.target_sizes = {"target": len(target) if target is not None else 0,
+                             "target_eval": len(target_eval) if target_eval is not None else 0}
+        self._log(f"target data: {self.target_sizes['target']} unlabelled rows, {self.target_sizes['target_eval']} "
+                  "labelled evaluation rows (never used for model selection unless model_selection=target_eval)")
+        if target is not None and self.objective.needs_target:
+            seed = cfg.seed + TARGET_SEED_OFFSET
+            collate = None
+            if model.modality == "image":
+                strong = getattr(self.objective.config, "strong_augment", None)
+                dataset = TwoViewImageDataset(
+                    target, model.transform(train=True, augment=cfg.augment),
+                    model.transform(train=True, augment=strong) if "strong" in self.objective.target_views else None,
+                    seed=seed, cache_mb=cfg.image_cache_mb)
+            else:
+                tok = model.preprocessor.tokenizer
+                dataset = tokenize_split(target, tok, model.preprocessor.max_length)
+                collate = PadCollator(tok.pad_token_id or 0)
+            self.target_stream = TargetStream(dataset, cfg.batch_size, seed, acc.device, acc.num_processes,
+                                              acc.process_index, cfg.num_workers, collate)
+        if target is not None and cfg.model_selection == "target_entropy":
+            self.target_loader = self._eval_loader_for(target)
+        if target_eval is not None:
+            self.target_eval_loader = self._eval_loader_for(target_eval)
+
+    def _eval_loader_for(self, split):
+        cfg, model = self.config, self.model
+        lengths = collate = None
+        if model.modality == "image":
+            dataset = ImageDataset(split, model.transform(train=False), seed=cfg.seed, cache_mb=cfg.image_cache_mb)
+        else:
+            tok = model.preprocessor.tokenizer
+            dataset = tokenize_split(split, tok, model.preprocessor.max_length)
+            lengths = [len(x) for x in dataset.columns["input_ids"]]
+            collate = PadCollator(tok.pad_token_id or 0)
+        loader = build_loader(dataset, cfg.eval_batch_size or cfg.batch_size, shuffle=False, seed=cfg.seed,
+                              num_workers=cfg.num_workers, lengths=lengths, collate_fn=collate)
+        return self.accelerator.prepare_data_loader(loader)
+
+    def _add_objective_params(self) -> None:
+        """The objective's extra modules (a discriminator) join the optimizer at the head's learning rate."""
+        optim = self.config.optim
+        for name, module in self.objective.trainable_modules().items():
+            lr = self.objective.module_lr(name) or (optim.head_lr if optim.head_lr is not None else optim.lr)
+            params = [p for p in module.parameters() if p.requires_grad]
+            for decay, group in ((optim.weight_decay, [p for p in params if p.ndim >= 2]),
+                                 (0.0, [p for p in params if p.ndim < 2])):
+                if group:
+                    self.optimizer.add_param_group({"params": group, "lr": lr, "weight_decay": decay,
+                                                    "param_names": [f"objective.{name}"] * len(group)})
+
+    def _bind_objective(self) -> None:
+        acc = self.accelerator
+        modules = {name: acc.prepare_model(module) for name, module in self.objective.trainable_modules().items()}
+        self.objective.bind(modules, acc.unwrap_model(self.model), acc.device)
+
+    def _objective_loss(self, batch: dict[str, torch.Tensor], targets: torch.Tensor,
+                        state: dict[str, Any]) -> torch.Tensor:
+        target = next(self.target_stream) if self.target_stream is not None else None
+        out = self.objective.compute_loss(self.model, batch, targets, target,
+                                          StepInfo(state["global_step"], self.total_steps))
+        self.objective_logs = out.logs
+        return out.loss
+
+    def _resume_objective(self, checkpoint: Path, state: dict[str, Any]) -> None:
+        objective_state = ckpt.load_objective_state(checkpoint)
+        if objective_state:
+            self.objective.load_state_dict({k: v.to(self.accelerator.device) for k, v in objective_state.items()})
+        if self.target_stream is not None and "target_stream" in state:
+            self.target_stream.load_state_dict(state["target_stream"])
+
+    def _selection_key(self) -> tuple[str, bool]:
+        """The history key that picks the best checkpoint and whether higher is better."""
+        cfg = self.config
+        if cfg.model_selection == "target_entropy":
+            return "target_entropy", False
+        if cfg.model_selection == "target_eval":
+            return f"target_eval_{cfg.metric_for_best}", cfg.greater_is_better
+        return f"eval_{cfg.metric_for_best}", cfg.greater_is_better
+
+    def _target_metrics(self) -> dict[str, float]:
+        """Per-epoch target numbers for the history: labelled target metrics and the target prediction entropy."""
+        from hftransfer.metrics import compute_classification_metrics
+        from hftransfer.training.domain import prediction_entropy
+
+        row: dict[str, float] = {}
+        if self.target_loader is not None:
+            logits, _, _ = self.predict_eval(self.target_loader)
+            row["target_entropy"] = prediction_entropy(logits)
+        if self.target_eval_loader is not None:
+            logits, labels, loss = self.predict_eval(self.target_eval_loader)
+            metrics = compute_classification_metrics(logits, labels, self.data.label_names)
+            row.update({f"target_eval_{k}": v for k, v in {"loss": loss, **metrics}.items()})
+        return row
+
+    def _domain_summary(self, state: dict[str, Any]) -> dict[str, Any]:
+        """What metrics.json says about the objective and the target domain (the best model is in memory)."""
+        from hftransfer.metrics import classification_report, compute_classification_metrics
+        from hftransfer.training.domain import prediction_entropy
+
+        cfg = self.config
+        key, _ = self._selection_key()
+        out: dict[str, Any] = {"objective": self.objective.to_dict(), "model_selection": cfg.model_selection,
+                               "selected_on": key,
+                               "selection_uses_target_labels": cfg.model_selection == "target_eval"}
+        if self.baseline is not None:
+            out["source_only_baseline"] = self.baseline
+        if cfg.target is None and cfg.target_eval is None:
+            return out
+        out["target_data"] = dict(self.target_sizes)
+        if self.target_loader is not None:
+            logits, _, _ = self.predict_eval(self.target_loader)
+            out["target_entropy"] = prediction_entropy(logits)
+        if self.target_eval_loader is not None:
+            logits, labels, loss = self.predict_eval(self.target_eval_loader)
+            out["target_eval"] = {
+                "loss": loss, **compute_classification_metrics(logits, labels, self.data.label_names),
+                "per_class": classification_report(logits.argmax(-1), labels, self.data.label_names),
+                "note": "labelled target data: reported only" + (
+                    "" if cfg.model_selection != "target_eval" else "; ALSO USED FOR MODEL SELECTION (opt-in)"),
+            }
+        return out
+
     # --- evaluation -----------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def predict_eval(self, loader=None) -> tuple[np.ndarray, np.ndarray, float]:
-        """Logits and labels of the whole validation split (or ``loader``), gathered across processes, and its loss."""
+        """Logits and labels of the whole validation split (or ``loader``'s, gathered across processes) and its mean
+        loss (NaN for unlabelled data)."""
         from tqdm.auto import tqdm
 
         acc = self.accelerator
@@ -583,7 +753,7 @@ class TransferTrainer:
             logits_all.append(logits.cpu())
             labels_all.append(labels.cpu())
         logits, labels = torch.cat(logits_all), torch.cat(labels_all)
-        loss = float(F.cross_entropy(logits, labels))
+        loss = float(F.cross_entropy(logits, labels)) if bool((labels >= 0).all()) else float("nan")
         return logits.numpy(), labels.numpy(), loss
 
     def evaluate(self, epoch: int | None = None) -> dict[str, float]:
@@ -628,6 +798,7 @@ class TransferTrainer:
             summary["compile_time_s"] = self._compile_seconds()
         if self.feature_mode:
             summary["feature_precision"] = self.feature_precision
+        summary.update(self._domain_summary(state))
         if acc.is_main_process:
             from hftransfer.training.reporting import write_run_report
 

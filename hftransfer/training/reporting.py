@@ -59,13 +59,14 @@ def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:
         trainable_params=params["trainable_params"],
         all_params=params["all_params"],
         datasets=[dataset_info(trainer.data.description)],
-        eval_results=results,
+        eval_results={**results, **_target_results(summary)},
         selection_split="validation",
         per_class_report=shown["per_class"],
         per_class_split=shown_split,
         data_report=format_data_report_markdown(report) if report else None,
         command=" ".join(shlex.quote(a) for a in sys.argv) if sys.argv and sys.argv[0] else None,
         config_yaml=cfg.to_yaml(),
+        domain_adaptation=_domain_adaptation(summary, scalar),
         **images,
     )
     write_model_card(info, model_dir)
@@ -75,7 +76,7 @@ def _hyperparameters(cfg) -> dict[str, Any]:
     data = cfg.to_dict()
     keep = ("recipe", "method", "optim", "scheduler", "epochs", "batch_size", "gradient_accumulation_steps",
             "max_grad_norm", "label_smoothing", "mixed_precision", "seed", "augment", "mixup_alpha", "cutmix_alpha",
-            "unfreeze_schedule", "early_stopping_patience", "metric_for_best")
+            "unfreeze_schedule", "early_stopping_patience", "metric_for_best", "objective", "model_selection")
     out = {k: data[k] for k in keep if k in data and data[k] not in (None, [], {})}
     out["image_size"] = data["model"].get("image_size")
     return {k: v for k, v in out.items() if v is not None}
@@ -87,3 +88,24 @@ def _defaults_note(recipe: str, modality: str) -> str:
 
     per_family = bool(get_recipe(recipe).family_defaults.get(modality))
     return f"recipe {recipe!r}" + (f" for {modality} backbones" if per_family else "") + " (see `hftransfer recipes`)"
+
+
+def _target_results(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
+    target = summary.get("target_eval")
+    if not target:
+        return {}
+    return {"target_eval (reported only)" if not summary.get("selection_uses_target_labels") else "target_eval":
+            {k: v for k, v in target.items() if isinstance(v, (int, float))}}
+
+
+def _domain_adaptation(summary: dict[str, Any], source: dict[str, float]) -> dict[str, Any] | None:
+    """The card's domain-adaptation section, for runs with an adaptation objective or target data."""
+    objective = summary.get("objective") or {}
+    if objective.get("name", "source_only") == "source_only" and "target_eval" not in summary:
+        return None
+    keys = ("objective", "model_selection", "selected_on", "selection_uses_target_labels", "source_only_baseline")
+    out = {k: summary[k] for k in keys if k in summary}
+    out["source"] = source
+    if "target_eval" in summary:
+        out["target_eval"] = {k: v for k, v in summary["target_eval"].items() if isinstance(v, (int, float))}
+    return out

@@ -1,0 +1,208 @@
+"""What a training objective is: a config dataclass plus a class that turns source (and target) batches into a loss.
+
+Adding an objective = one module with a config and an ``Objective`` subclass, registered with
+``@register_objective("name", ConfigClass)``. The engine calls, in order: :meth:`Objective.check_model`,
+:meth:`Objective.prepare_model` (before the optimizer exists: add a bottleneck to the head),
+:meth:`Objective.trainable_modules` (extra modules such as a domain discriminator: put in the optimizer and prepared
+by ``accelerate``), :meth:`Objective.bind` (the prepared modules), then :meth:`Objective.compute_loss` every
+micro-batch and :meth:`Objective.after_update` after every optimizer step. :meth:`Objective.state_dict` is saved in
+checkpoints so a killed run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hftransfer.errors import ConfigurationError
+
+
+if TYPE_CHECKING:
+    from hftransfer.modeling import AutoTransfer
+
+
+@dataclass
+class ObjectiveConfig:
+    """Base for objective configs (``objective: {name: dann, weight: 1.0, ...}`` in a run config)."""
+
+    weight: float = field(default=1.0, metadata={"help": "Weight of the adaptation loss beside the source loss."})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, objective: str = "") -> ObjectiveConfig:
+        data = dict(data or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown option(s) {['objective.' + u for u in unknown]} for objective {objective!r}; valid "
+                f"options: {sorted(names)}.")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Where the run is: optimizer updates done and planned (schedules such as the GRL warm-up read it)."""
+
+    step: int
+    total_steps: int
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.step / max(1, self.total_steps))
+
+
+@dataclass
+class ObjectiveOutput:
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Objective(abc.ABC):
+    """Computes the training loss of one micro-batch.
+
+    ``needs_target``: the objective reads unlabelled target batches (the config must name ``target:``).
+    ``target_views``: the image views each target sample carries (``("weak",)`` or ``("weak", "strong")``).
+    ``class_weight``: optional per-class weights of the supervised loss (a tensor of ``num_labels``).
+    ``label_smoothing``: set by the engine from the run config (hard targets only; mixup targets are already soft).
+    """
+
+    name: ClassVar[str]
+    needs_target: ClassVar[bool] = False
+    target_views: ClassVar[tuple[str, ...]] = ("weak",)
+
+    def __init__(self, config: ObjectiveConfig):
+        self.config = config
+        self.class_weight: torch.Tensor | None = None
+        # Multiplies the class-weighted loss of this process's slice so the processes' mean is the global batch's
+        # weighted mean (the engine sets it; 1 on one process or without weights).
+        self.weight_share: Callable[[torch.Tensor], torch.Tensor | float] = lambda targets: 1.0
+        self.label_smoothing = 0.0
+
+    # --- setup ----------------------------------------------------------------------------------------------------
+
+    def check_model(self, model: AutoTransfer) -> None:
+        """Pre-flight: raise ``ConfigurationError`` when this objective cannot train ``model``."""
+
+    def prepare_model(self, model: AutoTransfer) -> None:
+        """Change the model before the optimizer is built (e.g. put a bottleneck in its head)."""
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        """Extra trained modules that are not part of the saved model (a domain discriminator)."""
+        return {}
+
+    def bind(self, modules: dict[str, nn.Module], model: AutoTransfer, device: torch.device) -> None:
+        """Receive the ``accelerate``-prepared versions of :meth:`trainable_modules` and the unwrapped model."""
+        self.modules = modules
+
+    # --- training -------------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def compute_loss(self, model: nn.Module, source: dict[str, torch.Tensor], targets: torch.Tensor,
+                     target: dict[str, torch.Tensor] | None, info: StepInfo) -> ObjectiveOutput:
+        """The loss of a labelled ``source`` batch (``targets``: class ids or soft targets from mixup) and an
+        unlabelled ``target`` batch, through ``model`` (the prepared, possibly DDP-wrapped model)."""
+
+    def after_update(self) -> None:
+        """Called after every optimizer step (an EMA teacher update)."""
+
+    def module_lr(self, name: str) -> float | None:
+        """Learning rate of the extra module ``name`` (None: the head's learning rate)."""
+        return None
+
+    # --- state ----------------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors that must survive a kill (extra modules' weights, EMA teacher, running statistics)."""
+        return {f"{name}.{k}": v for name, module in self.trainable_modules().items()
+                for k, v in module.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, module in self.trainable_modules().items():
+            prefix = f"{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.config.to_dict()}
+
+    # --- shared pieces --------------------------------------------------------------------------------------------
+
+    def classification_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on class ids (with label smoothing) or on soft targets (mixup: already smoothed), in fp32,
+        weighted by ``class_weight`` when set."""
+        weight = None if self.class_weight is None else self.class_weight.to(logits.device, torch.float32)
+        smoothing = 0.0 if targets.is_floating_point() else self.label_smoothing
+        loss = F.cross_entropy(logits.float(), targets, weight=weight, label_smoothing=smoothing)
+        return loss if weight is None else loss * self.weight_share(targets)
+
+
+def concat_inputs(first: dict[str, torch.Tensor], *others: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Join input batches along the batch axis for one forward; token tensors are right-padded to one length
+    (``input_ids`` with the pad id 0 is masked by ``attention_mask``, so padding never changes a prediction)."""
+    batches = (first, *others)
+    joined = {}
+    for key in first:
+        parts = [b[key] for b in batches]
+        if parts[0].dim() == 2 and not parts[0].is_floating_point():
+            width = max(p.shape[1] for p in parts)
+            parts = [F.pad(p, (0, width - p.shape[1])) for p in parts]
+        joined[key] = torch.cat(parts)
+    return joined
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's inputs of a batch (no labels, no extra views)."""
+    return {k: v for k, v in batch.items() if k != "labels" and not k.endswith("_strong")}
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        world, rank = dist.get_world_size(), dist.get_rank()
+        sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world)]
+        dist.all_gather(sizes, torch.tensor([x.shape[0]], device=x.device))
+        sizes = [int(s) for s in sizes]
+        padded = F.pad(x.contiguous(), (0, 0) * (x.dim() - 1) + (0, max(sizes) - x.shape[0]))
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        ctx.start, ctx.size, ctx.world = sum(sizes[:rank]), x.shape[0], world
+        return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        # Every process computes the same loss on the same gathered batch, so each holds the full gradient: keep our
+        # rows, times world size because DDP then averages parameter gradients over processes.
+        return grad[ctx.start:ctx.start + ctx.size] * ctx.world
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All processes' rows of ``x`` (in rank order), differentiable; ``x`` itself on one process.
+
+    Batch-level losses (MMD, CORAL) are then computed on the global batch, so 2 processes optimise what 1 does.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of a (no-grad) tensor over processes; ``x`` on one process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        x = x.clone()
+        dist.all_reduce(x)
+    return x

@@ -1,0 +1,238 @@
+"""Domain adaptation data: the unlabelled target set, its resumable endless batch stream, the labelled target
+evaluation split, and the checks that run before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hftransfer.data import DataConfig, DataError, LoadedData, load_data
+from hftransfer.errors import ConfigurationError
+from hftransfer.training.loaders import EpochBatchSampler, ImageDataset, intra_op_threads
+
+
+MODEL_SELECTIONS = ("source", "target_entropy", "target_eval")
+UNLABELLED = -1  # label id of target rows: never read as a label
+TARGET_SEED_OFFSET = 7919  # target order and augmentations are drawn independently of the source's
+
+
+def check_domain_config(objective: dict[str, Any], target: DataConfig | None, target_eval: DataConfig | None,
+                        model_selection: str) -> None:
+    """Errors before anything is loaded: an objective that needs target data without any, a selection rule that
+    needs what is missing."""
+    from hftransfer.objectives import objective_entry
+
+    entry = objective_entry(objective["name"])
+    if entry.objective_cls.needs_target and target is None:
+        raise ConfigurationError(
+            f"objective.name={entry.name!r} learns from unlabelled target data but the config has no target: add "
+            "`target: {source: <folder, CSV or .npz of the target domain>}` or use objective.name=source_only.")
+    if model_selection not in MODEL_SELECTIONS:
+        raise ConfigurationError(f"model_selection={model_selection!r} is invalid; use one of "
+                                 f"{list(MODEL_SELECTIONS)} "
+                                 "('source': held-out source validation, the default).")
+    if model_selection == "target_entropy" and target is None:
+        raise ConfigurationError("model_selection='target_entropy' needs `target:` (unlabelled target data).")
+    if model_selection == "target_eval" and target_eval is None:
+        raise ConfigurationError("model_selection='target_eval' selects on labelled target data and needs "
+                                 "`target_eval:`; the default 'source' needs no target labels.")
+
+
+def read_baseline(path: str) -> dict[str, Any]:
+    """Source and target metrics of a finished ``source_only`` run (its output_dir or metrics.json)."""
+    from hftransfer.utils.io import read_json
+
+    file = Path(path) / "metrics.json" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise ConfigurationError(f"source_only_baseline={path!r} is not a finished run: {str(file)!r} is missing. "
+                                 "Point it at the output_dir of a finished objective=source_only run.")
+    metrics = read_json(file)
+    name = (metrics.get("objective") or {}).get("name", "source_only")
+    if name != "source_only":
+        raise ConfigurationError(f"source_only_baseline={path!r} is a {name!r} run; it must be a source_only run.")
+    scalars = lambda d: {k: v for k, v in (d or {}).items() if isinstance(v, (int, float))}  # noqa: E731
+    return {"run": str(file.parent), "source": scalars(metrics.get("final_eval")),
+            "target_eval": scalars(metrics.get("target_eval"))}
+
+
+# --- loading --------------------------------------------------------------------------------------------------------
+
+
+def _unlabelled_source(config: DataConfig, label_names: list[str], modality: str) -> datasets.Dataset | None:
+    """A flat image folder, a .npz without labels, or a table without a label column, as a dataset whose labels are
+    all ``UNLABELLED``; None when ``config`` names labelled data (read by the ordinary loaders)."""
+    from hftransfer.data.images import encode_image_arrays, image_dataset, scan_class_folders
+    from hftransfer.data.sources import ARRAY_KEYS
+    from hftransfer.data.tables import TABLE_SUFFIXES, read_table, text_dataset
+
+    where = config.source or config.train
+    if where is None:
+        return None
+    path = Path(where)
+    if path.is_dir():
+        classes, stray = scan_class_folders(path)
+        if stray and not any(classes.values()):
+            return image_dataset([str(p) for p in stray], np.full(len(stray), UNLABELLED), label_names)
+        return None
+    if path.suffix == ".npz" and path.is_file():
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.files)
+            if any(k in keys for k in ARRAY_KEYS["y"]):
+                return None
+            x_key = next((k for k in ARRAY_KEYS["x"] if k in keys), None)
+            if x_key is None:
+                raise DataError(f"target {str(path)!r} has keys {keys}; put the target inputs under one of "
+                                f"{list(ARRAY_KEYS['x'])}.")
+            x = npz[x_key]
+        if x.dtype.kind in "US":
+            return text_dataset([[str(t) for t in x]], np.full(len(x), UNLABELLED), label_names)
+        rows = encode_image_arrays(x, x_key)
+        return image_dataset(rows, np.full(len(rows), UNLABELLED), label_names)
+    if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES and modality == "text":
+        table = read_table(path, TABLE_SUFFIXES[path.suffix.lower()])
+        if config.label_column in table.columns:
+            return None
+        columns = config.text_columns
+        missing = [c for c in columns if c not in table.columns]
+        if missing:
+            raise DataError(f"target {str(path)!r} lacks text column(s) {missing}; it has {list(table.columns)}. "
+                            "Set target.text_column.")
+        texts = [table[c].fillna("").astype(str).tolist() for c in columns]
+        return text_dataset(texts, np.full(len(table), UNLABELLED), label_names)
+    return None
+
+
+def _relabelled(split: datasets.Dataset, names: list[str], source_names: list[str]) -> datasets.Dataset:
+    if names == source_names:
+        return split
+    lookup = np.asarray([source_names.index(n) for n in names])
+    ids = lookup[split.with_format("arrow")["label"].to_numpy()]
+    features = split.features.copy()
+    features["label"] = datasets.ClassLabel(names=source_names)
+    return split.remove_columns("label").add_column("label", ids.tolist()).cast(features)
+
+
+def load_target(config: DataConfig, source: LoadedData, key: str, labelled: bool) -> datasets.Dataset:
+    """The whole target set named by ``config`` (train and validation parts together), in the source's label ids.
+
+    ``labelled=False`` (the ``target:`` stream): labels may be absent and are replaced by ``UNLABELLED``.
+    ``labelled=True`` (``target_eval:``): labels are required. Either way a label set other than the source's is an
+    error, and so is an empty set or another modality.
+    """
+    split = None if labelled else _unlabelled_source(config, source.label_names, source.modality)
+    if split is None:
+        loaded = load_data(config)
+        if loaded.modality != source.modality:
+            raise ConfigurationError(f"{key} is {loaded.modality} data but the source is {source.modality}.")
+        extra = sorted(set(loaded.label_names) - set(source.label_names))
+        if extra:
+            raise ConfigurationError(
+                f"{key} has classes {extra} that the source ({source.description.name}) lacks; source classes: "
+                f"{source.label_names}. Domain adaptation needs one label set: drop those classes or fix the labels.")
+        split = datasets.concatenate_datasets([_relabelled(s, loaded.label_names, source.label_names)
+                                               for s in (loaded.train, loaded.validation)])
+        if not labelled:
+            split = split.remove_columns("label").add_column("label", [UNLABELLED] * len(split)).cast(
+                split.features)
+    if len(split) == 0:
+        raise DataError(f"{key} ({config.source or config.train!r}) holds no usable rows; point it at the target "
+                        "domain's data.")
+    return split
+
+
+# --- the target stream ----------------------------------------------------------------------------------------------
+
+
+class TwoViewImageDataset(Dataset):
+    """Target images as ``pixel_values`` (weak view) and, with a strong transform, ``pixel_values_strong``.
+
+    Both views are seeded per sample (like :class:`ImageDataset`) so a resumed run replays them; decoding is shared.
+    """
+
+    def __init__(self, data, weak_transform, strong_transform=None, seed: int = 0, cache_mb: float = 0):
+        self.weak = ImageDataset(data, weak_transform, seed=seed, cache_mb=cache_mb)
+        self.strong = None
+        if strong_transform is not None:
+            self.strong = ImageDataset(data, strong_transform, seed=seed + 1)
+            self.strong._decoded = self.weak._decoded  # one decoded-image cache for both views
+
+    def __len__(self) -> int:
+        return len(self.weak)
+
+    def __getitems__(self, keys: list) -> list[dict[str, Any]]:
+        with intra_op_threads(1):
+            return [self[key] for key in keys]
+
+    def __getitem__(self, key) -> dict[str, Any]:
+        item = self.weak[key]
+        if self.strong is not None:
+            item["pixel_values_strong"] = self.strong[key]["pixel_values"]
+        return item
+
+
+class TargetStream:
+    """Endless, seeded batches of the target set; ``state_dict`` (epoch, position) resumes it exactly.
+
+    Each global batch of ``batch_size`` rows is sliced per process like ``accelerate``'s ``split_batches``. Batches
+    are full (the short remainder of an epoch is dropped) so every process gets the same number of rows.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, device: torch.device, num_processes: int = 1,
+                 process_index: int = 0, num_workers: int = 0, collate_fn=None):
+        if len(dataset) < batch_size:
+            raise DataError(f"target has {len(dataset)} rows, fewer than batch_size={batch_size}; use a smaller "
+                            "batch_size or more target data.")
+        self.dataset, self.batch_size, self.seed, self.device = dataset, batch_size, seed, device
+        self.num_processes, self.process_index = num_processes, process_index
+        self.num_workers, self.collate_fn = num_workers, collate_fn
+        self.epoch, self.position = 0, 0
+        self._iterator = None
+
+    def __len__(self) -> int:
+        return len(self.dataset) // self.batch_size
+
+    def __iter__(self) -> TargetStream:
+        return self
+
+    def _start(self) -> None:
+        tagged = isinstance(self.dataset, (ImageDataset, TwoViewImageDataset))
+        sampler = EpochBatchSampler(len(self.dataset), self.batch_size, shuffle=True, seed=self.seed,
+                                    tag_epoch=tagged)
+        sampler.use_epoch(self.epoch)
+        batches = [b for b in sampler if len(b) == self.batch_size][self.position:]
+        per = self.batch_size // self.num_processes
+        mine = [b[self.process_index * per:(self.process_index + 1) * per] for b in batches]
+        self._iterator = iter(DataLoader(self.dataset, batch_sampler=mine, num_workers=self.num_workers,
+                                         collate_fn=self.collate_fn, generator=torch.Generator().manual_seed(0)))
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self._iterator is None:
+            self._start()
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            self.epoch, self.position = self.epoch + 1, 0
+            self._start()
+            batch = next(self._iterator)
+        self.position += 1
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "labels"}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._iterator = None
+
+
+def prediction_entropy(logits: np.ndarray) -> float:
+    """Mean entropy (nats) of the softmax predictions: low when the model is confident on the target."""
+    z = torch.as_tensor(logits, dtype=torch.float64)
+    logp = z.log_softmax(-1)
+    return float(-(logp.exp() * logp).sum(-1).mean())
+

@@ -1,0 +1,22 @@
+"""Domain adaptation: any recipe (full, lora, linear_probe) with a training objective (dann, mmd, coral, ...).
+
+The config names the recipe, the objective and the unlabelled target data (prepare the examples' data with
+`python recipes/prepare_da_data.py` first):
+
+    python recipes/domain_adapt.py --config recipes/configs/da_mnist_usps_dann.yaml [key=value ...]
+    python recipes/domain_adapt.py --config recipes/configs/da_mnist_usps_dann.yaml objective.name=mmd
+    accelerate launch --multi_gpu --num_processes 2 recipes/domain_adapt.py --config recipes/configs/<config>.yaml
+    accelerate launch --mixed_precision bf16 recipes/domain_adapt.py --config ...   # or mixed_precision=bf16
+"""
+
+import argparse
+
+from hftransfer.training import train
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="YAML config (recipes/configs/da_*.yaml)")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. objective.weight=0.5")
+    args = parser.parse_args()
+    train(args.config, overrides=args.overrides)
