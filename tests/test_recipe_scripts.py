@@ -38,7 +38,16 @@ def tiny_overrides(config: Path, tmp_path: Path, tiny_models: dict[str, str]) ->
     if str(data.train or data.source or "").endswith(tables) or "minilm" in config.name.lower():  # a text config
         data = f"data={{source: {text_csv(tmp_path)}, validation_split: 0.25}}"
         return [f"model.name={tiny_models['transformers_bert']}", "model.pretrained=false", data, *common]
-    return [*TINY_IMAGE, *common]
+    loaded = TrainConfig.from_yaml(config)
+    # vpt needs a vision transformer: its config already names a tiny random one; keep it, swap only the data.
+    image = [TINY_IMAGE[-1]] if loaded.recipe == "vpt" else TINY_IMAGE
+    # Domain adaptation configs also read target data: tiny unlabelled and labelled target sets.
+    target = []
+    if loaded.target is not None:
+        target.append("target={source: sklearn_digits, max_train_samples: 48, max_eval_samples: 8}")
+    if loaded.target_eval is not None:
+        target.append("target_eval={source: sklearn_digits, max_train_samples: 24, max_eval_samples: 8}")
+    return [*image, *target, *common]
 
 
 @pytest.mark.parametrize("name", sorted(example_configs()))
