@@ -125,19 +125,25 @@ def test_cli_predict_on_images_and_its_errors(tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     cli = ["-m", "hftransfer.cli", "predict", str(tmp_path / "model")]
 
-    run = run_script([*cli, str(tmp_path / "a.png"), str(tmp_path / "b.jpg"), "--top-k", "2"])
+    run = run_script([*cli, str(tmp_path / "a.png"), str(tmp_path / "b.jpg"), "--top-k", "2",
+                      "--precision", "fp32"])  # fp32: the same numbers as model.predict (auto may pick bf16)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith(str(tmp_path / "a.png") + "\t")
     expected = model.eval().predict([Image.open(tmp_path / "a.png").convert("RGB")], top_k=2)[0]
     assert lines[0].split("\t")[1] == ", ".join(f"{p['label']} {p['score']:.3f}" for p in expected)
 
+    # A missing input is refused before any work, naming the argument and the file.
     missing = run_script([*cli, str(tmp_path / "a.png"), str(tmp_path / "nope.png")])
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert f"inputs: image file '{tmp_path / 'nope.png'}' does not exist" in missing.stderr
-    broken = run_script([*cli, str(tmp_path / "broken.jpg")])
-    assert broken.returncode == 2 and "Traceback" not in broken.stderr
-    assert f"inputs: '{tmp_path / 'broken.jpg'}' is not a readable image" in broken.stderr
+    assert f"INPUT '{tmp_path / 'nope.png'}' does not exist" in missing.stderr
+    # An unreadable image is reported on its own row (naming the file); the other inputs are still predicted.
+    broken = run_script([*cli, str(tmp_path / "broken.jpg"), str(tmp_path / "a.png")])
+    assert broken.returncode == 0 and "Traceback" not in broken.stderr
+    rows = broken.stdout.strip().splitlines()
+    assert rows[0].startswith(str(tmp_path / "broken.jpg")) and "cannot read image" in rows[0]
+    assert rows[1].startswith(str(tmp_path / "a.png") + "\t") and "ERROR" not in rows[1]
+    assert f"({tmp_path / 'broken.jpg'}): cannot read image" in broken.stderr
 
 
 def test_a_built_wheel_finds_its_example_configs(tmp_path):
