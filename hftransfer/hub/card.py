@@ -245,26 +245,28 @@ def _dataset_for_split(info: CardInfo, split: str) -> DatasetInfo:
 def _eval_results(info: CardInfo) -> list[EvalResult]:
     results = []
     for split, metrics in info.eval_results.items():
-        dataset = _dataset_for_split(info, split)
-        hub = dataset.kind == "hub"
-        for metric, value in metrics.items():
-            value = float(value)
-            if not math.isfinite(value):  # the Hub rejects NaN/inf in model-index; the body table still shows them
-                continue
-            results.append(
-                EvalResult(
-                    task_type=info.task,
-                    dataset_type=dataset.name if hub else dataset.kind,
-                    dataset_name=dataset.name,
-                    dataset_split=split,
-                    dataset_config=dataset.config if hub else None,
-                    dataset_revision=dataset.revision if hub else None,
-                    metric_type=metric,
-                    metric_name=metric,
-                    metric_value=value,
-                )
-            )
+        results += split_eval_results(info.task, _dataset_for_split(info, split), split, metrics)
     return results
+
+
+def split_eval_results(task: str, dataset: DatasetInfo, split: str, metrics: Mapping[str, float]) -> list[EvalResult]:
+    """``model-index`` entries for one split's ``metrics`` (NaN/inf left out: the hub rejects them)."""
+    hub = dataset.kind == "hub"
+    return [
+        EvalResult(
+            task_type=task,
+            dataset_type=dataset.name if hub else dataset.kind,
+            dataset_name=dataset.name,
+            dataset_split=split,
+            dataset_config=dataset.config if hub else None,
+            dataset_revision=dataset.revision if hub else None,
+            metric_type=name,
+            metric_name=name,
+            metric_value=float(value),
+        )
+        for name, value in metrics.items()
+        if math.isfinite(float(value))
+    ]
 
 
 def build_card_data(info: CardInfo) -> ModelCardData:
@@ -556,22 +558,7 @@ def add_eval_results(
     if task not in TASKS:
         raise ValueError(f"`task` must be one of {TASKS}, got {task!r}.")
     card = ModelCard(existing if existing and existing.strip() else "---\n---\n", ignore_metadata_errors=True)
-    hub = dataset.kind == "hub"
-    fresh = [
-        EvalResult(
-            task_type=task,
-            dataset_type=dataset.name if hub else dataset.kind,
-            dataset_name=dataset.name,
-            dataset_split=split,
-            dataset_config=dataset.config if hub else None,
-            dataset_revision=dataset.revision if hub else None,
-            metric_type=name,
-            metric_name=name,
-            metric_value=float(value),
-        )
-        for name, value in metrics.items()
-        if math.isfinite(float(value))
-    ]
+    fresh = split_eval_results(task, dataset, split, metrics)
     replaced = {(dataset.name, split, result.metric_type) for result in fresh}
     kept = [
         result
