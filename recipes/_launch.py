@@ -1,4 +1,5 @@
-"""Shared entry point of the recipe scripts: ``--config FILE`` plus ``key=value`` overrides, recipe fixed."""
+"""Shared entry point of the recipe scripts: ``--config FILE`` plus ``key=value`` overrides; the script fixes the
+recipe, or (``recipe=None``: finetune.py, domain_adapt.py) the config names it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hftransfer.training import train
 from hftransfer.training.config import apply_overrides, read_yaml_config
 
 
-def launch(recipe: str, description: str) -> None:
+def launch(recipe: str | None, description: str) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=True, help="YAML config (recipes/configs/*.yaml)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=3e-4")
@@ -20,6 +21,9 @@ def launch(recipe: str, description: str) -> None:
         # The script decides the recipe. A config written for another recipe is still usable: its options carry
         # over, except method options the script's method does not take (dropped, with a note).
         data = apply_overrides(read_yaml_config(args.config), args.overrides)
+        if recipe is None:  # the config's own recipe (or a recipe=NAME override) runs
+            train(data)
+            return
         written_for = data.get("recipe", recipe)
         data, dropped = as_recipe(data, recipe)
         if dropped:

@@ -9,14 +9,14 @@ The config names the recipe, the objective and the unlabelled target data (prepa
     accelerate launch --mixed_precision bf16 recipes/domain_adapt.py --config ...   # or mixed_precision=bf16
 """
 
-import argparse
+import sys
+from pathlib import Path
 
-from hftransfer.training import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _launch import launch  # noqa: E402
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="YAML config (recipes/configs/da_*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. objective.weight=0.5")
-    args = parser.parse_args()
-    train(args.config, overrides=args.overrides)
+    launch(None, __doc__.splitlines()[0])

@@ -7,14 +7,14 @@ Runs on one CPU/GPU or many processes with the same config:
     python recipes/finetune.py --config recipes/configs/minilm_sst2_ia3.yaml recipe=loha   # another method
 """
 
-import argparse
+import sys
+from pathlib import Path
 
-from hftransfer.training import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _launch import launch  # noqa: E402
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="YAML config (recipes/configs/*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. recipe=ia3 optim.lr=3e-3")
-    args = parser.parse_args()
-    train(args.config, overrides=args.overrides)
+    launch(None, __doc__.splitlines()[0])
