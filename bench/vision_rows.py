@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import HYMENOPTERA, MemoryMonitor, Stopwatch, cifar_npz, cpu_seconds
+from common import HYMENOPTERA, MemoryMonitor, Stopwatch, cifar_npz, cpu_seconds, loop_for
 
 
 MODEL_NAME = "packaged:efficientnet_lite0"
@@ -207,16 +207,6 @@ def run_peer(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- bare model and inference
 
 
-def _loop(fn, min_time: float, min_iters: int, warmup: int = 2) -> tuple[int, float]:
-    for _ in range(warmup):
-        fn()
-    n, start = 0, time.perf_counter()
-    while n < min_iters or time.perf_counter() - start < min_time:
-        fn()
-        n += 1
-    return n, time.perf_counter() - start
-
-
 def run_bare(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
     """Forward+backward (train mode, SGD step excluded) of the bare timm model on random tensors."""
     import torch
@@ -228,7 +218,9 @@ def run_bare(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
     for variant in spec.get("variants", ("fp32", "fp32_channels_last", "bf16_channels_last")):
         cl = "channels_last" in variant
         bf16 = variant.startswith("bf16")
-        m = model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        m = copy.deepcopy(model).to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        if variant.endswith("_compiled"):
+            m.compile()
         x = torch.randn(bs, 3, size, size)
         x = x.to(memory_format=torch.channels_last) if cl else x
         y = torch.randint(0, spec.get("num_classes", 2), (bs,))
@@ -240,7 +232,12 @@ def run_bare(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
             loss.backward()
             m.zero_grad(set_to_none=True)
 
-        n, el = _loop(step, spec.get("min_time", 8.0), spec.get("min_iters", 3), warmup=1)
+        compile_s = None
+        if variant.endswith("_compiled"):
+            start = time.perf_counter()
+            step()  # compiles forward and backward
+            compile_s = time.perf_counter() - start
+        n, el = loop_for(step, spec.get("min_time", 8.0), spec.get("min_iters", 3), warmup=1)
         train_ips = n * bs / el
         m.eval()
 
@@ -249,8 +246,9 @@ def run_bare(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 m(x)
 
-        n, el = _loop(infer, spec.get("min_time", 8.0) / 2, 3, warmup=1)
-        results[variant] = {"train_fwd_bwd_img_per_s": train_ips, "inference_img_per_s": n * bs / el}
+        n, el = loop_for(infer, spec.get("min_time", 8.0) / 2, 3, warmup=1)
+        results[variant] = {"train_fwd_bwd_img_per_s": train_ips, "inference_img_per_s": n * bs / el,
+                            **({"compile_s": compile_s} if compile_s is not None else {})}
     return {"variants": results, "image_size": size, "batch_size": bs}
 
 

@@ -59,6 +59,31 @@ def _randaugment(cfg: dict[str, Any]):
                             auto_augment="rand-m9-mstd0.5")
 
 
+# Orientation-sensitive images (digits, characters, documents, road signs): a flip or a crop of 8% of the image
+# changes or removes the class, so these presets keep >= 50% of the image and never flip.
+UPRIGHT_CROP_SCALE = (0.5, 1.0)
+
+
+@register_augmentation("upright")
+def _upright(cfg: dict[str, Any]):
+    """Random-resized-crop of 50-100% of the image, no flip (digits, text, signs: orientation carries the class)."""
+    from timm.data import create_transform
+
+    return create_transform(input_size=cfg["input_size"], is_training=True, interpolation=cfg["interpolation"],
+                            mean=cfg["mean"], std=cfg["std"], scale=UPRIGHT_CROP_SCALE, hflip=0.0,
+                            color_jitter=None, auto_augment=None)
+
+
+@register_augmentation("randaugment_upright")
+def _randaugment_upright(cfg: dict[str, Any]):
+    """``upright`` + RandAugment (``rand-m9-mstd0.5``): the strong view of self-training on digits-like images."""
+    from timm.data import create_transform
+
+    return create_transform(input_size=cfg["input_size"], is_training=True, interpolation=cfg["interpolation"],
+                            mean=cfg["mean"], std=cfg["std"], scale=UPRIGHT_CROP_SCALE, hflip=0.0,
+                            color_jitter=None, auto_augment="rand-m9-mstd0.5")
+
+
 def build_image_transform(cfg: dict[str, Any], train: bool, augment: str | None = "default"):
     if not train:
         return _eval_transform(cfg)

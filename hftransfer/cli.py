@@ -15,6 +15,10 @@ import sys
 from pathlib import Path
 
 
+COMPILE_HELP = ("torch.compile the model first (in place, dynamic shapes); pays off on large inputs, and where it "
+                "cannot apply the reason is printed and it runs eagerly")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from hftransfer.training import train
 
@@ -74,7 +78,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     rows = predict_file(args.model, args.inputs, args.output, top_k=args.top_k, batch_size=args.batch_size,
                         text_column=args.text_column, image_column=args.image_column,
                         precision="fp32" if args.no_bf16 else args.precision, progress_bar=not args.no_progress,
-                        revision=args.revision)
+                        revision=args.revision, compile=args.compile)
     failed = [row for row in rows if row["error"]]
     if args.output is None:
         for row in rows:
@@ -96,8 +100,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                         f"{'--' + args.split if args.split else ''}")
     result = evaluate(args.model, args.data, split=args.split, output_dir=output_dir, update_card=args.update_card,
                       batch_size=args.batch_size, revision=args.revision, progress_bar=not args.no_progress,
-                      format=args.format, text_column=text_column, label_column=args.label_column,
-                      image_column=args.image_column, label_names=label_names, hub_subset=args.hub_subset)
+                      compile=args.compile, format=args.format, text_column=text_column,
+                      label_column=args.label_column, image_column=args.image_column, label_names=label_names,
+                      hub_subset=args.hub_subset)
     from accelerate import PartialState
 
     if PartialState().is_main_process:
@@ -159,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--revision", default=None, help="model revision on the hub")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="top-k labels of images or texts with a saved or hub model")
@@ -173,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="auto: bf16 on CPUs with AMX/AVX512-BF16 and on bf16 GPUs, else fp32")
     p.add_argument("--no-bf16", action="store_true", help="same as --precision fp32")
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--revision", default=None)
     p.set_defaults(func=_cmd_predict)

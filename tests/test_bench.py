@@ -39,8 +39,10 @@ def test_row_ids_are_unique_and_paired(bench_modules):
         for r in rows:
             if r["tool"] == "peer":
                 assert r["id"].replace("/peer", "/hftransfer") in ids
-    assert all(r["kind"] == "text" or (r["kind"] == "latency" and r["modality"] == "text")
+    assert all(r["kind"] == "text" or r.get("modality") == "text"
                for r in run._only(run.build_rows("quick"), "text", None))
+    assert all(r["kind"] == "vision" or r.get("modality", "image") == "image"
+               for r in run._only(run.build_rows("quick"), "vision", None))
 
 
 def test_parameter_efficient_rows_exist_and_rows_selects_them(bench_modules):
@@ -94,6 +96,39 @@ def test_report_renders_goals_from_rows(bench_modules, tmp_path):
     assert "| `lora` + gradient checkpointing training memory vs `full` [sst2] | <= 0.7x" in text
     assert "0.50x (50.0 MB vs 100.0 MB); speed 10.0 samples/s = 0.33x plain `lora`, 1.00x the peer's" in text
     assert (tmp_path / "accuracy_vs_time.png").stat().st_size > 0
+
+
+def test_fixed_length_section_reports_peak_share_and_issue_13_goals(bench_modules):
+    _, report, run = bench_modules
+    ids = {r["id"]: r for r in run.build_rows("full")}
+    name = "sst2-packed128-2k"
+    assert {f"{name}/full/peer", f"{name}/lora/peer", f"{name}/full/compile/hftransfer",
+            f"{name}/forward+backward/bare", "hymenoptera/full/compile/hftransfer"} <= set(ids)
+    assert all(ids[i]["packed_tokens"] == 128 for i in ids if i.startswith(name))
+
+    def row(key, **res):
+        return {"spec": ids[key], "result": {"ok": True, "accuracy": 0.9, **res}}
+
+    rows = {
+        f"{name}/full/hftransfer": row(f"{name}/full/hftransfer", samples_per_s=40.0),
+        f"{name}/full/compile/hftransfer": row(f"{name}/full/compile/hftransfer", samples_per_s=60.0,
+                                               compile_time_s=30.0),
+        f"{name}/full/peer": row(f"{name}/full/peer", samples_per_s=20.0),
+        f"{name}/lora/hftransfer": row(f"{name}/lora/hftransfer", samples_per_s=50.0, accuracy=0.88),
+        f"{name}/lora/peer": row(f"{name}/lora/peer", samples_per_s=25.0),
+        f"{name}/forward+backward/bare": row(f"{name}/forward+backward/bare", bf16_matmul_peak_flop_s=2e12,
+                                             train_flop_per_seq={"full": 1e10, "frozen_weights": 7e9},
+                                             variants={}),
+        "hymenoptera/full/hftransfer": row("hymenoptera/full/hftransfer", samples_per_s=20.0),
+        "hymenoptera/full/compile/hftransfer": row("hymenoptera/full/compile/hftransfer", samples_per_s=25.0),
+    }
+    text = "\n".join(report.fixed_length_section({"full": {"rows": rows}}))
+    assert "(2.00 TFLOP/s)" in text
+    assert f"| {name}/full/compile/hftransfer | 60.0 | 3.00 | 90.00 | 30.0 | 30.00 |" in text  # 60 x 1e10 / 2e12
+    assert "`full` default (default) vs peer: 2.00x at +0.0 pt (goal >= 2.0x at equal accuracy): **met**" in text
+    assert "`lora` default (default) vs peer: 2.00x at -2.0 pt (goal >= 2.5x at equal accuracy): **missed**" in text
+    assert "share of the bf16 peak (best row, compile): 30.00% (goal >= 25%): **met**" in text
+    assert "compile vs eager hftransfer: 1.25x at +0.0 pt" in text and "(goal >= 1.3x): **missed**" in text
 
 
 @pytest.mark.slow

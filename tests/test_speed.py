@@ -137,3 +137,45 @@ def test_bf16_features_are_close_to_fp32_features(tiny_models):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             half = model.forward_features(pixel_values=x).float()
     assert (half - full).norm() / full.norm() < 3e-2
+
+
+# --- mixed_precision: auto ------------------------------------------------------------------------------------------
+
+def test_auto_precision_follows_the_hardware_for_text_and_measures_images(monkeypatch, tiny_models):
+    from hftransfer.training import auto_precision
+
+    text = AutoTransfer.from_pretrained(tiny_models["transformers_bert"], num_labels=2)
+    image = AutoTransfer.from_pretrained("timm:test_convnext", pretrained=False, num_labels=3, image_size=32)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(auto_precision, "fast_bf16", lambda device: False)
+    assert auto_precision.choose_precision(image, cpu, 16, True).mixed_precision == "no"
+    monkeypatch.setattr(auto_precision, "fast_bf16", lambda device: True)
+    assert auto_precision.choose_precision(text, cpu, 16, True).mixed_precision == "bf16"
+    # Images: a real probe of both precisions, on a copy; the model's weights, BN statistics and the RNG are untouched.
+    before = {k: v.clone() for k, v in image.state_dict().items()}
+    rng = torch.get_rng_state()
+    choice = auto_precision.choose_precision(image, cpu, 16, True)
+    assert set(choice.measured) == {"no", "bf16"} and all(v > 0 for v in choice.measured.values())
+    assert choice.mixed_precision == max(choice.measured, key=choice.measured.get)
+    assert "fp32" in choice.reason and "32 px" in choice.reason
+    assert all(torch.equal(before[k], v) for k, v in image.state_dict().items())
+    assert torch.equal(rng, torch.get_rng_state())
+    conv = next(p for p in image.parameters() if p.ndim == 4)
+    assert conv.is_contiguous()  # the copy went channels-last, not the model
+
+
+@pytest.mark.parametrize("faster", ["bf16", "no"])
+def test_training_with_auto_precision_uses_and_reports_the_faster(tmp_path, monkeypatch, faster):
+    from hftransfer.training import auto_precision
+
+    monkeypatch.setattr(auto_precision, "fast_bf16", lambda device: True)
+    speeds = {"no": 10.0, "bf16": 20.0} if faster == "bf16" else {"no": 20.0, "bf16": 10.0}
+    monkeypatch.setattr(auto_precision, "_samples_per_s", lambda model, device, batch, size, cl, mode: speeds[mode])
+    result = hftransfer.train(tiny_config(tmp_path, epochs=1, mixed_precision="auto"))
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["mixed_precision"] == faster
+    assert summary["mixed_precision_auto"]["measured_samples_per_s"] == speeds
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert f"mixed_precision=auto -> {faster!r}" in log
+    card = (result.model_dir / "README.md").read_text()
+    assert f"auto -> {faster} (measured" in card

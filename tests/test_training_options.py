@@ -109,6 +109,23 @@ def test_randaugment_changes_the_training_images(tmp_path):
     assert not torch.allclose(images["randaugment"], images["default"])
 
 
+@pytest.mark.parametrize("augment", ["upright", "randaugment_upright"])
+def test_upright_presets_never_flip_and_keep_half_the_image(augment):
+    # Digits: a flipped 2 or a crop of 8% of a 7 is another class. The upright presets crop >= 50% and never flip.
+    from hftransfer.augment import UPRIGHT_CROP_SCALE, build_image_transform
+    from hftransfer.preprocessing import IMAGENET_DATA_CONFIG
+
+    def steps(augment):
+        config = {**IMAGENET_DATA_CONFIG, "input_size": (3, 32, 32)}
+        return {type(t).__name__: t for t in build_image_transform(config, train=True, augment=augment).transforms}
+
+    upright = steps(augment)
+    assert upright["RandomResizedCropAndInterpolation"].scale == UPRIGHT_CROP_SCALE == (0.5, 1.0)
+    assert not [name for name in upright if "Flip" in name]
+    assert ("RandAugment" in upright) is (augment == "randaugment_upright")
+    assert [name for name in steps("default") if "Flip" in name]  # the control: the default preset flips
+
+
 def test_mixup_cutmix_and_label_smoothing_change_inputs_and_loss(tmp_path, monkeypatch):
     # Mixup/CutMix: the model sees mixed images and soft targets. Label smoothing: the loss is the smoothed one.
     import torch.nn.functional as F

@@ -532,6 +532,40 @@ def test_bf16_is_chosen_only_where_the_cpu_runs_it(monkeypatch, trained_image):
     assert len(diffs) >= len(fp32) - 2 and max(diffs) < 0.05
 
 
+def test_predict_and_evaluate_compile_give_the_eager_numbers(trained_text, tmp_path, capsys):
+    from hftransfer.cli import main
+
+    model = hftransfer.AutoTransfer.from_pretrained(trained_text.model_dir)
+    sentences = ["the movie was good", "the film was very very awful indeed", "fun"]  # three lengths: dynamic shapes
+    eager = predict_file(model, sentences, top_k=2, precision="fp32", progress_bar=False)
+    assert getattr(model, "_compiled_call_impl", None) is None
+    compiled = predict_file(model, sentences, top_k=2, precision="fp32", progress_bar=False, compile=True)
+    assert model._compiled_call_impl is not None  # compiled in place
+    for a, b in zip(eager, compiled):
+        assert [p["label"] for p in a["predictions"]] == [p["label"] for p in b["predictions"]]
+        assert [p["score"] for p in a["predictions"]] == pytest.approx([p["score"] for p in b["predictions"]],
+                                                                       abs=1e-4)
+    data = reviews_csv(tmp_path / "held_out.csv", 12)
+    plain = evaluate(trained_text.model_dir, data, progress_bar=False)
+    assert main(["evaluate", str(trained_text.model_dir), str(data), "--compile", "--no-progress",
+                 "--output-dir", str(tmp_path / "eval")]) == 0
+    scored = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert scored["metrics"]["accuracy"] == plain.metrics["accuracy"]
+    assert scored["metrics"]["loss"] == pytest.approx(plain.metrics["loss"], abs=1e-4)
+
+
+def test_predict_compile_without_a_compiler_says_why_and_predicts(trained_image, monkeypatch, capsys):
+    from hftransfer.utils import compile as compile_utils
+
+    monkeypatch.setattr(compile_utils.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    result, root = trained_image
+    rows = predict_file(result.model_dir, root / "test" / "c1", progress_bar=False, compile=True)
+    assert rows and all(r["predictions"] for r in rows)
+    err = capsys.readouterr().err
+    assert "--compile cannot apply" in err and "C++ compiler" in err
+
+
 @pytest.mark.integration
 def test_evaluate_a_hub_model_writes_its_updated_card_to_output_dir(trained_text, tmp_path):
     # The model is pulled from the local hub server; --update-card writes the hub card plus the new entry locally.

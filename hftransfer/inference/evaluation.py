@@ -63,6 +63,7 @@ def evaluate(
     batch_size: int = 32,
     revision: str | None = None,
     progress_bar: bool = True,
+    compile: bool = False,
     **data_options: Any,
 ) -> EvaluationResult:
     """Score `model` on labelled `data`: metrics, per-class report, confusion matrix and predictions.
@@ -80,6 +81,8 @@ def evaluate(
             atomically); None writes nothing.
         update_card: add the results to the model card's `model-index` (rest of the card kept): the model folder's
             README.md, or for a hub model `output_dir/README.md` (push it yourself).
+        compile: `torch.compile` the model (in place, dynamic shapes) before scoring; where it cannot apply, the
+            reason goes to stderr and scoring runs eagerly.
         **data_options: `text_column`, `label_column`, `image_column`, `label_names`, `format`, `hub_subset`, ...
             as in `DataConfig`.
     """
@@ -105,7 +108,7 @@ def evaluate(
         raise DataError(f"DATA={str(data)!r} is {labelled.modality} data but the model is a {model.modality} model.")
     if len(labelled) == 0:
         raise DataError(f"DATA={str(data)!r} has no usable labelled rows (all skipped).")
-    logits, labels, order = _predict(acc, model, labelled.dataset, batch_size, progress_bar)
+    logits, labels, order = _predict(acc, model, labelled.dataset, batch_size, progress_bar, compile)
     result = _score(logits, labels, names, labelled)
     if acc.is_main_process:
         if output_dir is not None:
@@ -130,7 +133,7 @@ def _card_source(model: Any, update_card: bool, output_dir: str | Path | None) -
 
 
 @torch.no_grad()
-def _predict(acc: Any, model: Any, dataset: Any, batch_size: int, progress_bar: bool):
+def _predict(acc: Any, model: Any, dataset: Any, batch_size: int, progress_bar: bool, compile: bool = False):
     """Logits and labels in dataset order, gathered over processes, and the row order the sampler produced."""
     from tqdm.auto import tqdm
 
@@ -148,6 +151,10 @@ def _predict(acc: Any, model: Any, dataset: Any, batch_size: int, progress_bar: 
     # in the sampler's order (length-sorted for text).
     order = np.array([key[1] if isinstance(key, tuple) else key for batch in loader.batch_sampler for key in batch])
     model.to(acc.device).eval()
+    if compile:
+        from hftransfer.inference.predict import compile_or_explain
+
+        compile_or_explain(model, acc.device)
     logits_all, labels_all = [], []
     for batch in tqdm(acc.prepare_data_loader(loader), desc="evaluate", leave=False,
                       disable=not (progress_bar and acc.is_local_main_process)):

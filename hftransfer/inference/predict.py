@@ -40,12 +40,18 @@ def _batches(rows: Sequence[InputRow], size: int) -> Iterator[Sequence[InputRow]
 
 @torch.no_grad()
 def predict_rows(model: Any, rows: Sequence[InputRow], top_k: int = 1, batch_size: int = 32, precision: str = "auto",
-                 progress_bar: bool = True) -> Iterator[tuple[InputRow, list[dict[str, Any]] | None]]:
-    """Yield `(row, predictions)` in input order; `predictions` is None for rows that could not be read."""
+                 progress_bar: bool = True, compile: bool = False,
+                 ) -> Iterator[tuple[InputRow, list[dict[str, Any]] | None]]:
+    """Yield `(row, predictions)` in input order; `predictions` is None for rows that could not be read.
+
+    `compile=True` compiles `model` in place (`torch.compile`, dynamic shapes) before the first batch; where it cannot
+    apply, the reason goes to stderr and prediction runs eagerly."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     mode = resolve_precision(precision, device)
+    if compile:
+        compile_or_explain(model, device)
     was_training = model.training
     model.eval()
     k = min(top_k, model.num_labels)
@@ -85,6 +91,16 @@ def predict_rows(model: Any, rows: Sequence[InputRow], top_k: int = 1, batch_siz
         model.train(was_training)
 
 
+def compile_or_explain(model: Any, device: torch.device) -> bool:
+    """Compile `model` in place for inference; say on stderr why not where it cannot apply. True when compiled."""
+    from hftransfer.utils.compile import compile_for_inference
+
+    reason = compile_for_inference(model, device)
+    if reason is not None:
+        print(f"--compile cannot apply: {reason}. Running without compiling.", file=sys.stderr)
+    return reason is None
+
+
 def _top_k(model: Any, values: list[Any], k: int, mode: str, device: torch.device) -> list[list[dict[str, Any]]]:
     inputs = {key: value.to(device) for key, value in model.preprocess(values).items()}
     with autocast(mode, device):
@@ -119,6 +135,7 @@ def predict_file(
     progress_bar: bool = True,
     revision: str | None = None,
     stdin: TextIO | None = None,
+    compile: bool = False,
 ) -> list[dict[str, Any]]:
     """Predict every input of a folder, table, text file, stdin (`"-"`) or list of files/sentences.
 
@@ -129,7 +146,8 @@ def predict_file(
             image path per line); `"-"` for stdin lines; sentences (text models).
         output: `.csv` or `.jsonl` file, written atomically; None returns the rows only.
         top_k: labels per row, best first. precision: `"auto"` (bf16 on CPUs with AMX/AVX512-BF16 and on GPUs that
-            support it), `"bf16"` or `"fp32"`.
+            support it), `"bf16"` or `"fp32"`. compile: `torch.compile` the model first (pays off on large inputs;
+            the compile time is spent once, before the first batch).
 
     Returns:
         One dict per input, in order: `{"row", "input", "predictions": [{"label", "score"}, ...], "error"}`. Rows that
@@ -152,7 +170,7 @@ def predict_file(
     writer = csv.writer(buffer) if fmt == "csv" else None
     if writer is not None:
         writer.writerow(_csv_header(k))
-    for index, (row, preds) in enumerate(predict_rows(model, rows, k, batch_size, precision, progress_bar)):
+    for index, (row, preds) in enumerate(predict_rows(model, rows, k, batch_size, precision, progress_bar, compile)):
         record = {"row": index, "input": row.source, "predictions": preds or [], "error": row.error}
         out.append(record)
         if writer is not None:

@@ -88,13 +88,17 @@ class TransferTrainer:
         _reset_accelerate_state()
         # accelerate only forms a gloo process group on CPU-only machines when told to use the CPU.
         cpu_only = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.mixed_precision = self._resolve_mixed_precision(cpu_only)
         self.accelerator = Accelerator(
-            cpu=cpu_only, mixed_precision=cfg.mixed_precision,
+            cpu=cpu_only, mixed_precision=self.mixed_precision,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             dataloader_config=DataLoaderConfiguration(split_batches=True), log_with=log_with,
             project_dir=str(self.output_dir / "logs"), kwargs_handlers=[ddp],
         )
         acc = self.accelerator
+        if self.precision_choice is not None:
+            self._log(f"mixed_precision=auto -> {self.precision_choice.mixed_precision!r}: "
+                      f"{self.precision_choice.reason}")
         self._check_fp16_scaler()
         if cfg.batch_size % acc.num_processes:
             raise ConfigurationError(f"batch_size={cfg.batch_size} is the global batch and must divide evenly "
@@ -252,6 +256,24 @@ class TransferTrainer:
             self._compile_model()
         self._log(self.model.trainable_parameters_line())
 
+    def _resolve_mixed_precision(self, cpu_only: bool) -> str | None:
+        """``mixed_precision: auto`` -> ``"no"`` or ``"bf16"`` (see ``auto_precision``), the main process's choice on
+        every process; other values pass through to accelerate."""
+        self.precision_choice = None
+        if self.config.mixed_precision != "auto":
+            return self.config.mixed_precision
+        from accelerate import PartialState
+        from accelerate.utils import broadcast_object_list
+
+        from hftransfer.training.auto_precision import choose_precision
+
+        state = PartialState(cpu=cpu_only)
+        choice = choose_precision(self.model, state.device, self.config.batch_size, self.config.model.channels_last)
+        if state.num_processes > 1:
+            choice = broadcast_object_list([choice])[0]
+        self.precision_choice = choice  # logged once the accelerator (and with it the log) exists
+        return choice.mixed_precision
+
     def _compile_model(self) -> None:
         """``model.compile``: compile in place (names unchanged) and time compilation apart from training."""
         from hftransfer.utils.compile import CompileTimer, compile_in_place
@@ -371,7 +393,7 @@ class TransferTrainer:
         model = self.model.to(acc.device)
         cache_dir = getattr(self.model.method.config, "cache_dir", None)
         self.feature_precision = feature_precision(getattr(self.model.method.config, "feature_precision", "auto"),
-                                                   cfg.mixed_precision, acc.device)
+                                                   self.mixed_precision, acc.device)
         self._log(f"feature extraction in {self.feature_precision}")
         out = []
         for name, ds, lengths, split in (("train", train_ds, train_len, self.data.train),
@@ -790,10 +812,12 @@ class TransferTrainer:
             "metric_for_best": cfg.metric_for_best, "best_metric": state["best_metric"],
             "history": state["history"], "final_eval": final, "parameters": unwrapped.trainable_summary(),
             "data": dataclasses.asdict(self.data.report) if dataclasses.is_dataclass(self.data.report) else {},
-            "num_processes": acc.num_processes, "mixed_precision": cfg.mixed_precision,
+            "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
             "feature_cache": self.feature_mode, "selection_split": "validation",
             **({"test_eval": test} if test is not None else {}),
         }
+        if self.precision_choice is not None:
+            summary["mixed_precision_auto"] = self.precision_choice.to_dict()
         if getattr(self, "compile_timer", None) is not None:
             summary["compile_time_s"] = self._compile_seconds()
         if self.feature_mode:

@@ -55,7 +55,8 @@ def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:
         base_model_revision=spec.revision,
         task=model.task,
         recipe=cfg.recipe,
-        hyperparameters={**_hyperparameters(cfg), "defaults": _defaults_note(cfg.recipe, trainer.data.modality)},
+        hyperparameters={**_hyperparameters(cfg, getattr(trainer, "precision_choice", None)),
+                         "defaults": _defaults_note(cfg.recipe, trainer.data.modality)},
         trainable_params=params["trainable_params"],
         all_params=params["all_params"],
         datasets=[dataset_info(trainer.data.description)],
@@ -72,8 +73,10 @@ def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:
     write_model_card(info, model_dir)
 
 
-def _hyperparameters(cfg) -> dict[str, Any]:
+def _hyperparameters(cfg, precision_choice: Any = None) -> dict[str, Any]:
     data = cfg.to_dict()
+    if precision_choice is not None:  # mixed_precision: auto -> what it chose and why
+        data["mixed_precision"] = f"auto -> {precision_choice.mixed_precision} ({precision_choice.reason})"
     keep = ("recipe", "method", "optim", "scheduler", "epochs", "batch_size", "gradient_accumulation_steps",
             "max_grad_norm", "label_smoothing", "mixed_precision", "seed", "augment", "mixup_alpha", "cutmix_alpha",
             "unfreeze_schedule", "early_stopping_patience", "metric_for_best", "objective", "model_selection")

@@ -67,3 +67,10 @@ class CompileTimer:
 
         callback_handler.remove_start_callback(self._start)
         callback_handler.remove_end_callback(self._end)
+
+
+def compile_for_inference(module: nn.Module, device: torch.device | str) -> str | None:
+    """``--compile`` of predict/evaluate: compile ``module`` in place with dynamic shapes (batch sizes and text lengths
+    vary between batches, so static shapes would recompile per length). Returns None on success, else the reason it
+    stays eager; the caller says it and goes on eagerly."""
+    return compile_in_place(module, device, dynamic=True)
