@@ -21,6 +21,7 @@ from torch import nn
 from hftransfer.utils.hardware import fast_bf16
 
 
+CHOICE_FILE = "mixed_precision_auto.json"  # in output_dir: a resumed run keeps the precision it started with
 TIMED_STEPS = 3
 WARMUP_STEPS = 1
 MAX_PROBE_BATCH = 8  # per-sample cost is what is compared; a small batch keeps the probe to seconds
@@ -37,6 +38,10 @@ class PrecisionChoice:
     def to_dict(self) -> dict[str, Any]:
         return {"mixed_precision": self.mixed_precision, "reason": self.reason, "measured_samples_per_s":
                 self.measured}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PrecisionChoice:
+        return cls(data["mixed_precision"], data["reason"], dict(data.get("measured_samples_per_s") or {}))
 
 
 def choose_precision(model: nn.Module, device: torch.device, batch_size: int, channels_last: bool) -> PrecisionChoice:

@@ -265,12 +265,21 @@ class TransferTrainer:
         from accelerate import PartialState
         from accelerate.utils import broadcast_object_list
 
-        from hftransfer.training.auto_precision import choose_precision
+        from hftransfer.training.auto_precision import CHOICE_FILE, PrecisionChoice, choose_precision
+        from hftransfer.utils.io import read_json, write_json
 
+        cfg, stored = self.config, self.output_dir / CHOICE_FILE
         state = PartialState(cpu=cpu_only)
-        choice = choose_precision(self.model, state.device, self.config.batch_size, self.config.model.channels_last)
-        if state.num_processes > 1:
-            choice = broadcast_object_list([choice])[0]
+        if cfg.resume and not cfg.overwrite_output_dir and stored.is_file() and ckpt.list_checkpoints(self.output_dir):
+            choice = PrecisionChoice.from_dict(read_json(stored))  # resume in the precision the run started with
+            choice.reason = f"kept from the run being resumed ({choice.reason})"
+        else:
+            choice = choose_precision(self.model, state.device, cfg.batch_size, cfg.model.channels_last)
+            if state.num_processes > 1:
+                choice = broadcast_object_list([choice])[0]
+            if state.is_main_process:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                write_json(stored, choice.to_dict())
         self.precision_choice = choice  # logged once the accelerator (and with it the log) exists
         return choice.mixed_precision
 
