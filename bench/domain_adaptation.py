@@ -46,8 +46,8 @@ REFERENCES = ("TLlib Office-31 ResNet-50 average: source-only 79.5, DANN 86.1, F
 MODES = {
     "full": {
         "pacs": {"model": {"name": "packaged:efficientnet_lite0", "image_size": 128},
-                 "optim": {"lr": 3e-3}, "epochs": 6, "batch_size": 32, "augment": "default",
-                 "adapt": {"epochs": 3, "optim": {"lr": 1e-3}}},
+                 "optim": {"lr": 3e-3}, "epochs": 5, "batch_size": 32, "augment": "default",
+                 "adapt": {"epochs": 2, "optim": {"lr": 1e-3}}},
         # All 10k MNIST t10k digits (90/10 train/validation; the 2000-digit protocol of older papers is smaller),
         # `upright` crops (digits must not flip).
         "digits": {"model": {"name": "packaged:efficientnet_lite0", "image_size": 32},
