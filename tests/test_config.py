@@ -53,7 +53,8 @@ def test_help_config_lists_every_option_with_its_help():
     ({"epochs": 0}, r"epochs=0 is invalid"),
     ({"max_steps": 0}, r"max_steps=0 is invalid"),
     ({"image_cache_mb": -1}, r"image_cache_mb=-1\.0 is invalid"),
-    ({"augment": "autoaugment"}, r"augment='autoaugment' is invalid: use one of \['default', 'none', 'randaugment'\]"),
+    ({"augment": "autoaugment"}, r"augment='autoaugment' is invalid: use one of \['default', 'none', "
+                                 r"'randaugment', 'randaugment_upright', 'upright'\]"),
     ({"metric_for_best": "acc"}, r"metric_for_best='acc' is invalid: use one of \['loss', 'accuracy', 'f1_macro'"),
     ({"push_to_hub": True}, r"push_to_hub=true needs hub_repo_id"),
     ({"push_to_hub": True, "hub_repo_id": "a/b/c"}, r"hub_repo_id='a/b/c' is invalid"),

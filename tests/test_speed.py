@@ -145,16 +145,16 @@ def test_auto_precision_follows_the_hardware_for_text_and_measures_images(monkey
     from hftransfer.training import auto_precision
 
     text = AutoTransfer.from_pretrained(tiny_models["transformers_bert"], num_labels=2)
-    image = AutoTransfer.from_pretrained("timm:test_convnext", pretrained=False, num_labels=3, image_size=32)
+    image = AutoTransfer.from_pretrained("timm:test_convnext", pretrained=False, num_labels=3)
     cpu = torch.device("cpu")
     monkeypatch.setattr(auto_precision, "fast_bf16", lambda device: False)
-    assert auto_precision.choose_precision(image, cpu, 16, True).mixed_precision == "no"
+    assert auto_precision.choose_precision(image, cpu, 16, True, image_size=32).mixed_precision == "no"
     monkeypatch.setattr(auto_precision, "fast_bf16", lambda device: True)
     assert auto_precision.choose_precision(text, cpu, 16, True).mixed_precision == "bf16"
     # Images: a real probe of both precisions, on a copy; the model's weights, BN statistics and the RNG are untouched.
     before = {k: v.clone() for k, v in image.state_dict().items()}
     rng = torch.get_rng_state()
-    choice = auto_precision.choose_precision(image, cpu, 16, True)
+    choice = auto_precision.choose_precision(image, cpu, 16, True, image_size=32)
     assert set(choice.measured) == {"no", "bf16"} and all(v > 0 for v in choice.measured.values())
     assert choice.mixed_precision == max(choice.measured, key=choice.measured.get)
     assert "fp32" in choice.reason and "32 px" in choice.reason
@@ -170,11 +170,18 @@ def test_training_with_auto_precision_uses_and_reports_the_faster(tmp_path, monk
 
     monkeypatch.setattr(auto_precision, "fast_bf16", lambda device: True)
     speeds = {"no": 10.0, "bf16": 20.0} if faster == "bf16" else {"no": 20.0, "bf16": 10.0}
-    monkeypatch.setattr(auto_precision, "_samples_per_s", lambda model, device, batch, size, cl, mode: speeds[mode])
+    seen_sizes = []
+
+    def timed(model, device, batch, size, channels_last, mode):
+        seen_sizes.append(size)
+        return speeds[mode]
+
+    monkeypatch.setattr(auto_precision, "_samples_per_s", timed)
     result = hftransfer.train(tiny_config(tmp_path, epochs=1, mixed_precision="auto"))
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert summary["mixed_precision"] == faster
     assert summary["mixed_precision_auto"]["measured_samples_per_s"] == speeds
+    assert set(seen_sizes) == {32}  # the training resolution (model.image_size), not the pretrained one
     log = (tmp_path / "run" / "train.log").read_text()
     assert f"mixed_precision=auto -> {faster!r}" in log
     card = (result.model_dir / "README.md").read_text()
@@ -199,5 +206,6 @@ def test_a_resumed_auto_precision_run_keeps_the_precision_it_started_with(tmp_pa
     assert trainer.precision_choice.measured == {"no": 1.0, "bf16": 2.0}
     assert "kept from the run being resumed" in trainer.precision_choice.reason
     monkeypatch.setattr(ckpt, "list_checkpoints", lambda output_dir: [])  # nothing to resume: measure afresh
+    trainer._early_model = None  # (setup's pre-flight model; the patched probe never looks at it)
     with pytest.raises(AssertionError, match="must not measure"):
         trainer._resolve_mixed_precision(cpu_only=False)

@@ -44,13 +44,15 @@ class PrecisionChoice:
         return cls(data["mixed_precision"], data["reason"], dict(data.get("measured_samples_per_s") or {}))
 
 
-def choose_precision(model: nn.Module, device: torch.device, batch_size: int, channels_last: bool) -> PrecisionChoice:
-    """Pick ``"no"`` or ``"bf16"`` for training ``model`` (an ``AutoTransfer`` with its method applied)."""
+def choose_precision(model: nn.Module, device: torch.device, batch_size: int, channels_last: bool,
+                     image_size: int | None = None) -> PrecisionChoice:
+    """Pick ``"no"`` or ``"bf16"`` for training ``model`` (an ``AutoTransfer`` with its method applied) at
+    ``image_size`` (default: the model's pretrained resolution)."""
     if not fast_bf16(device):
         return PrecisionChoice("no", f"bf16 is not native on this {device.type} (no AMX / AVX512-BF16 or bf16 GPU)")
     if model.modality != "image":
         return PrecisionChoice("bf16", "text transformer on hardware with native bf16 matmuls")
-    size = model.preprocessor.image_size
+    size = image_size or model.preprocessor.image_size
     measured = {mode: _samples_per_s(model, device, min(batch_size, MAX_PROBE_BATCH), size, channels_last, mode)
                 for mode in ("no", "bf16")}
     best = max(measured, key=measured.get)

@@ -96,15 +96,15 @@ class TransferTrainer:
             project_dir=str(self.output_dir / "logs"), kwargs_handlers=[ddp],
         )
         acc = self.accelerator
-        if self.precision_choice is not None:
-            self._log(f"mixed_precision=auto -> {self.precision_choice.mixed_precision!r}: "
-                      f"{self.precision_choice.reason}")
         self._check_fp16_scaler()
         if cfg.batch_size % acc.num_processes:
             raise ConfigurationError(f"batch_size={cfg.batch_size} is the global batch and must divide evenly "
                                      f"across {acc.num_processes} processes; use a multiple of {acc.num_processes}.")
         self._check_output_dir()
         self._setup_logging()
+        if self.precision_choice is not None:
+            self._log(f"mixed_precision=auto -> {self.precision_choice.mixed_precision!r}: "
+                      f"{self.precision_choice.reason}")
         fill_deepspeed_auto(acc, cfg.batch_size, cfg.max_grad_norm)
         set_seed(cfg.seed)
         if self.data is None:
@@ -274,13 +274,14 @@ class TransferTrainer:
             choice = PrecisionChoice.from_dict(read_json(stored))  # resume in the precision the run started with
             choice.reason = f"kept from the run being resumed ({choice.reason})"
         else:
-            choice = choose_precision(self.model, state.device, cfg.batch_size, cfg.model.channels_last)
+            choice = choose_precision(self._early_model, state.device, cfg.batch_size, cfg.model.channels_last,
+                                      image_size=cfg.model.image_size)
             if state.num_processes > 1:
                 choice = broadcast_object_list([choice])[0]
             if state.is_main_process:
                 self.output_dir.mkdir(parents=True, exist_ok=True)
                 write_json(stored, choice.to_dict())
-        self.precision_choice = choice  # logged once the accelerator (and with it the log) exists
+        self.precision_choice = choice  # logged once the log file exists
         return choice.mixed_precision
 
     def _compile_model(self) -> None:
