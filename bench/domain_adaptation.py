@@ -43,6 +43,7 @@ PACS_TARGETS = ("art_painting", "cartoon", "sketch")
 # Published context, not peers (ResNet-50, 224 px, Office-31; TLlib README).
 REFERENCES = ("TLlib Office-31 ResNet-50 average: source-only 79.5, DANN 86.1, FixMatch 86.4 (other backbone and "
               "resolution: context, not a peer).")
+NOTES_FILE = Path(__file__).resolve().parent / "results" / "da_notes.md"  # findings, appended to DA.md
 MODES = {
     "full": {
         "pacs": {"model": {"name": "packaged:efficientnet_lite0", "image_size": 128},
@@ -189,8 +190,15 @@ def render(results: dict[str, Any], mode: str) -> str:
         lines.append(f"- PACS: every method >= source-only on average: **{'met' if all_ok else 'missed'}**; best "
                      f"`{best}` {avg[best]:.1f} vs {base:.1f} (goal +5): "
                      f"**{'met' if avg[best] - base >= 5 else 'missed'}**")
-    lines += ["", f"Context: {REFERENCES}", "", f"Machine: {results.get('machine', {}).get('cpu_model', '?')}; "
-              f"command: `{results.get('command', {}).get(mode, '?')}`", ""]
+    settings = {kind: {k: v for k, v in cfg.items() if k != "model"} | {"image_size": cfg["model"]["image_size"]}
+                for kind, cfg in MODES[mode].items()}
+    commands = results.get("commands", {}).get(mode) or [results.get("command", {}).get(mode, "?")]
+    lines += ["", f"Context: {REFERENCES}", "", "Settings: " + "; ".join(f"{kind}: `{json.dumps(cfg)}`"
+                                                                            for kind, cfg in settings.items()),
+              "", f"Machine: {results.get('machine', {}).get('cpu_model', '?')}; commands: "
+              + ", ".join(f"`{c}`" for c in commands), ""]
+    if NOTES_FILE.is_file():
+        lines += [NOTES_FILE.read_text(encoding="utf-8").strip(), ""]
     return "\n".join(lines)
 
 
@@ -218,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         results["machine"] = machine_info()
         command = " ".join(["python", "bench/domain_adaptation.py", *(sys.argv[1:] if argv is None else argv)])
         results.setdefault("command", {})[args.mode] = command
+        results.setdefault("commands", {}).setdefault(args.mode, []).append(command)
         with tempfile.TemporaryDirectory(dir=_mkdir(args.work_dir), prefix="runs-") as work:
             for row in selected:
                 out = run_row(row, args.mode, args.work_dir / "data", Path(work))
