@@ -822,7 +822,7 @@ class TransferTrainer:
             "metric_for_best": cfg.metric_for_best, "best_metric": state["best_metric"],
             "history": state["history"], "final_eval": final, "parameters": unwrapped.trainable_summary(),
             "data": dataclasses.asdict(self.data.report) if dataclasses.is_dataclass(self.data.report) else {},
-            "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
+            "num_processes": acc.num_processes, "mixed_precision": self.mixed_precision,
             "feature_cache": self.feature_mode, "selection_split": "validation",
             **({"test_eval": test} if test is not None else {}),
         }
