@@ -826,7 +826,7 @@ class TransferTrainer:
             "feature_cache": self.feature_mode, "selection_split": "validation",
             **({"test_eval": test} if test is not None else {}),
         }
-        if self.precision_choice is not None:
+        if getattr(self, "precision_choice", None) is not None:
             summary["mixed_precision_auto"] = self.precision_choice.to_dict()
         if getattr(self, "compile_timer", None) is not None:
             summary["compile_time_s"] = self._compile_seconds()
