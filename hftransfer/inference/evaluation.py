@@ -152,9 +152,9 @@ def _predict(acc: Any, model: Any, dataset: Any, batch_size: int, progress_bar: 
     order = np.array([key[1] if isinstance(key, tuple) else key for batch in loader.batch_sampler for key in batch])
     model.to(acc.device).eval()
     if compile:
-        from hftransfer.inference.predict import compile_or_explain
+        from hftransfer.utils.compile import compile_for_inference
 
-        compile_or_explain(model, acc.device)
+        compile_for_inference(model, acc.device)
     logits_all, labels_all = [], []
     for batch in tqdm(acc.prepare_data_loader(loader), desc="evaluate", leave=False,
                       disable=not (progress_bar and acc.is_local_main_process)):

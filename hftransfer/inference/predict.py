@@ -51,7 +51,9 @@ def predict_rows(model: Any, rows: Sequence[InputRow], top_k: int = 1, batch_siz
     device = next(model.parameters()).device
     mode = resolve_precision(precision, device)
     if compile:
-        compile_or_explain(model, device)
+        from hftransfer.utils.compile import compile_for_inference
+
+        compile_for_inference(model, device)
     was_training = model.training
     model.eval()
     k = min(top_k, model.num_labels)
@@ -89,16 +91,6 @@ def predict_rows(model: Any, rows: Sequence[InputRow], top_k: int = 1, batch_siz
     finally:
         bar.close()
         model.train(was_training)
-
-
-def compile_or_explain(model: Any, device: torch.device) -> bool:
-    """Compile `model` in place for inference; say on stderr why not where it cannot apply. True when compiled."""
-    from hftransfer.utils.compile import compile_for_inference
-
-    reason = compile_for_inference(model, device)
-    if reason is not None:
-        print(f"--compile cannot apply: {reason}. Running without compiling.", file=sys.stderr)
-    return reason is None
 
 
 def _top_k(model: Any, values: list[Any], k: int, mode: str, device: torch.device) -> list[list[dict[str, Any]]]:

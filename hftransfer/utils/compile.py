@@ -69,8 +69,11 @@ class CompileTimer:
         callback_handler.remove_end_callback(self._end)
 
 
-def compile_for_inference(module: nn.Module, device: torch.device | str) -> str | None:
+def compile_for_inference(module: nn.Module, device: torch.device | str) -> bool:
     """``--compile`` of predict/evaluate: compile ``module`` in place with dynamic shapes (batch sizes and text lengths
-    vary between batches, so static shapes would recompile per length). Returns None on success, else the reason it
-    stays eager; the caller says it and goes on eagerly."""
-    return compile_in_place(module, device, dynamic=True)
+    vary between batches, so static shapes would recompile per length). Where it cannot apply, stderr says why and the
+    caller goes on eagerly. True when compiled."""
+    reason = compile_in_place(module, device, dynamic=True)
+    if reason is not None:
+        print(f"--compile cannot apply: {reason}. Running without compiling.", file=sys.stderr)
+    return reason is None
