@@ -40,48 +40,42 @@ def _none(cfg: dict[str, Any]):
     return _eval_transform(cfg)
 
 
-@register_augmentation("default")
-def _default(cfg: dict[str, Any]):
-    """Random-resized-crop + horizontal flip (the classic transfer-learning recipe)."""
+RANDAUGMENT = "rand-m9-mstd0.5"  # timm's RandAugment policy of the randaugment presets
+# Orientation-sensitive images (digits, characters, documents, road signs): a flip or a crop of 8% of the image
+# changes or removes the class, so the upright presets keep >= 50% of the image and never flip.
+UPRIGHT_CROP_SCALE = (0.5, 1.0)
+
+
+def _train_transform(cfg: dict[str, Any], **options: Any):
+    """timm's training transform (random-resized-crop, then ``options``) with the backbone's normalisation."""
     from timm.data import create_transform
 
     return create_transform(input_size=cfg["input_size"], is_training=True, interpolation=cfg["interpolation"],
-                            mean=cfg["mean"], std=cfg["std"], hflip=0.5, color_jitter=None, auto_augment=None)
+                            mean=cfg["mean"], std=cfg["std"], color_jitter=None, **options)
+
+
+@register_augmentation("default")
+def _default(cfg: dict[str, Any]):
+    """Random-resized-crop + horizontal flip (the classic transfer-learning recipe)."""
+    return _train_transform(cfg, hflip=0.5, auto_augment=None)
 
 
 @register_augmentation("randaugment")
 def _randaugment(cfg: dict[str, Any]):
     """Random-resized-crop + flip + RandAugment (timm ``rand-m9-mstd0.5``)."""
-    from timm.data import create_transform
-
-    return create_transform(input_size=cfg["input_size"], is_training=True, interpolation=cfg["interpolation"],
-                            mean=cfg["mean"], std=cfg["std"], hflip=0.5, color_jitter=None,
-                            auto_augment="rand-m9-mstd0.5")
-
-
-# Orientation-sensitive images (digits, characters, documents, road signs): a flip or a crop of 8% of the image
-# changes or removes the class, so these presets keep >= 50% of the image and never flip.
-UPRIGHT_CROP_SCALE = (0.5, 1.0)
+    return _train_transform(cfg, hflip=0.5, auto_augment=RANDAUGMENT)
 
 
 @register_augmentation("upright")
 def _upright(cfg: dict[str, Any]):
     """Random-resized-crop of 50-100% of the image, no flip (digits, text, signs: orientation carries the class)."""
-    from timm.data import create_transform
-
-    return create_transform(input_size=cfg["input_size"], is_training=True, interpolation=cfg["interpolation"],
-                            mean=cfg["mean"], std=cfg["std"], scale=UPRIGHT_CROP_SCALE, hflip=0.0,
-                            color_jitter=None, auto_augment=None)
+    return _train_transform(cfg, scale=UPRIGHT_CROP_SCALE, hflip=0.0, auto_augment=None)
 
 
 @register_augmentation("randaugment_upright")
 def _randaugment_upright(cfg: dict[str, Any]):
-    """``upright`` + RandAugment (``rand-m9-mstd0.5``): the strong view of self-training on digits-like images."""
-    from timm.data import create_transform
-
-    return create_transform(input_size=cfg["input_size"], is_training=True, interpolation=cfg["interpolation"],
-                            mean=cfg["mean"], std=cfg["std"], scale=UPRIGHT_CROP_SCALE, hflip=0.0,
-                            color_jitter=None, auto_augment="rand-m9-mstd0.5")
+    """``upright`` + RandAugment: the strong view of self-training on digits-like images."""
+    return _train_transform(cfg, scale=UPRIGHT_CROP_SCALE, hflip=0.0, auto_augment=RANDAUGMENT)
 
 
 def build_image_transform(cfg: dict[str, Any], train: bool, augment: str | None = "default"):
