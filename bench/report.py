@@ -368,8 +368,8 @@ def fixed_length_section(runs: dict[str, Any]) -> list[str]:
                   "single sentences: accuracy is on the dev sentences packed the same way). Share of peak = "
                   "sequences/s x training FLOPs per sequence / the bf16 matmul FLOP/s measured in the bare row "
                   f"({_f(peak / 1e12 if peak else None, 2)} TFLOP/s). Compile time is reported apart.", "",
-                  "| row | samples/s | vs peer | dev acc % | compile s | share of bf16 peak |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| row | samples/s | vs peer | vs eager default | dev acc % | compile s | share of bf16 peak |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for key, row in packed.items():
             spec, res = row["spec"], row["result"]
             if spec["kind"] != "text":
@@ -378,8 +378,17 @@ def fixed_length_section(runs: dict[str, Any]) -> list[str]:
             ratio = _ratio(res["samples_per_s"], peer["result"]["samples_per_s"]) if peer and spec["tool"] != "peer" \
                 else None
             share = _peak_share(res["samples_per_s"], spec["method"], bare)
-            lines.append(f"| {key} | {_f(res['samples_per_s'])} | {_f(ratio, 2)} | {_pct(res['accuracy'])} "
-                         f"| {_f(res.get('compile_time_s'))} | {_pct(share)} |")
+            default = rows.get("/".join((spec["dataset"], spec["method"], "hftransfer")))
+            alone = _ratio(res["samples_per_s"], default["result"]["samples_per_s"]) \
+                if default and spec.get("variant") else None  # one optimisation at a time
+            lines.append(f"| {key} | {_f(res['samples_per_s'])} | {_f(ratio, 2)} | {_f(alone, 2)} "
+                         f"| {_pct(res['accuracy'])} | {_f(res.get('compile_time_s'))} | {_pct(share)} |")
+        if bare and bare.get("variants"):
+            speeds = {name: v["train_fwd_bwd_seq_per_s"] for name, v in bare["variants"].items()}
+            parts = [f"{name} {_f(x)} seq/s ({_pct(_peak_share(x, 'full', bare))}% of peak)"
+                     for name, x in speeds.items()]
+            lines += ["", "Bare model, forward+backward only (no optimizer step, no data loading): " + "; ".join(parts)
+                      + "."]
         lines += ["", "Goals (issue 13, same run):"]
         for method, target in (("full", 2.0), ("lora", 2.5)):
             ours = packed.get(f"{_packed_name(packed)}/{method}/hftransfer")

@@ -146,7 +146,8 @@ def build_rows(mode: str) -> list[dict[str, Any]]:
 
 def fixed_length_rows(quick: bool, smoke: bool = False) -> list[dict[str, Any]]:
     """MiniLM at 128 tokens per text (SST-2 sentences of one label concatenated: see ``common.sst2_packed_dir``):
-    ``full`` and ``lora`` eager and compiled, ``full`` without attention dropout (the fused SDPA kernel), beside
+    ``full`` and ``lora`` eager and compiled, ``full`` on PyTorch's stock CPU kernels (``model.cpu_fast_path: false``)
+    and without attention dropout, beside
     Trainer(+PEFT), and the bare model with the bf16 matmul peak measured in the same run."""
     size = 48 if smoke else (600 if quick else 2000)
     base = {"kind": "text", "dataset": f"sst2-packed128-{size // 1000}k" if size >= 1000 else f"sst2-packed128-{size}",
@@ -157,6 +158,8 @@ def fixed_length_rows(quick: bool, smoke: bool = False) -> list[dict[str, Any]]:
     if not smoke:
         rows.append({**base, "tool": "hftransfer", "method": "full", "variant": "compile", "lr": TEXT_LR["full"],
                      "compile": True})
+        rows.append({**base, "tool": "hftransfer", "method": "full", "variant": "stock-kernels",
+                     "lr": TEXT_LR["full"], "cpu_fast_path": False})
         rows.append({**base, "tool": "hftransfer", "method": "full", "variant": "no-attn-dropout",
                      "lr": TEXT_LR["full"], "config_overrides": {"attention_probs_dropout_prob": 0.0}})
         rows.append({**base, "tool": "hftransfer", "method": "lora", "variant": "compile", "lr": TEXT_LR["lora"],
@@ -306,6 +309,9 @@ def _one_line(res: dict[str, Any]) -> str:
     if "samples_per_s" in res:
         return (f"{res['samples_per_s']:.1f} samples/s, acc {res['accuracy']:.4f}, train mem "
                 f"{res.get('train_mem_mb')} MB, peak {res.get('peak_rss_mb')} MB")
+    if "variants" in res and "bf16_matmul_peak_flop_s" in res:  # text: training only, and the matmul peak
+        return ", ".join(f"{k}: train {v['train_fwd_bwd_seq_per_s']:.1f} seq/s" for k, v in res["variants"].items()) \
+            + f"; bf16 matmul peak {res['bf16_matmul_peak_flop_s'] / 1e12:.2f} TFLOP/s"
     if "variants" in res:
         return ", ".join(f"{k}: train {v['train_fwd_bwd_img_per_s']:.1f} / infer {v['inference_img_per_s']:.1f} img/s"
                          for k, v in res["variants"].items())

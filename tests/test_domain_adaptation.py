@@ -390,39 +390,19 @@ def test_resume_after_sigkill_with_the_target_stream_matches_an_uninterrupted_ru
     assert ma["target_eval"] == mb["target_eval"]
 
 
-def _free_port() -> str:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("objective", [{"name": "mmd", "norm": "none"},
                                        {"name": "dann", "norm": "layer", "hidden_dim": 32}], ids=["mmd", "dann"])
 def test_two_processes_follow_the_single_process_optimisation(tmp_path, objective):
     # BatchNorm statistics are per process (SyncBatchNorm needs a GPU), so the comparison uses norm none/layer;
     # MMD is computed on the gathered global batch, so its value and gradient match one process.
-    script = tmp_path / "train.py"
-    script.write_text("import json, sys, hftransfer\nhftransfer.train(json.loads(sys.argv[1]))\n")
+    from test_training import launch_single_and_two_process
+
     base = {"optim.name": "sgd", "optim.lr": 0.05, "epochs": 2, "max_grad_norm": None}
-    single = da_config(tmp_path / "single", objective, **base)
-    double = da_config(tmp_path / "double", objective, **base)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(script), json.dumps(single)], check=True, env=env, capture_output=True)
-    launched = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-         _free_port(), str(script), json.dumps(double)], env=env, capture_output=True, text=True)
-    assert launched.returncode == 0, launched.stderr[-4000:]
-    m1 = json.loads((Path(single["output_dir"]) / "metrics.json").read_text())
-    m2 = json.loads((Path(double["output_dir"]) / "metrics.json").read_text())
-    assert m2["num_processes"] == 2
+    m1, m2, w1, w2 = launch_single_and_two_process(tmp_path, da_config(tmp_path / "single", objective, **base),
+                                                   da_config(tmp_path / "double", objective, **base))
     for r1, r2 in zip(m1["history"], m2["history"]):
         assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-3)
-    w1 = load_file(Path(single["output_dir"]) / "model" / "model.safetensors")
-    w2 = load_file(Path(double["output_dir"]) / "model" / "model.safetensors")
     for key in w1:
         torch.testing.assert_close(w1[key], w2[key], rtol=1e-3, atol=1e-4)
 

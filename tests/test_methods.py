@@ -399,35 +399,14 @@ def test_methods_train_through_the_engine(tmp_path, recipe, model_name):
 @pytest.mark.integration
 def test_adapter_two_process_run_matches_single_process(tmp_path):
     # accelerate launch --multi_gpu --num_processes 2 (gloo on CPU): same weights and metrics as one process.
-    import json
-    import os
+    from test_training import launch_single_and_two_process, tiny_config
 
-    from test_training import DDP_SCRIPT, free_port, tiny_config
-
-    script = tmp_path / "ddp.py"
-    script.write_text(DDP_SCRIPT)
     base = {"recipe": "adapter", "model.name": "timm:test_convnext", "epochs": 2, "optim.name": "sgd",
             "optim.lr": 0.05, "checkpoint_every_steps": 2, "method": {"placement": "houlsby"}}
-    single, double = tiny_config(tmp_path / "single", **base), tiny_config(tmp_path / "double", **base)
-    (tmp_path / "w1").mkdir()
-    (tmp_path / "w2").mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(script), json.dumps(single), str(tmp_path / "w1")], check=True, env=env,
-                   capture_output=True)
-    launched = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-         "--main_process_port", free_port(), str(script), json.dumps(double), str(tmp_path / "w2")],
-        env=env, capture_output=True, text=True)
-    assert launched.returncode == 0, launched.stderr[-4000:]
-    assert json.loads((tmp_path / "w2" / "writes_rank1.json").read_text()) == []
-    m1 = json.loads((Path(single["output_dir"]) / "metrics.json").read_text())
-    m2 = json.loads((Path(double["output_dir"]) / "metrics.json").read_text())
-    assert m2["num_processes"] == 2 and m1["num_processes"] == 1
+    m1, m2, w1, w2 = launch_single_and_two_process(tmp_path, tiny_config(tmp_path / "single", **base),
+                                                   tiny_config(tmp_path / "double", **base))
     for r1, r2 in zip(m1["history"], m2["history"]):
         assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-3)
-    w1 = load_file(Path(single["output_dir"]) / "model" / "model.safetensors")
-    w2 = load_file(Path(double["output_dir"]) / "model" / "model.safetensors")
     adapters = [k for k in w1 if f".{ADAPTER_ATTR}.up." in k]
     assert adapters and any(float(w1[k].abs().sum()) > 0 for k in adapters)  # the adapters did train
     for key in w1:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_hub_push import BASES, hub, run_py, work  # noqa: F401  (module fixtures: a hub seeded with tiny bases)
-from test_training import DDP_SCRIPT, RESUME_SCRIPT, free_port
+from test_training import RESUME_SCRIPT, launch_single_and_two_process
 
 from hftransfer import AutoTransfer
 from hftransfer.training import Callback
@@ -83,29 +83,12 @@ def test_prefix_tuning_on_two_processes_matches_one(tiny_models, tmp_path):
     config = json.loads((bert / "config.json").read_text())
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (bert / "config.json").write_text(json.dumps(config))
-    script = tmp_path / "ddp.py"
-    script.write_text(DDP_SCRIPT)
     common = {"epochs": 2, "optim": {"name": "sgd", "lr": 0.05}, "checkpoint_every_steps": 2, "max_grad_norm": 1.0}
-    single = text_config(tmp_path / "single", str(bert), "prefix_tuning", **common)
-    double = text_config(tmp_path / "double", str(bert), "prefix_tuning", **common)
-    for name in ("w1", "w2"):
-        (tmp_path / name).mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(script), json.dumps(single), str(tmp_path / "w1")], check=True, env=env,
-                   capture_output=True)
-    launched = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-         "--main_process_port", free_port(), str(script), json.dumps(double), str(tmp_path / "w2")],
-        env=env, capture_output=True, text=True, check=False)
-    assert launched.returncode == 0, launched.stderr[-4000:]
-    assert json.loads((tmp_path / "w2" / "writes_rank1.json").read_text()) == []
-    m1 = json.loads((Path(single["output_dir"]) / "metrics.json").read_text())
-    m2 = json.loads((Path(double["output_dir"]) / "metrics.json").read_text())
-    assert (m1["num_processes"], m2["num_processes"]) == (1, 2)
+    m1, m2, w1, w2 = launch_single_and_two_process(
+        tmp_path, text_config(tmp_path / "single", str(bert), "prefix_tuning", **common),
+        text_config(tmp_path / "double", str(bert), "prefix_tuning", **common))
     for r1, r2 in zip(m1["history"], m2["history"]):
         assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-3)
-    w1, w2 = saved_weights(single["output_dir"]), saved_weights(double["output_dir"])
     assert any(k.startswith("backbone.token_hook.") for k in w1)
     for key in w1:
         torch.testing.assert_close(w1[key], w2[key], rtol=1e-3, atol=1e-4)

@@ -65,6 +65,91 @@ def test_config_overrides_from_a_training_config(tmp_path, tiny_models):
     assert result.model.backbone.base_model().config.attention_probs_dropout_prob == 0.0
 
 
+# --- model.cpu_fast_path: cheaper dropout masks, math-path attention -------------------------------------------------
+
+def test_fast_keep_mask_has_the_dropout_distribution_and_follows_the_seed():
+    from hftransfer.backbones.cpu_fast_path import keep_mask
+
+    torch.manual_seed(0)
+    a = keep_mask(torch.Size([1000, 1000]), 0.1, torch.device("cpu"))
+    b = keep_mask(torch.Size([1000, 1000]), 0.1, torch.device("cpu"))
+    assert a.dtype == torch.bool and a.shape == (1000, 1000)
+    assert float(a.float().mean()) == pytest.approx(0.9, abs=2e-3)
+    for lane in range(4):  # every 16-bit sample of a 64-bit draw is uniform
+        assert float(a.flatten()[lane::4].float().mean()) == pytest.approx(0.9, abs=3e-3)
+    assert not torch.equal(a, b)  # the generator advances
+    torch.manual_seed(0)
+    assert torch.equal(keep_mask(torch.Size([1000, 1000]), 0.1, torch.device("cpu")), a)  # seeded: reproducible
+    odd = keep_mask(torch.Size([999, 7]), 0.5, torch.device("cpu"))
+    assert float(odd.float().mean()) == pytest.approx(0.5, abs=0.02)
+    assert bool(keep_mask(torch.Size([10000]), 0.0, torch.device("cpu")).all())
+
+
+def test_fast_dropout_scales_kept_values_and_routes_gradients_through_the_mask():
+    from hftransfer.backbones.cpu_fast_path import FastDropout, fast_dropout
+
+    x = torch.randn(64, 384, requires_grad=True)
+    y = fast_dropout(x, 0.25)
+    kept = y != 0
+    assert float(kept.float().mean()) == pytest.approx(0.75, abs=0.02)
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.75)
+    assert fast_dropout(x, 0.25, training=False) is x and fast_dropout(x, 0.0) is x
+    layer = FastDropout(0.5).eval()
+    assert layer(x) is x and layer.state_dict() == {}
+
+
+def test_cpu_fast_path_attention_matches_sdpa_with_padding_and_is_undone(tiny_models):
+    from hftransfer.backbones.cpu_fast_path import (
+        CPU_ATTENTION,
+        FastDropout,
+        disable_cpu_fast_path,
+        enable_cpu_fast_path,
+    )
+
+    stock = AutoTransfer.from_pretrained(tiny_models["transformers_bert"], num_labels=2).eval()
+    fast = AutoTransfer.from_pretrained(tiny_models["transformers_bert"], num_labels=2).eval()
+    fast.load_state_dict(stock.state_dict())
+    keys = set(fast.state_dict())
+    changes = enable_cpu_fast_path(fast)
+    assert any(CPU_ATTENTION in c for c in changes) and any("dropout layers" in c for c in changes)
+    assert fast.backbone.base_model().config._attn_implementation == CPU_ATTENTION
+    assert any(isinstance(m, FastDropout) for m in fast.modules()) and set(fast.state_dict()) == keys
+    assert CPU_ATTENTION not in fast.backbone.base_model().config.to_json_string()  # never saved
+    ids = torch.randint(5, stock.backbone.base_model().config.vocab_size, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[0, 7:] = 0  # padding must still be masked out
+    with torch.no_grad():
+        expected = stock(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(fast(input_ids=ids, attention_mask=mask).logits, expected, rtol=1e-4, atol=1e-5)
+        changed = ids.clone()
+        changed[0, 7:] = 3  # tokens under the padding mask change nothing
+        torch.testing.assert_close(fast(input_ids=changed, attention_mask=mask).logits[0], expected[0],
+                                   rtol=1e-4, atol=1e-5)
+    disable_cpu_fast_path(fast)
+    assert fast.backbone.base_model().config._attn_implementation == "sdpa"
+    assert not any(isinstance(m, FastDropout) for m in fast.modules())
+
+
+def test_training_with_the_cpu_fast_path_follows_the_stock_kernels(tmp_path, tiny_models):
+    # Without dropout the fast path changes only the attention kernel: the same loss curve. With dropout it trains
+    # (other random masks), logs what it changed and hands back a model on the stock kernels.
+    csv = text_csv(tmp_path)
+    common = {"model.name": tiny_models["transformers_bert"], "data.source": str(csv), "data.text_column": "text",
+              "data.label_column": "label", "epochs": 2}
+    no_dropout = {"model.config_overrides": {"attention_probs_dropout_prob": 0.0, "hidden_dropout_prob": 0.0}}
+    stock = hftransfer.train(tiny_config(tmp_path / "stock", **common, **no_dropout, **{"model.cpu_fast_path": False}))
+    fast = hftransfer.train(tiny_config(tmp_path / "fast", **common, **no_dropout))
+    assert _losses(fast) == pytest.approx(_losses(stock), rel=1e-4)
+    assert "model.cpu_fast_path" not in (tmp_path / "stock" / "run" / "train.log").read_text()
+    dropout = hftransfer.train(tiny_config(tmp_path / "dropout", **common))
+    log = (tmp_path / "dropout" / "run" / "train.log").read_text()
+    assert "model.cpu_fast_path: attention: hftransfer_cpu" in log and "dropout layers use the fast CPU mask" in log
+    assert all(loss == loss for loss in _losses(dropout))  # finite, not NaN
+    assert dropout.model.backbone.base_model().config._attn_implementation == "sdpa"
+
+
 # --- torch.compile -------------------------------------------------------------------------------------------------
 
 def _losses(result) -> list[float]:
@@ -209,3 +294,65 @@ def test_a_resumed_auto_precision_run_keeps_the_precision_it_started_with(tmp_pa
     trainer._early_model = None  # (setup's pre-flight model; the patched probe never looks at it)
     with pytest.raises(AssertionError, match="must not measure"):
         trainer._resolve_mixed_precision(cpu_only=False)
+
+
+# --- torch.compile with the rest of the engine: gradient checkpointing, bf16, resume, DDP ------------------------
+
+COMPILED = {"model.compile": True, "model.gradient_checkpointing": True, "mixed_precision": "bf16",
+            "max_grad_norm": 1.0}
+
+
+@pytest.mark.integration
+def test_compiled_bf16_checkpointed_run_follows_eager_and_resumes_after_sigkill(tmp_path):
+    # model.compile with gradient checkpointing under bf16 autocast: the loss curve stays within bf16 noise of the
+    # eager run, and a compiled run killed mid-epoch (SIGKILL) resumes to the weights of an uninterrupted compiled run.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+    from test_training import RESUME_SCRIPT
+
+    common = {"epochs": 2, "checkpoint_every_steps": 2, **{k: v for k, v in COMPILED.items() if k != "model.compile"}}
+    eager = hftransfer.train(tiny_config(tmp_path / "eager", **common))
+    script = tmp_path / "run.py"
+    script.write_text(RESUME_SCRIPT)
+    clean = tiny_config(tmp_path / "clean", **common, **{"model.compile": True})
+    killed = tiny_config(tmp_path / "killed", **common, **{"model.compile": True})
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    subprocess.run([sys.executable, str(script), json.dumps(clean), "0"], check=True, env=env, capture_output=True)
+    # 4 steps per epoch: killed at step 5 (epoch 2), the last checkpoint is step 4.
+    first = subprocess.run([sys.executable, str(script), json.dumps(killed), "5"], env=env, capture_output=True)
+    assert first.returncode == -9, first.stderr[-2000:]
+    second = subprocess.run([sys.executable, str(script), json.dumps(killed), "0"], env=env, capture_output=True,
+                            text=True)
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = (Path(killed["output_dir"]) / "train.log").read_text()
+    assert "resumed from" in log and "torch.compile: on" in log
+
+    metrics = json.loads((Path(clean["output_dir"]) / "metrics.json").read_text())
+    assert [r["train_loss"] for r in metrics["history"]] == pytest.approx(_losses(eager), rel=2e-2)
+    assert metrics["compile_time_s"] > 0
+    wa = load_file(Path(clean["output_dir"]) / "model" / "model.safetensors")
+    wb = load_file(Path(killed["output_dir"]) / "model" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow  # ~100 s: three compiling processes on a 2-core machine
+def test_compiled_two_process_run_matches_the_compiled_single_process_run(tmp_path):
+    # accelerate launch --num_processes 2 (gloo, CPU) with model.compile: DDP wraps the in-place compiled model; same
+    # global batch, same losses and weights as one compiled process.
+    from test_training import launch_single_and_two_process
+
+    base = {"model.name": "timm:test_convnext", "epochs": 2, "optim.name": "sgd", "optim.lr": 0.05,
+            "model.compile": True}
+    m1, m2, w1, w2 = launch_single_and_two_process(tmp_path, tiny_config(tmp_path / "single", **base),
+                                                   tiny_config(tmp_path / "double", **base))
+    assert m1["compile_time_s"] > 0 and m2["compile_time_s"] > 0
+    for r1, r2 in zip(m1["history"], m2["history"], strict=True):
+        assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-3)
+    for key in w1:
+        torch.testing.assert_close(w1[key], w2[key], rtol=1e-3, atol=1e-4)

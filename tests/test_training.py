@@ -446,16 +446,12 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.integration
-def test_two_process_run_matches_single_process_and_only_rank0_writes(tmp_path):
-    # accelerate launch --multi_gpu --num_processes 2 (gloo on CPU) on the same global batch gives the same weights
-    # and metrics as one process, and rank 1 writes no file.
+def launch_single_and_two_process(tmp_path: Path, single: dict, double: dict) -> tuple[dict, dict, dict, dict]:
+    """Train config ``single`` in one process and ``double`` (the same config, another output_dir) under
+    ``accelerate launch --multi_gpu --num_processes 2`` (gloo on CPU), both through DDP_SCRIPT. Checks the launch
+    succeeded and only rank 0 wrote files; returns both runs' metrics.json and saved weights: (m1, m2, w1, w2)."""
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
-    base = {"model.name": "timm:test_convnext", "epochs": 2, "optim.name": "sgd", "optim.lr": 0.05,
-            "checkpoint_every_steps": 2, "max_grad_norm": 1.0}
-    single = tiny_config(tmp_path / "single", **base)
-    double = tiny_config(tmp_path / "double", **base)
     (tmp_path / "w1").mkdir()
     (tmp_path / "w2").mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -473,11 +469,22 @@ def test_two_process_run_matches_single_process_and_only_rank0_writes(tmp_path):
     m1 = json.loads((Path(single["output_dir"]) / "metrics.json").read_text())
     m2 = json.loads((Path(double["output_dir"]) / "metrics.json").read_text())
     assert m2["num_processes"] == 2 and m1["num_processes"] == 1
+    w1 = load_file(Path(single["output_dir"]) / "model" / "model.safetensors")
+    w2 = load_file(Path(double["output_dir"]) / "model" / "model.safetensors")
+    return m1, m2, w1, w2
+
+
+@pytest.mark.integration
+def test_two_process_run_matches_single_process_and_only_rank0_writes(tmp_path):
+    # accelerate launch --multi_gpu --num_processes 2 (gloo on CPU) on the same global batch gives the same weights
+    # and metrics as one process, and rank 1 writes no file.
+    base = {"model.name": "timm:test_convnext", "epochs": 2, "optim.name": "sgd", "optim.lr": 0.05,
+            "checkpoint_every_steps": 2, "max_grad_norm": 1.0}
+    m1, m2, w1, w2 = launch_single_and_two_process(tmp_path, tiny_config(tmp_path / "single", **base),
+                                                   tiny_config(tmp_path / "double", **base))
     for r1, r2 in zip(m1["history"], m2["history"]):
         assert r1["eval_accuracy"] == pytest.approx(r2["eval_accuracy"], abs=1 / 40 + 1e-9)
         assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-3)
-    w1 = load_file(Path(single["output_dir"]) / "model" / "model.safetensors")
-    w2 = load_file(Path(double["output_dir"]) / "model" / "model.safetensors")
     for key in w1:
         torch.testing.assert_close(w1[key], w2[key], rtol=1e-3, atol=1e-4)
 

@@ -73,6 +73,11 @@ class ModelConfig:
         "attention_probs_dropout_prob: 0.0 keeps CPU attention on the fused SDPA kernel, which has no dropout; "
         "hidden_dropout_prob) and attn_implementation; timm: timm.create_model arguments (drop_rate, "
         "drop_path_rate, attn_drop_rate). Saved with the model, so it reloads the same.")})
+    cpu_fast_path: bool = field(default=True, metadata={"help": (
+        "Training on CPU: dropout masks from a cheaper random draw (same distribution, p rounded to 1/65536) and, "
+        "for transformers models on SDPA, attention on the math path with that dropout (SDPA's fused CPU kernel has "
+        "no dropout and is slower at short lengths). MiniLM at 128 tokens: 1.4x the forward+backward speed. The "
+        "saved model is unchanged; GPUs and inference keep the stock kernels. False: PyTorch's own dropout/SDPA.")})
     compile: bool = field(default=False, metadata={"help": (
         "torch.compile the model (inductor): faster steps after a one-off compile (reported apart as "
         "compile_time_s). Works with LoRA/adapters, gradient checkpointing, bf16, DDP and resume; where it cannot "

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hftransfer.augment import is_deterministic
+from hftransfer.backbones.cpu_fast_path import disable_cpu_fast_path, enable_cpu_fast_path
 from hftransfer.data import LoadedData, load_data
 from hftransfer.errors import ConfigurationError, OutputDirError
 from hftransfer.modeling import AutoTransfer
@@ -252,6 +253,9 @@ class TransferTrainer:
             self.model.backbone.set_grad_checkpointing(True)
         if cfg.model.channels_last and self.model.modality == "image" and not self._channels_last_blocked_by_fsdp():
             self.model.to(memory_format=torch.channels_last)
+        if cfg.model.cpu_fast_path and self.accelerator.device.type == "cpu":
+            for change in enable_cpu_fast_path(self.model):
+                self._log(f"model.cpu_fast_path: {change}")
         if cfg.model.compile:
             self._compile_model()
         self._log(self.model.trainable_parameters_line())
@@ -849,6 +853,7 @@ class TransferTrainer:
                                        f"{state['best_metric']:.4f}")
         acc.end_training()
         self._close_logging()
+        disable_cpu_fast_path(unwrapped)  # the returned model runs on the stock kernels, like a reloaded one
         return TrainResult(self.output_dir, model_dir, state["best_metric"], state["best_epoch"], state["history"],
                            final, unwrapped, test_metrics=test)
 
