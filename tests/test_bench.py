@@ -181,3 +181,27 @@ def test_progress_line_of_the_text_bare_row(bench_modules):
     line = run._one_line({"ok": True, "variants": {"eager": {"train_fwd_bwd_seq_per_s": 12.5}},
                           "bf16_matmul_peak_flop_s": 3.5e11})
     assert line == "eager: train 12.5 seq/s; bf16 matmul peak 0.35 TFLOP/s"
+
+
+@pytest.mark.parametrize("kind", ["text", "vision"])
+def test_every_model_option_of_a_row_reaches_the_hftransfer_config(bench_modules, monkeypatch, tmp_path, kind):
+    # A row's variant must change what runs: its spec keys arrive in the training config (a compile row that
+    # trains eagerly would report eager numbers as compiled ones).
+    _, _, run = bench_modules
+    import hft_runner
+    import text_rows
+    import vision_rows
+
+    seen = []
+    monkeypatch.setattr(hft_runner, "run_hftransfer", lambda config, spec, mon: seen.append(config) or {})
+    monkeypatch.setattr(text_rows, "_data_dir", lambda spec: tmp_path)
+    monkeypatch.setattr(vision_rows, "_source", lambda spec: tmp_path)
+    module = text_rows if kind == "text" else vision_rows
+    rows = [r for r in run.build_rows("full") if r["kind"] == kind and r["tool"] == "hftransfer"]
+    for row in rows:
+        module.run_hftransfer({**row, "work_dir": str(tmp_path)}, None)
+    for row, config in zip(rows, seen, strict=True):
+        for key in ("compile", "gradient_checkpointing", "cpu_fast_path", "config_overrides"):
+            if key in row:
+                assert config["model"][key] == row[key], (row["id"], key)
+    assert any(r.get("compile") for r in rows)
