@@ -166,7 +166,8 @@ def test_compile_gives_the_eager_loss_curve_and_reports_compile_time(tmp_path, r
     assert all(row["compile_time_s"] > 0 for row in compiled.history[:1])
     assert "compile_time_s" not in eager.history[0]
     summary = json.loads((tmp_path / "compiled" / "run" / "metrics.json").read_text())
-    assert summary["compile_time_s"] >= compiled.history[0]["compile_time_s"]
+    # per epoch in the history (like train_time_s), the whole run in metrics.json
+    assert summary["compile_time_s"] >= sum(row["compile_time_s"] for row in compiled.history) - 1e-6
     # In-place compile keeps parameter names: the saved model reloads (and predicts) like the eager one.
     again = AutoTransfer.from_pretrained(compiled.model_dir)
     assert set(again.state_dict()) == set(compiled.model.state_dict())
