@@ -322,7 +322,9 @@ def test_compiled_bf16_checkpointed_run_follows_eager_and_resumes_after_sigkill(
     clean = tiny_config(tmp_path / "clean", **common, **{"model.compile": True})
     killed = tiny_config(tmp_path / "killed", **common, **{"model.compile": True})
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    subprocess.run([sys.executable, str(script), json.dumps(clean), "0"], check=True, env=env, capture_output=True)
+    uninterrupted = subprocess.run([sys.executable, str(script), json.dumps(clean), "0"], env=env,
+                                   capture_output=True, text=True)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
     # 4 steps per epoch: killed at step 5 (epoch 2), the last checkpoint is step 4.
     first = subprocess.run([sys.executable, str(script), json.dumps(killed), "5"], env=env, capture_output=True)
     assert first.returncode == -9, first.stderr[-2000:]
