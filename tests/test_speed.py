@@ -321,15 +321,20 @@ def test_compiled_bf16_checkpointed_run_follows_eager_and_resumes_after_sigkill(
     script.write_text(RESUME_SCRIPT)
     clean = tiny_config(tmp_path / "clean", **common, **{"model.compile": True})
     killed = tiny_config(tmp_path / "killed", **common, **{"model.compile": True})
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    uninterrupted = subprocess.run([sys.executable, str(script), json.dumps(clean), "0"], env=env,
+    def env(name: str) -> dict[str, str]:
+        # The children share an inductor cache of their own: with torch 2.14.1 a kernel the pytest process had cached
+        # (earlier tests) failed to load in a fresh child ("undefined symbol ... ostringstream"); child to child works.
+        return {**os.environ, "PYTHONHASHSEED": "0", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+
+    uninterrupted = subprocess.run([sys.executable, str(script), json.dumps(clean), "0"], env=env("clean"),
                                    capture_output=True, text=True)
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
     # 4 steps per epoch: killed at step 5 (epoch 2), the last checkpoint is step 4.
-    first = subprocess.run([sys.executable, str(script), json.dumps(killed), "5"], env=env, capture_output=True)
+    first = subprocess.run([sys.executable, str(script), json.dumps(killed), "5"], env=env("killed"),
+                           capture_output=True)
     assert first.returncode == -9, first.stderr[-2000:]
-    second = subprocess.run([sys.executable, str(script), json.dumps(killed), "0"], env=env, capture_output=True,
-                            text=True)
+    second = subprocess.run([sys.executable, str(script), json.dumps(killed), "0"], env=env("resumed"),
+                            capture_output=True, text=True)
     assert second.returncode == 0, second.stderr[-3000:]
     log = (Path(killed["output_dir"]) / "train.log").read_text()
     assert "resumed from" in log and "torch.compile: on" in log
@@ -353,7 +358,8 @@ def test_compiled_two_process_run_matches_the_compiled_single_process_run(tmp_pa
     base = {"model.name": "timm:test_convnext", "epochs": 2, "optim.name": "sgd", "optim.lr": 0.05,
             "model.compile": True}
     m1, m2, w1, w2 = launch_single_and_two_process(tmp_path, tiny_config(tmp_path / "single", **base),
-                                                   tiny_config(tmp_path / "double", **base))
+                                                   tiny_config(tmp_path / "double", **base),
+                                                   {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")})
     assert m1["compile_time_s"] > 0 and m2["compile_time_s"] > 0
     for r1, r2 in zip(m1["history"], m2["history"], strict=True):
         assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-3)

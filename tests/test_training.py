@@ -446,7 +446,8 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def launch_single_and_two_process(tmp_path: Path, single: dict, double: dict) -> tuple[dict, dict, dict, dict]:
+def launch_single_and_two_process(tmp_path: Path, single: dict, double: dict,
+                                  extra_env: dict[str, str] | None = None) -> tuple[dict, dict, dict, dict]:
     """Train config ``single`` in one process and ``double`` (the same config, another output_dir) under
     ``accelerate launch --multi_gpu --num_processes 2`` (gloo on CPU), both through DDP_SCRIPT. Checks the launch
     succeeded and only rank 0 wrote files; returns both runs' metrics.json and saved weights: (m1, m2, w1, w2)."""
@@ -454,7 +455,7 @@ def launch_single_and_two_process(tmp_path: Path, single: dict, double: dict) ->
     script.write_text(DDP_SCRIPT)
     (tmp_path / "w1").mkdir()
     (tmp_path / "w2").mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(extra_env or {})}
     subprocess.run([sys.executable, str(script), json.dumps(single), str(tmp_path / "w1")], check=True, env=env,
                    capture_output=True)
     launched = subprocess.run(
