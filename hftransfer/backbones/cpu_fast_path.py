@@ -58,10 +58,7 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
         return x
     if x.device.type != "cpu" or p >= 1.0:
         return nn.functional.dropout(x, p, training)
-    keep = keep_mask(x.shape, p, x.device)
-    if not x.requires_grad:
-        return torch.where(keep, x, 0).mul_(1.0 / (1.0 - p))
-    return _MaskedScale.apply(x, keep, 1.0 / (1.0 - p))
+    return _MaskedScale.apply(x, keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p))
 
 
 class FastDropout(nn.Dropout):
@@ -110,14 +107,7 @@ def enable_cpu_fast_path(model: nn.Module) -> list[str]:
     interface whose attention is SDPA, route attention through :data:`CPU_ATTENTION`. Returns what changed, for
     the log. Parameters, buffers and state-dict keys are untouched."""
     changed: list[str] = []
-    swapped = 0
-    for parent in model.modules():
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Dropout and child.p > 0:
-                fast = FastDropout(child.p, child.inplace)
-                fast.train(child.training)
-                setattr(parent, name, fast)
-                swapped += 1
+    swapped = _swap_dropout(model, nn.Dropout, FastDropout)
     if swapped:
         changed.append(f"{swapped} dropout layers use the fast CPU mask")
     for sub in model.modules():
@@ -133,14 +123,23 @@ def enable_cpu_fast_path(model: nn.Module) -> list[str]:
 
 def disable_cpu_fast_path(model: nn.Module) -> None:
     """Undo :func:`enable_cpu_fast_path` (before saving a config, or moving to a GPU)."""
-    for parent in model.modules():
-        for name, child in list(parent.named_children()):
-            if type(child) is FastDropout:
-                plain = nn.Dropout(child.p, child.inplace)
-                plain.train(child.training)
-                setattr(parent, name, plain)
+    _swap_dropout(model, FastDropout, nn.Dropout)
     for sub in model.modules():
         config = getattr(sub, "config", None)
         if getattr(config, "_attn_implementation", None) == CPU_ATTENTION and hasattr(sub, "set_attn_implementation"):
             sub.set_attn_implementation("sdpa")
             break
+
+
+def _swap_dropout(model: nn.Module, old: type[nn.Dropout], new: type[nn.Dropout]) -> int:
+    """Replace every ``old`` dropout layer (exact type, p > 0) by a ``new`` one with the same settings; returns how
+    many."""
+    count = 0
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if type(child) is old and child.p > 0:
+                swapped = new(child.p, child.inplace)
+                swapped.train(child.training)
+                setattr(parent, name, swapped)
+                count += 1
+    return count
