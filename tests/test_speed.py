@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -175,12 +176,30 @@ def test_compile_gives_the_eager_loss_curve_and_reports_compile_time(tmp_path, r
 
 def test_compile_that_cannot_apply_says_why_and_trains_eagerly(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(compile_utils.shutil, "which", lambda name: None)
-    monkeypatch.delenv("CXX", raising=False)
-    assert "C++ compiler" in compile_utils.compile_unavailable_reason("cpu")
+    assert compile_utils.choose_cpp_compiler()[0] is None
+    assert "C++ compiler" in compile_utils.choose_cpp_compiler()[1]
     result = hftransfer.train(tiny_config(tmp_path, epochs=1, **{"model.compile": True}))
     log = (tmp_path / "run" / "train.log").read_text()
     assert "model.compile=true cannot apply" in log and "C++ compiler" in log
     assert "compile_time_s" not in result.history[0]
+
+
+@pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("g++")), reason="needs gcc and g++")
+def test_a_c_driver_in_cxx_is_replaced_by_a_cpp_driver_whose_kernels_load():
+    # CXX=gcc compiles inductor's C++ kernels but does not link libstdc++: they failed to load ("undefined symbol
+    # ... ostringstream") at the first compiled step. The probe finds that before compiling and picks g++.
+    from torch._inductor import config
+
+    problem = compile_utils.cpp_build_problem("gcc")
+    assert problem is not None and "does not load" in problem and "undefined symbol" in problem
+    assert compile_utils.cpp_build_problem("g++") is None
+    with config.patch({"cpp.cxx": (None, "gcc")}):  # (monkeypatch cannot undo on torch's config proxies)
+        compiler, note = compile_utils.choose_cpp_compiler()
+        assert compiler == "g++" and "'gcc'" in note and "using 'g++' instead" in note
+        outcome = compile_utils.compile_in_place(torch.nn.Linear(2, 2), "cpu")
+        assert outcome.compiled and outcome.cpp_compiler == "g++" and outcome.note == note
+        assert config.cpp.cxx == (None, "g++")
+        assert compile_utils.choose_cpp_compiler() == ("g++", None)  # a working configured compiler: kept, silently
 
 
 # --- bf16 feature extraction -----------------------------------------------------------------------------------
@@ -322,9 +341,12 @@ def test_compiled_bf16_checkpointed_run_follows_eager_and_resumes_after_sigkill(
     clean = tiny_config(tmp_path / "clean", **common, **{"model.compile": True})
     killed = tiny_config(tmp_path / "killed", **common, **{"model.compile": True})
     def env(name: str) -> dict[str, str]:
-        # The children share an inductor cache of their own: with torch 2.14.1 a kernel the pytest process had cached
-        # (earlier tests) failed to load in a fresh child ("undefined symbol ... ostringstream"); child to child works.
-        return {**os.environ, "PYTHONHASHSEED": "0", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+        # The children share an inductor cache that starts empty; the first (uninterrupted) child runs with CXX=gcc:
+        # a C driver whose kernels do not load ("undefined symbol ... ostringstream", as a CI child hit). The engine
+        # must swap in a C++ driver; the killed and resumed children (default compiler) must reach the same weights.
+        cxx = {"CXX": "gcc"} if name == "clean" and shutil.which("gcc") else {}
+        return {**os.environ, "PYTHONHASHSEED": "0", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+                **cxx}
 
     uninterrupted = subprocess.run([sys.executable, str(script), json.dumps(clean), "0"], env=env("clean"),
                                    capture_output=True, text=True)
@@ -338,6 +360,8 @@ def test_compiled_bf16_checkpointed_run_follows_eager_and_resumes_after_sigkill(
     assert second.returncode == 0, second.stderr[-3000:]
     log = (Path(killed["output_dir"]) / "train.log").read_text()
     assert "resumed from" in log and "torch.compile: on" in log
+    if shutil.which("gcc"):
+        assert "using 'g++' instead" in (Path(clean["output_dir"]) / "train.log").read_text()
 
     metrics = json.loads((Path(clean["output_dir"]) / "metrics.json").read_text())
     assert [r["train_loss"] for r in metrics["history"]] == pytest.approx(_losses(eager), rel=2e-2)

@@ -292,12 +292,15 @@ class TransferTrainer:
         """``model.compile``: compile in place (names unchanged) and time compilation apart from training."""
         from hftransfer.utils.compile import CompileTimer, compile_in_place
 
-        reason = compile_in_place(self.model, self.accelerator.device)
-        if reason is not None:
-            self._log(f"model.compile=true cannot apply: {reason}. Training continues without compiling.")
+        outcome = compile_in_place(self.model, self.accelerator.device)
+        if not outcome.compiled:
+            self._log(f"model.compile=true cannot apply: {outcome.note}. Training continues without compiling.")
             return
+        if outcome.note:
+            self._log(f"model.compile: {outcome.note}")
         self.compile_timer = CompileTimer().__enter__()
-        self._log("torch.compile: on (inductor); the first steps compile, and that time is reported as "
+        built_by = f", C++ compiler {outcome.cpp_compiler!r}" if outcome.cpp_compiler else ""
+        self._log(f"torch.compile: on (inductor{built_by}); the first steps compile, and that time is reported as "
                   "compile_time_s, apart from train_samples_per_s")
 
     def _compile_seconds(self) -> float:
