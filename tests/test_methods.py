@@ -184,6 +184,18 @@ def test_vera_on_a_cnn_is_refused_naming_what_works(bases, family):
     assert "vera" not in works
 
 
+def test_boft_leaves_the_c_and_cxx_compiler_variables_as_they_were(bases, monkeypatch):
+    # PEFT's BOFT layers set CC=gcc CXX=gcc to build a CUDA extension and leave them set when that fails (no CUDA):
+    # a later model.compile child then built inductor kernels with gcc, which do not load.
+    import os
+
+    monkeypatch.setenv("CXX", "g++")
+    monkeypatch.delenv("CC", raising=False)
+    model = build(bases, "timm_cnn", "boft")
+    assert any("boft_" in name for name, _ in model.named_parameters())
+    assert os.environ["CXX"] == "g++" and "CC" not in os.environ
+
+
 def test_pre_flight_check_runs_before_any_change_to_the_model(bases):
     model = AutoTransfer.from_pretrained(bases["timm_cnn"], num_labels=2)
     before = {n for n, _ in model.named_modules()}

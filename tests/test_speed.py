@@ -342,8 +342,9 @@ def test_compiled_bf16_checkpointed_run_follows_eager_and_resumes_after_sigkill(
     killed = tiny_config(tmp_path / "killed", **common, **{"model.compile": True})
     def env(name: str) -> dict[str, str]:
         # The children share an inductor cache that starts empty; the first (uninterrupted) child runs with CXX=gcc:
-        # a C driver whose kernels do not load ("undefined symbol ... ostringstream", as a CI child hit). The engine
-        # must swap in a C++ driver; the killed and resumed children (default compiler) must reach the same weights.
+        # a C driver whose kernels do not load ("undefined symbol ... ostringstream": a CI child hit it after PEFT's
+        # BOFT leaked CXX=gcc into the test process). The engine must swap in a C++ driver; the killed and resumed
+        # children (default compiler) must reach the same weights.
         cxx = {"CXX": "gcc"} if name == "clean" and shutil.which("gcc") else {}
         return {**os.environ, "PYTHONHASHSEED": "0", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
                 **cxx}

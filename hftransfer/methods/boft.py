@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -10,6 +11,11 @@ from hftransfer.errors import ConfigurationError
 from hftransfer.methods.oft import pointwise_or_linear
 from hftransfer.methods.peft_base import PeftMethod, PeftMethodConfig
 from hftransfer.methods.registry import register_method
+from hftransfer.utils.environment import environment_kept
+
+
+if TYPE_CHECKING:
+    from hftransfer.modeling import AutoTransfer
 
 
 @dataclass
@@ -42,6 +48,13 @@ class BOFT(PeftMethod):
         size = _input_size(module)
         span = self.config.block_size * 2 ** (self.config.n_butterfly_factor - 1)
         return size % span == 0 and size >= span
+
+    def apply(self, model: AutoTransfer) -> None:
+        # PEFT's BOFT layers try to build a CUDA extension under CC=gcc CXX=gcc and, when that fails (any machine
+        # without CUDA), leave both set in os.environ: later C++ builds in this process and its children (inductor's
+        # kernels under model.compile) would then use a C driver whose libraries do not load.
+        with environment_kept("CC", "CXX"):
+            super().apply(model)
 
     def peft_config(self, targets: list[str]):
         from peft import BOFTConfig
