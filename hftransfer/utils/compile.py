@@ -102,8 +102,8 @@ def choose_cpp_compiler() -> tuple[str | None, str | None]:
                   "install g++ or set CXX to a working C++ compiler")
 
 
-def compile_unavailable_reason(device: torch.device | str) -> str | None:
-    """Why ``torch.compile`` cannot run here (None when it can)."""
+def compile_unavailable_reason() -> str | None:
+    """Why this torch and Python cannot run ``torch.compile`` at all (None when they can)."""
     try:
         import torch._dynamo as dynamo
     except ImportError as err:  # pragma: no cover - builds without dynamo
@@ -116,7 +116,7 @@ def compile_unavailable_reason(device: torch.device | str) -> str | None:
 def compile_in_place(module: nn.Module, device: torch.device | str, **options: Any) -> CompileOutcome:
     """Compile ``module`` in place when it can; on the CPU, first make sure inductor has a C++ compiler whose kernels
     load (switching inductor's ``cpp.cxx`` to a working driver when the configured one, e.g. ``CXX=gcc``, cannot)."""
-    reason = compile_unavailable_reason(device)
+    reason = compile_unavailable_reason()
     if reason is not None:
         return CompileOutcome(False, reason)
     compiler = note = None
@@ -124,9 +124,9 @@ def compile_in_place(module: nn.Module, device: torch.device | str, **options: A
         compiler, note = choose_cpp_compiler()
         if compiler is None:
             return CompileOutcome(False, note)
-        from torch._inductor import config
+        if note is not None:  # the configured compiler was swapped for a working one
+            from torch._inductor import config
 
-        if _inductor_compilers()[:1] != [compiler]:
             config.cpp.cxx = (None, compiler)
     module.compile(**options)
     return CompileOutcome(True, note, compiler)
