@@ -153,7 +153,9 @@ def test_training_with_the_cpu_fast_path_follows_the_stock_kernels(tmp_path, tin
 
 # --- torch.compile -------------------------------------------------------------------------------------------------
 
-COMPILE_MODEL = "timm:test_vit"  # compile tests: cold inductor compile ~58 s (fp32) vs ~91 s for timm:test_convnext
+# Compile tests use a tiny ViT: its repeated blocks share kernels, so a cold inductor compile takes ~58 s (fp32, one
+# run on 2 cores) against ~91 s for the tiny ConvNeXt the other tests use.
+COMPILE_MODEL = "timm:test_vit"
 
 
 def _losses(result) -> list[float]:
@@ -162,7 +164,6 @@ def _losses(result) -> list[float]:
 
 @pytest.mark.parametrize("recipe", ["full", pytest.param("lora", marks=pytest.mark.slow)])
 def test_compile_gives_the_eager_loss_curve_and_reports_compile_time(tmp_path, recipe):
-    # (A tiny ViT: its repeated blocks share kernels, so it compiles in ~2/3 of the tiny ConvNeXt's time.)
     common = {"recipe": recipe, "epochs": 2, "max_grad_norm": None, "model.name": COMPILE_MODEL}
     eager = hftransfer.train(tiny_config(tmp_path / "eager", **common))
     compiled = hftransfer.train(tiny_config(tmp_path / "compiled", **common, **{"model.compile": True}))
