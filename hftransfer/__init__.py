@@ -2,9 +2,13 @@
 
 from hftransfer._version import __version__
 from hftransfer.backbones import list_packaged
+from hftransfer.errors import install_warning_format
 from hftransfer.methods import list_methods
 from hftransfer.modeling import AutoTransfer, TransferOutput
 from hftransfer.recipes import list_recipes
+
+
+install_warning_format()  # our warnings read as messages, not as our file and line
 
 
 def __getattr__(name: str):

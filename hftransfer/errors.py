@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 
 class HFTransferError(Exception):
     """Base class of every error hftransfer raises on purpose."""
@@ -37,6 +39,29 @@ class InputFileError(HFTransferError, OSError):
 
 class ModelCardError(HFTransferError, ValueError):
     """An existing model card (README.md) whose hftransfer markers are broken, so it cannot be re-rendered."""
+
+
+class HFTransferWarning(UserWarning):
+    """Base class of the warnings hftransfer gives users; shown as ``hftransfer warning: <message>``."""
+
+
+class PerformanceWarning(HFTransferWarning):
+    """A setting that works but runs much slower here than an alternative the message names."""
+
+
+_OTHER_FORMAT = warnings.formatwarning  # what formatted warnings before hftransfer was imported
+
+
+def format_warning(message, category, filename, lineno, line=None) -> str:
+    """Our own warnings as a user reads them (the message, not our file and line); others as before."""
+    if issubclass(category, HFTransferWarning):
+        return f"hftransfer warning: {message}\n"
+    return _OTHER_FORMAT(message, category, filename, lineno, line)
+
+
+def install_warning_format() -> None:
+    """Route ``warnings.formatwarning`` through :func:`format_warning` (other warnings keep their format)."""
+    warnings.formatwarning = format_warning
 
 
 ACCEPTED_MODEL_FORMS = """Accepted forms:

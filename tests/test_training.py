@@ -20,42 +20,10 @@ from hftransfer.training import Callback, TrainConfig, TransferTrainer
 from hftransfer.training.freezing import depth_map
 from hftransfer.training.optim import build_optimizer, build_scheduler, param_groups
 
+from helpers import free_port, text_csv, tiny_config
+
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_config(tmp_path: Path, **overrides) -> dict:
-    config = {
-        "recipe": "full",
-        "model": {"name": "timm:test_convnext", "pretrained": False, "image_size": 32},
-        "data": {"source": "sklearn_digits", "max_train_samples": 64, "max_eval_samples": 40},
-        "optim": {"lr": 3e-3},
-        "epochs": 2,
-        "batch_size": 16,
-        "augment": "none",
-        "output_dir": str(tmp_path / "run"),
-        "progress_bar": False,
-    }
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return config
-
-
-def text_csv(tmp_path: Path, n: int = 48) -> Path:
-    words_pos = ["good", "great", "fun"]
-    words_neg = ["bad", "awful", "dull"]
-    rows = ["text,label"]
-    for i in range(n):
-        pos = i % 2 == 0
-        word = (words_pos if pos else words_neg)[i % 3]
-        rows.append(f"the movie was very {word},{'positive' if pos else 'negative'}")
-    path = tmp_path / "reviews.csv"
-    path.write_text("\n".join(rows) + "\n")
-    return path
 
 
 @pytest.mark.parametrize("recipe", ["full", "linear_probe", "lora"])
@@ -395,14 +363,6 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
     assert strip(ma["history"]) == strip(mb["history"])
     assert ma["final_eval"] == mb["final_eval"]
-
-
-def free_port() -> str:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
 
 
 DDP_SCRIPT = textwrap.dedent("""

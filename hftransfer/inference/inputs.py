@@ -47,8 +47,9 @@ def _expand(item: str, modality: str, text_column: str, image_column: str, stdin
     path = Path(item).expanduser()
     if path.is_dir():
         if modality != "image":
-            raise DataError(f"INPUT {item!r} is a folder; a text model reads a CSV/JSONL/Parquet/text file or '-' "
-                            "(stdin lines). Pass a file.")
+            looks = " of images" if _image_files(path) else ""
+            raise DataError(f"INPUT {item!r} is a folder{looks}, but the model is a text model: it reads sentences, "
+                            "a CSV/JSONL/Parquet/text file or '-' (stdin lines). Pass texts, or use an image model.")
         files = _image_files(path)
         if not files:
             raise DataError(f"INPUT {item!r} holds no image files (suffixes {sorted(IMAGE_EXTENSIONS)[:6]}...).")
@@ -57,16 +58,38 @@ def _expand(item: str, modality: str, text_column: str, image_column: str, stdin
         suffix = path.suffix.lower()
         if suffix in TABLE_SUFFIXES:
             return _table(path, modality, text_column, image_column)
+        if modality == "text" and suffix in IMAGE_EXTENSIONS:
+            raise DataError(_IMAGE_FOR_TEXT_MODEL.format(item=item))
         if modality == "text" or suffix == ".txt":
             try:
                 lines = path.read_text(encoding="utf-8").splitlines()
             except (UnicodeDecodeError, OSError) as err:
+                if modality == "text" and _is_image_file(path):
+                    raise DataError(_IMAGE_FOR_TEXT_MODEL.format(item=item)) from err
                 raise DataError(f"INPUT {item!r} could not be read as UTF-8 text lines: {err}.") from err
             return _lines(lines, path.name, modality, path.parent)
         return [InputRow(str(path), path)]
+    if modality == "image" and not Path(item).suffix and " " in item.strip():
+        raise DataError(f"INPUT {item!r} looks like a sentence, but the model is an image model: it reads image "
+                        "files, folders of images or a table with an image column. Pass images, or use a text model.")
     if modality == "image" or Path(item).suffix.lower() in {*TABLE_SUFFIXES, ".txt", *IMAGE_EXTENSIONS}:
         raise DataError(f"INPUT {item!r} does not exist (relative to {Path.cwd()}); pass an existing file or folder.")
     return [InputRow(item, item)]  # a sentence given on the command line
+
+
+_IMAGE_FOR_TEXT_MODEL = ("INPUT {item!r} looks like an image, but the model is a text model: it classifies "
+                         "sentences. Pass texts (or a .txt/CSV/JSONL file of them), or use an image model.")
+
+
+def _is_image_file(path: Path) -> bool:
+    """Whether the file's content is an image PIL recognises (whatever its name)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
 
 
 def _lines(lines: Iterable[str], where: str, modality: str, base: Path) -> list[InputRow]:

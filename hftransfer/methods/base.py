@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from torch import nn
 
 from hftransfer.errors import ConfigurationError
+from hftransfer.utils.config_values import coerce_fields
 
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class MethodConfig:
                 f"options: {sorted(names) or 'none'}. If the config was written for another recipe, run it with "
                 "that recipe (recipe=<name>) or delete these options under `method:`."
             )
-        return cls(**data)
+        return cls(**coerce_fields(cls, data, "method."))
 
 
 class TransferMethod(abc.ABC):

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hftransfer.errors import ConfigurationError
+from hftransfer.utils.config_values import coerce_fields
 
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class ObjectiveConfig:
             raise ConfigurationError(
                 f"Unknown option(s) {['objective.' + u for u in unknown]} for objective {objective!r}; valid "
                 f"options: {sorted(names)}.")
-        return cls(**data)
+        return cls(**coerce_fields(cls, data, "objective."))
 
 
 @dataclass(frozen=True)

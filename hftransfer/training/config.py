@@ -14,6 +14,7 @@ import yaml
 
 from hftransfer.data import DataConfig
 from hftransfer.errors import ConfigurationError
+from hftransfer.utils.config_values import coerce_value, load_yaml
 
 
 OPTIMIZER_NAMES = ("adamw", "sgd")  # hftransfer.training.optim.OPTIMIZERS implements each
@@ -435,7 +436,7 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
         raise InputFileError(f"config={str(path)!r} is not a file or a shipped example config. Pass a YAML file, or "
                              f"one of the examples {sorted(example_configs())} (`hftransfer recipes` lists them).")
     try:
-        data = yaml.safe_load(resolve_config(path).read_text(encoding="utf-8")) or {}
+        data = load_yaml(resolve_config(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ConfigurationError(f"config={str(path)!r} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
@@ -446,13 +447,14 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings (values parsed as YAML: numbers, booleans, lists)."""
+    """Apply ``section.key=value`` strings (values parsed as YAML 1.2: numbers, true/false, lists; ``no`` stays a
+    string and a boolean option reads it as false)."""
     data = dict(data)
     for item in overrides:
         if "=" not in item:
             raise ConfigurationError(f"Override {item!r} must look like key=value (e.g. optim.lr=3e-4).")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = load_yaml(raw) if raw != "" else None
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -489,28 +491,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         for arg in non_none:
             if dataclasses.is_dataclass(arg) and isinstance(value, dict):
                 return _build(arg, value, key + ".")
-        return _coerce(non_none[0], value, key) if len(non_none) == 1 else value
+        return coerce_value(hint, value, key)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key + ".")
     if origin is list and args and dataclasses.is_dataclass(args[0]):
         return [_build(args[0], v, f"{key}[{i}].") for i, v in enumerate(value or [])]
-    if origin is tuple and isinstance(value, list):
-        return tuple(value)
-    if hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except ValueError as err:
-            raise ConfigurationError(f"{key}={value!r} must be a number.") from err
-    if hint is bool and isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    if hint is int and isinstance(value, str) and value.lstrip("-").isdigit():
-        return int(value)
-    expected = {float: ((int, float), "a number"), int: ((int,), "an integer"), bool: ((bool,), "true or false")}
-    if hint in expected:
-        types_, what = expected[hint]
-        if not isinstance(value, types_) or (hint is not bool and isinstance(value, bool)):
-            raise ConfigurationError(f"{key}={value!r} must be {what}.")
-    return value
+    return coerce_value(hint, value, key)
 
 
 def _to_plain(value: Any) -> Any:
