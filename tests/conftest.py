@@ -86,3 +86,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory, tiny_models):
+    """One local hub-compatible server for the session, seeded with two base backbones: a timm ViT and a
+    transformers BERT (with tokenizer), as ``helpers.HUB_BASES``; token ``helpers.HUB_TOKEN``."""
+    import timm
+    import torch
+    from timm.models import save_for_hf
+
+    from helpers import HUB_BASES, HUB_TOKEN
+    from hub_server import start_hub
+
+    root = tmp_path_factory.mktemp("hub")
+    server = start_hub(root / "store", token=HUB_TOKEN)
+    torch.manual_seed(0)
+    save_for_hf(timm.create_model("test_vit", pretrained=False), str(root / "seed-vit"), safe_serialization=True)
+    seeds = {HUB_BASES["timm"]: root / "seed-vit", HUB_BASES["bert"]: Path(tiny_models["transformers_bert"])}
+    for repo_id, folder in seeds.items():
+        server.create_repo(repo_id)
+        server.upload_files(repo_id, {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()})
+    yield server
+    server.stop()

@@ -20,7 +20,8 @@ from torch.nn import functional as F
 import hftransfer
 from hftransfer import AutoTransfer
 from hftransfer.errors import ConfigurationError
-from hftransfer.objectives import get_objective, list_objectives
+from hftransfer.objectives import OBJECTIVES as OBJECTIVE_REGISTRY
+from hftransfer.objectives import StepInfo, get_objective, list_objectives
 from hftransfer.objectives.base import concat_inputs
 from hftransfer.objectives.layers import (
     DomainDiscriminator,
@@ -30,13 +31,25 @@ from hftransfer.objectives.layers import (
     reverse_gradient,
 )
 from hftransfer.objectives.self_training import pseudo_labels
-from hftransfer.training import TrainConfig
+from hftransfer.training import Callback, TrainConfig
 from hftransfer.training.domain import TargetStream
 from hftransfer.training.loaders import ImageDataset
 
 
 REPO = Path(__file__).resolve().parents[1]
-OBJECTIVES = ["source_only", "dann", "mmd", "coral", "self_training"]
+OBJECTIVES = sorted(OBJECTIVE_REGISTRY)
+# the logged part of each objective's loss that only the target data can make non-zero
+ADAPTATION_TERM = {"dann": "domain_loss", "mmd": "mmd", "coral": "coral", "self_training": "mask_rate"}
+
+
+class LossParts(Callback):
+    """Keeps the objective's loss parts of every optimizer step."""
+
+    def __init__(self):
+        self.steps: list[dict[str, float]] = []
+
+    def on_step_end(self, trainer, state):
+        self.steps.append(dict(trainer.objective_logs))
 
 
 def digit_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +142,34 @@ def test_mmd_and_coral_are_zero_for_identical_batches_and_positive_for_shifted_o
     assert multi_kernel_mmd(a, shifted.bfloat16()).dtype == torch.float32
 
 
+@pytest.mark.parametrize("name", ["dann", "mmd", "coral"])
+def test_the_adaptation_term_is_in_the_loss_and_moves_the_backbone(name):
+    # Fails when an objective drops (or mis-weights) its adaptation term: the loss is the classification loss plus
+    # weight x the logged term, the term is non-zero for shifted domains, and it changes the backbone's gradient.
+    torch.manual_seed(0)
+    model = AutoTransfer.from_pretrained("timm:test_convnext", num_labels=3, pretrained=False)
+    objective = get_objective({"name": name, "weight": 0.7, **({"hidden_dim": 16} if name == "dann" else {})})
+    objective.prepare_model(model)
+    objective.bind(objective.trainable_modules(), model, torch.device("cpu"))
+    source = {"pixel_values": torch.randn(8, 3, 32, 32)}
+    target = {"pixel_values": torch.randn(8, 3, 32, 32) * 2 + 1}
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    term = ADAPTATION_TERM[name]
+
+    def backbone_grad(weight: float) -> tuple[torch.Tensor, dict]:
+        model.zero_grad()
+        objective.config.weight = weight
+        out = objective.compute_loss(model, source, labels, target, StepInfo(step=50, total_steps=100))
+        out.loss.backward()
+        assert out.loss.item() == pytest.approx(out.logs["cls_loss"] + weight * out.logs[term], rel=1e-5)
+        return next(p for p in model.backbone.parameters() if p.grad is not None).grad.clone(), out.logs
+
+    with_term, logs = backbone_grad(0.7)
+    without_term, _ = backbone_grad(0.0)
+    assert logs[term] > 1e-4
+    assert not torch.allclose(with_term, without_term)
+
+
 def test_pseudo_labels_keep_only_confident_predictions():
     logits = torch.tensor([[10.0, 0.0, 0.0], [0.2, 0.1, 0.0], [0.0, 0.0, 5.0]])
     labels, mask = pseudo_labels(logits, threshold=0.95)
@@ -190,7 +231,10 @@ def test_each_objective_trains_reports_target_numbers_and_saves_what_predicts(tm
     assert metrics["selection_uses_target_labels"] is False
     assert all(math.isfinite(row["train_loss"]) for row in metrics["history"])
     assert "target_eval_accuracy" in metrics["history"][-1]
-    assert 0.0 <= metrics["target_eval"]["accuracy"] <= 1.0 and metrics["target_data"]["target"] == 400
+    assert metrics["target_data"]["target"] == 400
+    # the reported target numbers are the selected (best-on-source) epoch's, not the last one's
+    best = metrics["history"][metrics["best_epoch"] - 1]
+    assert metrics["target_eval"]["accuracy"] == pytest.approx(best["target_eval_accuracy"])
     card = (result.model_dir / "README.md").read_text()
     if objective != "source_only":
         assert "## Domain adaptation" in card and f"Objective: `{objective}`" in card
@@ -234,22 +278,27 @@ def test_objectives_combine_with_other_methods(tmp_path, recipe):
     assert loaded.head.bottleneck is not None and loaded.method.name == recipe
 
 
-def test_text_backbone_with_dann(tmp_path, tiny_models):
+@pytest.mark.parametrize("objective", [o for o in OBJECTIVES if o != "source_only"])
+def test_text_backbone_with_each_objective(tmp_path, tiny_models, objective):
     rows = ["text,label"] + [f"the movie was very {w},{lab}" for w, lab in
                              [("good", "pos"), ("bad", "neg"), ("great", "pos"), ("awful", "neg")] * 12]
     (tmp_path / "src.csv").write_text("\n".join(rows) + "\n")
     target = ["text"] + [f"a film is not {w}" for w in ("fun", "dull", "good", "bad")] * 8
     (tmp_path / "tgt.csv").write_text("\n".join(target) + "\n")
-    config = da_config(tmp_path, {"name": "dann", "hidden_dim": 32}, **{
+    options = {"dann": {"hidden_dim": 32}, "self_training": {"threshold": 0.0, "strong_augment": None}}
+    config = da_config(tmp_path, {"name": objective, **options.get(objective, {})}, **{
         "model.name": tiny_models["transformers_bert"], "model.image_size": None,
         "data.source": str(tmp_path / "src.csv"),
         "data.max_train_samples": None, "data.max_eval_samples": None, "target.source": str(tmp_path / "tgt.csv"),
         "epochs": 1})
     del config["target_eval"]
-    result = hftransfer.train(config)
+    parts = LossParts()
+    result = hftransfer.train(config, callbacks=[parts])
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
-    assert metrics["objective"]["name"] == "dann" and metrics["target_data"]["target"] == 32
-    assert math.isfinite(metrics["history"][0]["train_loss"])
+    assert metrics["objective"]["name"] == objective and metrics["target_data"]["target"] == 32
+    assert torch.isfinite(torch.tensor(metrics["history"][0]["train_loss"]))
+    term = ADAPTATION_TERM[objective]  # the target batches reached the adaptation term
+    assert max(step[term] for step in parts.steps) > 0, parts.steps
 
 
 def test_bf16_autocast_runs_every_adaptation_objective(tmp_path):
@@ -391,12 +440,13 @@ def test_resume_after_sigkill_with_the_target_stream_matches_an_uninterrupted_ru
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("objective", [{"name": "mmd", "norm": "none"},
-                                       {"name": "dann", "norm": "layer", "hidden_dim": 32}], ids=["mmd", "dann"])
+@pytest.mark.parametrize("objective", [{"name": "mmd", "norm": "none"}, {"name": "coral", "norm": "none"},
+                                       {"name": "dann", "norm": "layer", "hidden_dim": 32}],
+                         ids=["mmd", "coral", "dann"])
 def test_two_processes_follow_the_single_process_optimisation(tmp_path, objective):
     # BatchNorm statistics are per process (SyncBatchNorm needs a GPU), so the comparison uses norm none/layer;
-    # MMD is computed on the gathered global batch, so its value and gradient match one process.
-    from test_training import launch_single_and_two_process
+    # MMD and CORAL are computed on the gathered global batch, so their value and gradient match one process.
+    from helpers import launch_single_and_two_process
 
     base = {"optim.name": "sgd", "optim.lr": 0.05, "epochs": 2, "max_grad_norm": None}
     m1, m2, w1, w2 = launch_single_and_two_process(tmp_path, da_config(tmp_path / "single", objective, **base),

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_training import tiny_config
 
 import hftransfer
+
+from helpers import tiny_config
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,16 +12,14 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from test_hub_push import run_py
 
-from hub_server import HubServer, hf_env, start_hub
+from helpers import HUB_BASES, run_py
+from hub_server import HubServer, hf_env
 
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "tok-" + "5d0b8e3f1a2c" * 3
-BASES = {"timm": "tester/tiny-vit", "bert": "tester/tiny-bert"}
+BASES = HUB_BASES
 PUSHES = [("timm", "adapter"), ("bert", "adapter"), ("bert", "ia3"), ("timm", "loha"), ("bert", "boft"),
           ("bert", "vera")]
 MERGED = [("bert", "ia3"), ("timm", "loha"), ("bert", "boft")]
@@ -30,22 +28,6 @@ MERGED = [("bert", "ia3"), ("timm", "loha"), ("bert", "boft")]
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("hub_methods")
-
-
-@pytest.fixture(scope="module")
-def hub(work: Path, tiny_models) -> HubServer:
-    import timm
-    from timm.models import save_for_hf
-
-    server = start_hub(work, token=TOKEN)
-    torch.manual_seed(0)
-    save_for_hf(timm.create_model("test_vit", pretrained=False), str(work / "seed-vit"), safe_serialization=True)
-    seeds = {BASES["timm"]: work / "seed-vit", BASES["bert"]: Path(tiny_models["transformers_bert"])}
-    for repo_id, folder in seeds.items():
-        server.create_repo(repo_id)
-        server.upload_files(repo_id, {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()})
-    yield server
-    server.stop()
 
 
 PUSH_CODE = """

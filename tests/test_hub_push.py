@@ -11,47 +11,20 @@ import hashlib
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
-from hub_server import HubServer, hf_env, start_hub
+from helpers import HUB_BASES, HUB_TOKEN, SUBPROCESS_LOGS, run_py
+from hub_server import HubServer, hf_env
 
 
 pytestmark = pytest.mark.integration
 
-# Not shaped like "hf_...", so the card's secret redaction could not hide a leak from the grep below.
-TOKEN = "tok-" + "7c1e9a2b4d6f" * 3
-BASES = {"timm": "tester/tiny-vit", "bert": "tester/tiny-bert"}
+TOKEN, BASES = HUB_TOKEN, HUB_BASES
 METHODS = ["full", "linear_probe", "lora"]
-LOGS: list[str] = []  # stdout + stderr of every subprocess (grepped for the token)
-
-PRELUDE = """
-import json, logging, os, sys
-from pathlib import Path
-
-logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-
-def error_of(fn, *args, **kwargs):
-    '''Class names (MRO) and message of the exception fn raises; None if it returns.'''
-    try:
-        fn(*args, **kwargs)
-    except Exception as err:
-        return {"types": [cls.__name__ for cls in type(err).__mro__], "message": str(err)}
-    return None
-"""
-
-
-def run_py(code: str, env: dict[str, str], timeout: float = 300) -> Any:
-    """Run ``code`` (after :data:`PRELUDE`) in a fresh interpreter; return the JSON of its last stdout line."""
-    proc = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    LOGS.append(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+LOGS = SUBPROCESS_LOGS  # every subprocess's output, grepped for the token at the end
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -93,23 +66,6 @@ def card_metadata(server: HubServer, repo_id: str, tmp: Path) -> dict:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("hub_push")
-
-
-@pytest.fixture(scope="module")
-def hub(work: Path, tiny_models) -> HubServer:
-    """The server, seeded with two base backbones: a timm ViT and a transformers BERT (with tokenizer)."""
-    import timm
-    from timm.models import save_for_hf
-
-    server = start_hub(work, token=TOKEN)
-    torch.manual_seed(0)
-    save_for_hf(timm.create_model("test_vit", pretrained=False), str(work / "seed-vit"), safe_serialization=True)
-    seeds = {BASES["timm"]: work / "seed-vit", BASES["bert"]: Path(tiny_models["transformers_bert"])}
-    for repo_id, folder in seeds.items():
-        server.create_repo(repo_id)
-        server.upload_files(repo_id, {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()})
-    yield server
-    server.stop()
 
 
 PUSH_CODE = """

@@ -392,7 +392,7 @@ def test_a_method_registered_without_a_recipe_module_is_its_own_recipe():
 @pytest.mark.parametrize(("recipe", "model_name"), [("adapter", "timm:test_convnext"), ("ia3", "timm:test_convnext"),
                                                     ("loha", "timm:test_efficientnet")])
 def test_methods_train_through_the_engine(tmp_path, recipe, model_name):
-    from test_training import tiny_config
+    from helpers import tiny_config
 
     result = hftransfer.train(tiny_config(tmp_path, recipe=recipe, epochs=1, **{"model.name": model_name}))
     model = AutoTransfer.from_pretrained(result.model_dir)
@@ -411,7 +411,7 @@ def test_methods_train_through_the_engine(tmp_path, recipe, model_name):
 @pytest.mark.integration
 def test_adapter_two_process_run_matches_single_process(tmp_path):
     # accelerate launch --multi_gpu --num_processes 2 (gloo on CPU): same weights and metrics as one process.
-    from test_training import launch_single_and_two_process, tiny_config
+    from helpers import launch_single_and_two_process, tiny_config
 
     base = {"recipe": "adapter", "model.name": "timm:test_convnext", "epochs": 2, "optim.name": "sgd",
             "optim.lr": 0.05, "checkpoint_every_steps": 2, "method": {"placement": "houlsby"}}
@@ -430,7 +430,7 @@ def test_adapter_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     import json
     import os
 
-    from test_training import RESUME_SCRIPT, tiny_config
+    from helpers import RESUME_SCRIPT, tiny_config
 
     script = tmp_path / "run.py"
     script.write_text(RESUME_SCRIPT)
@@ -461,7 +461,7 @@ def test_adapter_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize("recipe", ["adapter", "ia3"])
 def test_methods_train_with_gpu_mixed_precision(tmp_path, recipe, precision):
     # fp16 / bf16 autocast on a GPU (skipped on CPU-only machines): trains, saves, reloads with the same method.
-    from test_training import tiny_config
+    from helpers import tiny_config
 
     result = hftransfer.train(tiny_config(tmp_path, recipe=recipe, mixed_precision=precision, epochs=1))
     assert result.history[-1]["train_loss"] == result.history[-1]["train_loss"]  # not NaN

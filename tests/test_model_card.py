@@ -281,10 +281,14 @@ def test_invalid_task_and_dataset_kind_are_rejected():
 
 def test_collect_versions_reports_the_framework_stack():
     # every library of the card's version table is listed, with "not installed" when absent
+    import platform
+    from importlib.metadata import version
+
     versions = collect_versions()
-    for package in ("python", "hftransfer", "torch", "transformers", "timm", "peft", "accelerate", "datasets",
-                    "evaluate", "huggingface_hub"):
-        assert versions[package]
+    assert versions["python"] == platform.python_version()
+    for package in ("hftransfer", "torch", "transformers", "timm", "peft", "accelerate", "datasets", "evaluate",
+                    "huggingface_hub"):
+        assert versions[package] == version(package), package
     assert collect_versions(("surely-not-a-package-xyz",))["surely-not-a-package-xyz"] == "not installed"
 
 

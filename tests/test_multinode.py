@@ -7,59 +7,40 @@ sharing one ``output_dir``: only global rank 0 may write the model, metrics and 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
-from test_training import DDP_SCRIPT, free_port, tiny_config
+
+from helpers import (
+    assert_only_rank0_wrote,
+    assert_same_weights,
+    cpu_env,
+    free_port,
+    saved_weights,
+    tiny_config,
+    train_script,
+)
 
 
-# Runs before DDP_SCRIPT (which records open()/save_state_dict/torch.save): also records folder creations, renames,
-# Path.write_text/write_bytes under the run's folder, and replaces the hub upload with a recorded call.
-SPY_PREAMBLE = textwrap.dedent("""
-    import atexit, json, os, sys
-    from pathlib import Path
+# Runs after the write spy (helpers.train_script) and before training: replaces the hub upload with a recorded call and
+# records which local/group rank each process had.
+SPY_PREAMBLE = """
+    import atexit
     import hftransfer.hub.push
 
-    _out = Path(json.loads(sys.argv[1])["output_dir"]).resolve().parent
-    _extra, _pushes = [], []
-    _real = {"mkdir": os.mkdir, "rename": os.rename, "replace": os.replace,
-             "write_text": Path.write_text, "write_bytes": Path.write_bytes}
-
-    def _rec(path):
-        try:
-            if Path(path).resolve().is_relative_to(_out):
-                _extra.append(str(path))
-        except TypeError:
-            pass
-
-    os.mkdir = lambda p, *a, **k: (_rec(p), _real["mkdir"](p, *a, **k))[1]
-    os.rename = lambda s, d, *a, **k: (_rec(d), _real["rename"](s, d, *a, **k))[1]
-    os.replace = lambda s, d, *a, **k: (_rec(d), _real["replace"](s, d, *a, **k))[1]
-    Path.write_text = lambda self, *a, **k: (_rec(self), _real["write_text"](self, *a, **k))[1]
-    Path.write_bytes = lambda self, *a, **k: (_rec(self), _real["write_bytes"](self, *a, **k))[1]
+    _pushes = []
     hftransfer.hub.push.push_folder = lambda folder, repo_id, **k: _pushes.append([str(folder), repo_id])
     hftransfer.hub.push.check_push_target = lambda *a, **k: None  # no hub here: the pre-flight would refuse
 
     @atexit.register
     def _dump():
-        rank = os.environ.get("RANK", "0")
-        report = {"writes": _extra, "pushes": _pushes, "local_rank": os.environ.get("LOCAL_RANK"),
+        report = {"pushes": _pushes, "local_rank": os.environ.get("LOCAL_RANK"),
                   "group_rank": os.environ.get("GROUP_RANK")}
-        with open(Path(sys.argv[2], f"extra_rank{rank}.json"), "w") as f:
-            json.dump(report, f)
-""")
-MULTINODE_SCRIPT = SPY_PREAMBLE + DDP_SCRIPT
-
-
-def cpu_env() -> dict[str, str]:
-    # gloo on CPU everywhere (also on a GPU machine, where 2 processes could otherwise share one GPU over NCCL).
-    return {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+        Path(sys.argv[2], "extra_rank" + os.environ.get("RANK", "0") + ".json").write_text(json.dumps(report))
+"""
+MULTINODE_SCRIPT = train_script(SPY_PREAMBLE)
 
 
 def launch_machine(rank: int, port: str, script: Path, config: dict, record_dir: Path) -> subprocess.Popen:
@@ -101,11 +82,10 @@ def test_two_machines_match_one_process_and_only_global_rank0_writes_and_pushes(
     rank1 = json.loads((tmp_path / "w2" / "extra_rank1.json").read_text())
     assert rank0["local_rank"] == rank1["local_rank"] == "0"
     assert (rank0["group_rank"], rank1["group_rank"]) == ("0", "1")
-    assert json.loads((tmp_path / "w2" / "writes_rank1.json").read_text()) == []
-    assert rank1["writes"] == [] and rank1["pushes"] == []
+    written = assert_only_rank0_wrote(tmp_path / "w2")
+    assert rank1["pushes"] == []
     out = Path(nodes["output_dir"])
     assert rank0["pushes"] == [[str(out / "model"), "me/tiny"]]
-    written = json.loads((tmp_path / "w2" / "writes_rank0.json").read_text()) + rank0["writes"]
     for name in ("metrics.json", "config.yaml", "model", "README.md"):
         assert any(Path(p).name == name or f"/{name}" in p for p in written), (name, written)
 
@@ -116,8 +96,4 @@ def test_two_machines_match_one_process_and_only_global_rank0_writes_and_pushes(
     for r1, r2 in zip(m1["history"], m2["history"], strict=True):
         assert r1["eval_accuracy"] == pytest.approx(r2["eval_accuracy"], abs=1 / 40 + 1e-9)
         assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-3)
-    w1 = load_file(Path(single["output_dir"]) / "model" / "model.safetensors")
-    w2 = load_file(out / "model" / "model.safetensors")
-    assert w1.keys() == w2.keys()
-    for key in w1:
-        torch.testing.assert_close(w1[key], w2[key], rtol=1e-3, atol=1e-4)
+    assert_same_weights(saved_weights(single["output_dir"]), saved_weights(out), rtol=1e-3, atol=1e-4)

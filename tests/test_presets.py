@@ -13,11 +13,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_training import free_port
 
 from hftransfer import AutoTransfer
 from hftransfer.backbones import block_class_names
 from hftransfer.backbones.base import BLOCK_PATTERN
+
+from helpers import free_port
 
 
 PRESETS = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "accelerate"

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_hub_push import BASES, hub, run_py, work  # noqa: F401  (module fixtures: a hub seeded with tiny bases)
-from test_training import RESUME_SCRIPT, launch_single_and_two_process
 
 from hftransfer import AutoTransfer
 from hftransfer.training import Callback
+
+from helpers import HUB_BASES as BASES
+from helpers import RESUME_SCRIPT, launch_single_and_two_process, run_py
 
 
 pytestmark = pytest.mark.integration
@@ -131,7 +132,8 @@ else:
 """
 
 
-def test_prompt_models_push_and_pull_through_the_hub(hub, work):  # noqa: F811
+def test_prompt_models_push_and_pull_through_the_hub(hub, tmp_path):
+    work = tmp_path
     from hub_server import hf_env
 
     cases = {"tester/bert-prompt-tuning": (BASES["bert"], "prompt_tuning",

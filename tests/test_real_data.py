@@ -63,4 +63,5 @@ def test_minilm_on_sst2_subset(shared_data, tmp_path, recipe):
     result = hftransfer.train(config)
     assert result.final_metrics["accuracy"] > 0.70, result.history
     model = AutoTransfer.from_pretrained(result.model_dir).eval()
-    assert model.predict(["an utterly delightful film"])[0][0]["label"] in {"negative", "positive"}
+    shown = model.predict(["an utterly delightful film", "a dull, tedious and painful mess"])
+    assert [p[0]["label"] for p in shown] == ["positive", "negative"]

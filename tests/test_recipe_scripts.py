@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_training import free_port, text_csv
 
 import hftransfer
 from hftransfer import AutoTransfer
 from hftransfer.recipes.examples import example_configs
 from hftransfer.training import TrainConfig
+
+from helpers import free_port, text_csv
 
 
 pytestmark = pytest.mark.integration

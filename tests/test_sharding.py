@@ -10,7 +10,6 @@ classes), DTensor parameters, ``Accelerator.get_state_dict`` gathering, torch's 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -19,10 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_training import DDP_SCRIPT, free_port, tiny_config
 
 from hftransfer import AutoTransfer
 from hftransfer.modeling import FULL_WEIGHTS, TRAINED_WEIGHTS
+
+from helpers import accelerate_launch, assert_only_rank0_wrote, cpu_env, tiny_config, train_script
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,12 +66,7 @@ FSDP_PREAMBLE = textwrap.dedent("""
 
     hftransfer.train = functools.partial(hftransfer.train, callbacks=[Wreck()])
 """)
-FSDP_SCRIPT = FSDP_PREAMBLE + DDP_SCRIPT
-
-
-def cpu_env() -> dict[str, str]:
-    # gloo on CPU everywhere: on a GPU machine the same preset runs real FSDP over NCCL, which needs a GPU per process.
-    return {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+FSDP_SCRIPT = train_script(FSDP_PREAMBLE)
 
 
 def run_single_and_fsdp(tmp_path: Path, config: dict, *extra: str) -> tuple[Path, Path, str]:
@@ -85,13 +80,10 @@ def run_single_and_fsdp(tmp_path: Path, config: dict, *extra: str) -> tuple[Path
     env = cpu_env()
     subprocess.run([sys.executable, str(script), json.dumps(single), str(tmp_path / "w1"), *extra], check=True,
                    env=env, capture_output=True)
-    launched = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(FSDP_PRESET), "--num_processes", "2",
-         "--mixed_precision", "no", "--main_process_port", free_port(), str(script), json.dumps(sharded),
-         str(tmp_path / "w2"), *extra], env=env, capture_output=True, text=True)
-    errors = [line for line in launched.stderr.splitlines() if "Error" in line or "error" in line]
-    assert launched.returncode == 0, "\n".join(errors[:20]) + launched.stderr[-3000:]
-    assert json.loads((tmp_path / "w2" / "writes_rank1.json").read_text()) == []
+    # gloo on CPU everywhere: on a GPU machine the same preset runs real FSDP over NCCL (a GPU per process).
+    launched = accelerate_launch(script, json.dumps(sharded), str(tmp_path / "w2"), *extra,
+                                 launcher=("--config_file", str(FSDP_PRESET)), env=env)
+    assert_only_rank0_wrote(tmp_path / "w2")
     return Path(single["output_dir"]), Path(sharded["output_dir"]), launched.stdout
 
 

@@ -7,12 +7,13 @@ import warnings
 
 import pytest
 import torch
-from test_training import text_csv, tiny_config
 
 import hftransfer
 from hftransfer import AutoTransfer
 from hftransfer.errors import ConfigurationError, ModelNameError, OfflineError, OutputDirError
 from hftransfer.training import Callback, TrainConfig, TransferTrainer
+
+from helpers import text_csv, tiny_config
 
 
 def set_up(config: dict) -> TransferTrainer:

@@ -414,7 +414,7 @@ EVAL_SCRIPT = "import sys; from hftransfer.cli import main; sys.exit(main(sys.ar
 
 @pytest.mark.integration
 def test_evaluate_on_two_processes_matches_one(trained_text, tmp_path):
-    from test_training import free_port
+    from helpers import free_port
 
     data = reviews_csv(tmp_path / "eval.csv", 11)  # odd: the last global batch is padded across processes
     script = tmp_path / "evaluate_cli.py"
@@ -600,7 +600,8 @@ def test_balanced_sampler_and_class_weights_on_two_processes_match_one(tmp_path)
     # class-weighted loss is rescaled to the global batch's weight sum, so two processes end with the weights and
     # losses of one; the test split is scored on both.
     from safetensors.torch import load_file
-    from test_training import free_port
+
+    from helpers import free_port
 
     root = digit_folders(tmp_path / "digits")
     script = tmp_path / "train.py"
