@@ -1,13 +1,15 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   -> creates .venv, installs hftransfer, fine-tunes EfficientNet-Lite0 on scikit-learn digits
-#   make test   -> creates .venv, installs hftransfer + test deps, runs unit + integration tests
+#   make test   -> creates .venv, installs hftransfer + test deps, runs the quick tier (before each commit)
+# The second tier (child processes, compiling, real data, packaged weights, hub server, trackers, DeepSpeed):
+#   make test-integration; both tiers: make test-all. CI (.ci/run) runs lint and both tiers, no test twice.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch 2.14.1 / torchvision 0.29.1 are the builds this project pins (served from the local wheel cache here).
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lint demo test test-unit test-integration test-slow bench-quick bench gpu-check clean
+.PHONY: install install-test-extras lint demo test test-integration test-all bench-quick bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -18,23 +20,29 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The second tier's extras (trackers, DeepSpeed): installed once, beside dev.
+install-test-extras: $(VENV)/.test-extras
+
+$(VENV)/.test-extras: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[dev,test-extras]"
+	touch $@
+
 lint: install
 	$(PY) -m ruff check .
 
 demo: install
 	$(VENV)/bin/hftransfer train recipes/configs/demo_digits.yaml
 
+# Quick tier: in-process, tiny models; every module and every registered method/objective at least once.
 test: install
-	$(PY) -m pytest -m "not slow and not gpu"
-
-test-unit: install
 	$(PY) -m pytest -m "not integration and not slow and not gpu"
 
-test-integration: install
-	$(PY) -m pytest -m "integration and not slow"
+# Second tier: everything else except GPU tests.
+test-integration: install-test-extras
+	$(PY) -m pytest -m "(integration or slow) and not gpu"
 
-test-slow: install
-	$(PY) -m pytest -m "slow"
+test-all: install-test-extras
+	$(PY) -m pytest -m "not gpu"
 
 bench-quick: install
 	$(PY) bench/run.py --mode quick

@@ -306,6 +306,7 @@ def test_sentence_pairs_and_parquet(tmp_path):
 # ------------------------------------------------------------------------------------------------------------ hub
 
 
+@pytest.mark.integration
 def test_hub_unknown_id_offline_fails_fast_in_subprocess(tmp_path):
     # with HF_HUB_OFFLINE=1 an unknown hub id fails within seconds, naming the id and HF_HUB_OFFLINE
     script = textwrap.dedent(

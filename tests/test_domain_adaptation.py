@@ -301,6 +301,7 @@ def test_text_backbone_with_each_objective(tmp_path, tiny_models, objective):
     assert max(step[term] for step in parts.steps) > 0, parts.steps
 
 
+@pytest.mark.integration
 def test_bf16_autocast_runs_every_adaptation_objective(tmp_path):
     for objective in ("dann", "mmd", "coral", {"name": "self_training", "threshold": 0.0}):
         name = objective if isinstance(objective, str) else objective["name"]
@@ -309,6 +310,7 @@ def test_bf16_autocast_runs_every_adaptation_objective(tmp_path):
         assert metrics["mixed_precision"] == "bf16" and math.isfinite(metrics["history"][0]["train_loss"]), name
 
 
+@pytest.mark.integration
 def test_selection_by_target_entropy_and_opt_in_target_labels(tmp_path):
     metrics = json.loads((hftransfer.train(da_config(tmp_path / "a", "coral", model_selection="target_entropy"))
                           .output_dir / "metrics.json").read_text())
@@ -460,6 +462,7 @@ def test_two_processes_follow_the_single_process_optimisation(tmp_path, objectiv
 # --- CLI ------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_cli_lists_objectives_and_trains_one(tmp_path):
     out = subprocess.run([sys.executable, "-m", "hftransfer.cli", "recipes"], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_check.sh"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("strict", "code"), [("0", 0), ("1", 3)])
 def test_gpu_check_without_a_gpu_says_so_and_stops(strict, code):
     # With no visible CUDA device the script prints why and exits at once (0, or 3 with GPU_CHECK_STRICT=1) without
@@ -33,6 +34,7 @@ def test_gpu_check_without_a_gpu_says_so_and_stops(strict, code):
     assert (sorted(results.iterdir()) if results.is_dir() else []) == before
 
 
+@pytest.mark.integration
 def test_gpu_check_report_summarises_real_runs(tmp_path):
     # The report reads each run's metrics.json: steps, time-weighted samples/s over the epochs, final accuracy.
     spec = importlib.util.spec_from_file_location("gpu_check_report", REPO / "bench" / "gpu_check_report.py")

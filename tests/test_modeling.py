@@ -172,6 +172,7 @@ def test_ambiguous_name_asks_to_disambiguate(tmp_path, monkeypatch):
         AutoTransfer.from_pretrained("test_resnet", num_labels=2, pretrained=False)
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_unknown_hub_name_offline_fails_fast(tmp_path):
     # Unknown hub id with the hub unreachable (no HF_HUB_OFFLINE): OfflineError at once, no retry storm.

@@ -134,6 +134,7 @@ def test_cpu_fast_path_attention_matches_sdpa_with_padding_and_is_undone(tiny_mo
     assert not any(isinstance(m, FastDropout) for m in fast.modules())
 
 
+@pytest.mark.integration
 def test_training_with_the_cpu_fast_path_follows_the_stock_kernels(tmp_path, tiny_models):
     # Without dropout the fast path changes only the attention kernel: the same loss curve. With dropout it trains
     # (other random masks), logs what it changed and hands back a model on the stock kernels.
@@ -163,6 +164,7 @@ def _losses(result) -> list[float]:
     return [row["train_loss"] for row in result.history]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("recipe", ["full", pytest.param("lora", marks=pytest.mark.slow)])
 def test_compile_gives_the_eager_loss_curve_and_reports_compile_time(tmp_path, recipe):
     common = {"recipe": recipe, "epochs": 2, "max_grad_norm": None, "model.name": COMPILE_MODEL}
@@ -180,6 +182,7 @@ def test_compile_gives_the_eager_loss_curve_and_reports_compile_time(tmp_path, r
     assert set(again.state_dict()) == set(compiled.model.state_dict())
 
 
+@pytest.mark.integration
 def test_compile_that_cannot_apply_says_why_and_trains_eagerly(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(compile_utils.shutil, "which", lambda name: None)
     assert compile_utils.choose_cpp_compiler()[0] is None
@@ -190,6 +193,7 @@ def test_compile_that_cannot_apply_says_why_and_trains_eagerly(tmp_path, monkeyp
     assert "compile_time_s" not in result.history[0]
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("g++")), reason="needs gcc and g++")
 def test_a_c_driver_in_cxx_is_replaced_by_a_cpp_driver_whose_kernels_load():
     # CXX=gcc compiles inductor's C++ kernels but does not link libstdc++: they failed to load ("undefined symbol

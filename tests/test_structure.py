@@ -73,11 +73,14 @@ def test_one_hub_id_rule():
 
 def test_every_error_hftransfer_raises_on_purpose_is_in_one_family():
     from hftransfer import errors
-    from hftransfer.data import DataError
+    from hftransfer.data import DataError, DataWarning
     from hftransfer.hub.push import HubPushError
 
-    families = [cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, Exception)]
-    assert all(issubclass(cls, HFTransferError) for cls in [*families, DataError, HubPushError])
+    classes = [cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, Exception)]
+    warnings = [cls for cls in classes if issubclass(cls, Warning)]
+    assert all(issubclass(cls, HFTransferError) for cls in [*classes, DataError, HubPushError] if cls not in warnings)
+    assert all(issubclass(cls, errors.HFTransferWarning) for cls in [*warnings, DataWarning])
+    assert errors.PerformanceWarning in warnings
 
 
 def test_cli_prints_hftransfer_errors_and_lets_bugs_raise(monkeypatch, capsys):

@@ -300,6 +300,7 @@ def test_every_yaml_config_loads_and_documents_its_launch_command():
         assert config.recipe in hftransfer.list_recipes()
 
 
+@pytest.mark.integration
 def test_cli_lists_recipes_and_trains(tmp_path):
     # `hftransfer recipes` lists every recipe; `hftransfer train CONFIG key=value` trains with the overrides.
     out = subprocess.run([sys.executable, "-m", "hftransfer.cli", "recipes"], capture_output=True, text=True,

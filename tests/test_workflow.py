@@ -23,9 +23,11 @@ from hftransfer.data.report import build_data_report, format_data_report_markdow
 from hftransfer.errors import ConfigurationError
 from hftransfer.inference import evaluate, predict_file
 from hftransfer.inference.precision import resolve_precision
-from hftransfer.training import TrainConfig
+from hftransfer.training import Callback, TrainConfig
 from hftransfer.training.loaders import EpochBatchSampler, balanced_sample_weights, inverse_frequency_weights
 from hftransfer.training.trackers import check_trackers
+
+from helpers import assert_same_weights, run_killed_and_resumed, saved_weights
 
 
 # ------------------------------------------------------------------------------------------------------- fixtures
@@ -199,6 +201,19 @@ def test_data_report_counts_duplicates_imbalance_and_lengths(tmp_path):
     assert any("also occur in train" in tip for tip in report["suggestions"])
 
 
+def test_data_report_finds_images_with_the_same_bytes_under_other_names(tmp_path):
+    # Image duplicates are found by file content: a copy under another name (and another split) counts.
+    root = digit_folders(tmp_path / "digits")
+    first = sorted((root / "train" / "c0").iterdir())[0]
+    (root / "train" / "c0" / "copy.png").write_bytes(first.read_bytes())
+    (root / "test" / "c0" / "leak.png").write_bytes(first.read_bytes())
+    (root / "test" / "c0" / "other.png").write_bytes(sorted((root / "train" / "c1").iterdir())[0].read_bytes())
+    config = DataConfig(train=str(root / "train"), validation=str(root / "val"), test=str(root / "test"))
+    report = build_data_report(load_data(config), config)
+    assert report["duplicates"]["within"] == {"train": 1, "validation": 0, "test": 0}
+    assert report["duplicates"]["across"] == {"validation_in_train": 0, "test_in_train": 2, "test_in_validation": 0}
+
+
 def test_training_writes_the_data_report_and_suggests_imbalance_fixes(trained_image):
     result, _ = trained_image
     report = json.loads((result.output_dir / "data_report.json").read_text())
@@ -282,7 +297,7 @@ def test_class_weights_change_the_training_loss(tmp_path):
         hftransfer.train(image_config(tmp_path / "bad", data, class_weights=[1, 1, 1]))
 
 
-def test_balanced_sampler_trains_and_resumes_the_same_order(tmp_path):
+def test_balanced_sampler_order_is_fixed_per_epoch_and_trains(tmp_path):
     data = {"source": "sklearn_digits", "max_train_samples": 64, "max_eval_samples": 20}
     config = image_config(tmp_path, data, epochs=1, sampler="balanced")
     trainer = hftransfer.TransferTrainer(config)
@@ -294,6 +309,26 @@ def test_balanced_sampler_trains_and_resumes_the_same_order(tmp_path):
     sampler.use_epoch(1)
     assert list(sampler) == order
     assert trainer.train().history[0]["epoch"] == 1
+
+
+@pytest.mark.integration
+def test_text_run_with_class_weights_balanced_sampler_and_accumulation_resumes_exactly(tmp_path, tiny_models):
+    # Killed mid-epoch and resumed: the balanced sampler continues its epoch's order, the class weights and the
+    # gradient accumulation resume too, so the weights equal an uninterrupted run's.
+    csv = reviews_csv(tmp_path / "reviews.csv", 60)
+    rows = csv.read_text().splitlines()
+    csv.write_text("\n".join(rows + [r.replace("positive", "negative") for r in rows[1:8]]) + "\n")  # imbalance
+    common = {"model": {"name": tiny_models["transformers_bert"], "head_dropout": 0.1},
+              "data": {"source": str(csv), "validation_split": 0.2}, "class_weights": "auto",
+              "sampler": "balanced", "gradient_accumulation_steps": 2, "batch_size": 8, "epochs": 2,
+              "checkpoint_every_steps": 1, "progress_bar": False, "recipe": "full", "optim": {"lr": 1e-3}}
+    clean = {**common, "output_dir": str(tmp_path / "clean" / "run")}
+    killed = {**common, "output_dir": str(tmp_path / "killed" / "run")}
+    # 53 train rows / 8 = 7 batches, 4 updates per epoch (accumulation 2): update 6 is mid epoch 2.
+    run_killed_and_resumed(tmp_path, clean, killed, kill_step=6, last_checkpoint=6)
+    assert_same_weights(saved_weights(clean["output_dir"]), saved_weights(killed["output_dir"]))
+    ma, mb = (json.loads((Path(c["output_dir"]) / "metrics.json").read_text()) for c in (clean, killed))
+    assert ma["final_eval"] == mb["final_eval"]
 
 
 # ------------------------------------------------------------------------------------------------------ trackers
@@ -312,14 +347,34 @@ def test_unknown_or_missing_tracker_is_a_clear_error(monkeypatch, tmp_path):
     assert check_trackers(["none"]) == []
 
 
-def test_mlflow_gets_hyperparameters_and_epoch_metrics(tmp_path, monkeypatch):
-    pytest.importorskip("mlflow")
+class StepLosses(Callback):
+    """(step, loss) of every optimizer step: the growth of the epoch's running loss sum (one batch per step)."""
+
+    def __init__(self):
+        self.steps: list[tuple[int, float]] = []
+        self.seen = (0, 0.0)
+
+    def on_step_end(self, trainer, state):
+        count, total = self.seen if state["loss_count"] > self.seen[0] else (0, 0.0)
+        self.steps.append((state["global_step"], state["loss_sum"] - total))
+        self.seen = (state["loss_count"], state["loss_sum"])
+
+
+def tracked_config(tmp_path: Path, tracker: str) -> dict:
+    """A run with a held-out test split and a logged loss at every step, for the tracker read-back tests."""
+    root = digit_folders(tmp_path / "digits")
+    data = {"train": str(root / "train"), "validation": str(root / "val"), "test": str(root / "test")}
+    return image_config(tmp_path, data, report_to=[tracker], log_every_steps=1)
+
+
+@pytest.mark.integration
+def test_mlflow_gets_hyperparameters_step_losses_epoch_and_test_metrics(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    data = {"source": "sklearn_digits", "max_train_samples": 40, "max_eval_samples": 20}
-    result = hftransfer.train(image_config(tmp_path, data, report_to=["mlflow"], log_every_steps=1))
+    losses = StepLosses()
+    result = hftransfer.train(tracked_config(tmp_path, "mlflow"), callbacks=[losses])
     store = (result.output_dir / "logs" / "mlruns").resolve()
     client = MlflowClient(store.as_uri())
     experiment = client.get_experiment_by_name("hftransfer")
@@ -328,6 +383,12 @@ def test_mlflow_gets_hyperparameters_and_epoch_metrics(tmp_path, monkeypatch):
     history = client.get_metric_history(run.info.run_id, "eval_accuracy")
     assert [h.step for h in history] == [row["step"] for row in result.history]
     assert [h.value for h in history] == pytest.approx([row["eval_accuracy"] for row in result.history])
+    steps = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [h.step for h in steps] == [step for step, _ in losses.steps]  # every step's loss, in order
+    assert [h.value for h in steps] == pytest.approx([loss for _, loss in losses.steps])
+    for key in ("accuracy", "loss"):
+        assert client.get_metric_history(run.info.run_id, f"test/{key}")[-1].value == pytest.approx(
+            result.test_metrics[key]), key
 
 
 TRACKIO_SCRIPT = textwrap.dedent("""
@@ -335,22 +396,34 @@ TRACKIO_SCRIPT = textwrap.dedent("""
     import hftransfer
     from trackio.sqlite_storage import SQLiteStorage
 
-    result = hftransfer.train(json.loads(sys.argv[1]))
+    losses = []
+
+    class StepLosses(hftransfer.Callback):  # each step's loss: the growth of the epoch's running loss sum
+        seen = (0, 0.0)
+
+        def on_step_end(self, trainer, state):
+            count, total = self.seen if state["loss_count"] > self.seen[0] else (0, 0.0)
+            losses.append(state["loss_sum"] - total)
+            self.seen = (state["loss_count"], state["loss_sum"])
+
+    result = hftransfer.train(json.loads(sys.argv[1]), callbacks=[StepLosses()])
     runs = SQLiteStorage.get_runs("hftransfer")
     logs = SQLiteStorage.get_logs("hftransfer", runs[0])
     config = SQLiteStorage.get_run_config("hftransfer", runs[0])
     print(json.dumps({"runs": runs, "accuracy": [row.get("eval_accuracy") for row in logs if "eval_accuracy" in row],
-                      "lr": config.get("optim.lr"), "expected": [r["eval_accuracy"] for r in result.history]}))
+                      "lr": config.get("optim.lr"), "expected": [r["eval_accuracy"] for r in result.history],
+                      "step_losses": [row["train/loss"] for row in logs if "train/loss" in row],
+                      "expected_losses": losses,
+                      "test_accuracy": [row["test/accuracy"] for row in logs if "test/accuracy" in row],
+                      "expected_test_accuracy": result.test_metrics["accuracy"]}))
 """)
 
 
 @pytest.mark.integration
-def test_trackio_gets_hyperparameters_and_epoch_metrics(tmp_path):
-    pytest.importorskip("trackio")
+def test_trackio_gets_hyperparameters_step_losses_epoch_and_test_metrics(tmp_path):
     script = tmp_path / "run_trackio.py"
     script.write_text(TRACKIO_SCRIPT)
-    data = {"source": "sklearn_digits", "max_train_samples": 40, "max_eval_samples": 20}
-    config = image_config(tmp_path, data, report_to=["trackio"])
+    config = tracked_config(tmp_path, "trackio")
     env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, str(script), json.dumps(config)], env=env, capture_output=True, text=True,
                           timeout=600)
@@ -358,6 +431,8 @@ def test_trackio_gets_hyperparameters_and_epoch_metrics(tmp_path):
     found = json.loads(next(line for line in done.stdout.splitlines() if line.startswith('{"runs"')))
     assert found["runs"] == ["run"] and found["lr"] == 0.003
     assert found["accuracy"] == pytest.approx(found["expected"]) and len(found["accuracy"]) == 2
+    assert found["step_losses"] == pytest.approx(found["expected_losses"]) and found["step_losses"]
+    assert found["test_accuracy"] == pytest.approx([found["expected_test_accuracy"]])
 
 
 # ------------------------------------------------------------------------------------------------------ evaluate
@@ -532,6 +607,7 @@ def test_bf16_is_chosen_only_where_the_cpu_runs_it(monkeypatch, trained_image):
     assert len(diffs) >= len(fp32) - 2 and max(diffs) < 0.05
 
 
+@pytest.mark.integration
 def test_predict_and_evaluate_compile_give_the_eager_numbers(trained_text, tmp_path, capsys):
     from hftransfer.cli import main
 
@@ -554,6 +630,7 @@ def test_predict_and_evaluate_compile_give_the_eager_numbers(trained_text, tmp_p
     assert scored["metrics"]["loss"] == pytest.approx(plain.metrics["loss"], abs=1e-4)
 
 
+@pytest.mark.integration
 def test_predict_compile_without_a_compiler_says_why_and_predicts(trained_image, monkeypatch, capsys):
     from hftransfer.utils import compile as compile_utils
 
