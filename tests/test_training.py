@@ -316,6 +316,33 @@ def test_cli_lists_recipes_and_trains(tmp_path):
     assert metrics["recipe"] == "lora" and len(metrics["history"]) == 1
 
 
+class Interrupt(Callback):
+    """Stops a run (like a crash) right after optimizer step ``step``: its last checkpoint is on disk."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, trainer, state):
+        if state["global_step"] == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("recipe", ["full", "lora"])
+def test_an_interrupted_run_resumes_in_process_to_the_uninterrupted_weights(tmp_path, recipe):
+    # The quick-tier guard of checkpoint save/restore (the SIGKILL version is in the second tier): model, optimizer,
+    # scheduler, RNG and the position in the epoch all come back.
+    common = {"recipe": recipe, "epochs": 2, "checkpoint_every_steps": 2, "model.head_dropout": 0.1,
+              "augment": "default", "optim.lr": 1e-2}
+    clean = hftransfer.train(tiny_config(tmp_path / "clean", **common))
+    killed = tiny_config(tmp_path / "killed", **common)
+    with pytest.raises(KeyboardInterrupt):
+        hftransfer.train(killed, callbacks=[Interrupt(step=5)])  # 4 steps per epoch: mid epoch 2
+    resumed = hftransfer.train(killed)
+    assert "resumed from" in (Path(killed["output_dir"]) / "train.log").read_text()
+    assert_same_weights(saved_weights(clean.output_dir), saved_weights(resumed.output_dir))
+    assert clean.history[-1]["train_loss"] == resumed.history[-1]["train_loss"]
+
+
 @pytest.mark.integration
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     # Killed mid-epoch (SIGKILL) and resumed from its last checkpoint, a run ends with the same weights, metrics
