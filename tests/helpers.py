@@ -221,3 +221,23 @@ def run_py(code: str, env: dict[str, str], timeout: float = 300):
     SUBPROCESS_LOGS.append(proc.stdout + proc.stderr)
     assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- test matrices: a covering slice in the quick tier, the full product in the second tier -------------------------
+
+def tiered(pairs: list[tuple[str, str]]) -> list:
+    """``(method, family)`` pairs as pytest params: a diagonal cover — every method and every family at least once —
+    runs in the quick tier; every other pair is marked ``integration`` (second tier). The full matrix runs in CI."""
+    import pytest
+
+    methods = list(dict.fromkeys(m for m, _ in pairs))
+    families = list(dict.fromkeys(f for _, f in pairs))
+    quick: set[tuple[str, str]] = set()
+    for i, method in enumerate(methods):  # each method on the next family in turn (one it supports)
+        options = [f for f in families[i % len(families):] + families[:i % len(families)] if (method, f) in pairs]
+        quick.add((method, options[0]))
+    for family in families:  # families no method landed on
+        if not any(f == family for _, f in quick):
+            quick.add(next(p for p in pairs if p[1] == family))
+    return [pytest.param(*p, id=f"{p[0]}-{p[1]}") if p in quick else
+            pytest.param(*p, id=f"{p[0]}-{p[1]}", marks=pytest.mark.integration) for p in pairs]

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 BASES = HUB_BASES
 PUSHES = [("timm", "adapter"), ("bert", "adapter"), ("bert", "ia3"), ("timm", "loha"), ("bert", "boft"),
-          ("bert", "vera")]
+          ("bert", "vera"), ("bert", "lokr"), ("timm", "oft"), ("bert", "dora"), ("timm", "dora")]
+METHOD_OF = {"dora": ("lora", {"use_dora": True, "r": 4})}  # a pushed variant: (method, options)
 MERGED = [("bert", "ia3"), ("timm", "loha"), ("bert", "boft")]
 
 
@@ -35,7 +36,7 @@ import torch
 from hftransfer import AutoTransfer
 
 W = Path({work!r})
-BASES, PUSHES, MERGED = {bases!r}, {pushes!r}, {merged!r}
+BASES, PUSHES, MERGED, METHOD_OF = {bases!r}, {pushes!r}, {merged!r}, {method_of!r}
 
 def batch(model):
     if model.modality == "image":
@@ -44,7 +45,9 @@ def batch(model):
 
 refs, out = {{}}, {{"errors": {{}}}}
 for family, method in PUSHES:
-    model = AutoTransfer.from_pretrained(BASES[family], id2label={{0: "neg", 1: "pos"}}, method=method).eval()
+    name, options = METHOD_OF.get(method, (method, {{}}))
+    model = AutoTransfer.from_pretrained(BASES[family], id2label={{0: "neg", 1: "pos"}}, method=name,
+                                         method_config=options).eval()
     torch.manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():
@@ -83,7 +86,7 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def pushed(hub: HubServer, work: Path) -> dict:
     code = PUSH_CODE.format(work=str(work), bases=BASES, pushes=[list(p) for p in PUSHES],
-                            merged=[list(m) for m in MERGED])
+                            merged=[list(m) for m in MERGED], method_of=METHOD_OF)
     return run_py(code, hf_env(hub, work / "push-cache"))
 
 
@@ -95,12 +98,14 @@ def pulled(pushed: dict, hub: HubServer, work: Path) -> dict:
 @pytest.mark.parametrize(("family", "method"), PUSHES)
 def test_push_then_pull_gives_identical_logits_from_trained_weights_only(pulled, hub, family, method):
     repo = f"tester/{family}-{method}"
-    assert pulled[repo]["method"] == method
+    name, options = METHOD_OF.get(method, (method, {}))
+    assert pulled[repo]["method"] == name
     assert pulled[repo]["diff"] <= 1e-6, pulled[repo]
     files = hub.list_files(repo)
     assert "adapter_model.safetensors" in files and "model.safetensors" not in files, files
     config = json.loads(hub.file_bytes(repo, "hftransfer_config.json"))
-    assert config["weights"] == "trained" and config["method"]["name"] == method
+    assert config["weights"] == "trained" and config["method"]["name"] == name
+    assert {k: config["method"]["config"][k] for k in options} == options, config["method"]
     assert config["backbone"]["revision"] == hub.refs(BASES[family])["branches"]["main"]
 
 

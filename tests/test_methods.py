@@ -24,6 +24,8 @@ from hftransfer.methods.adapter import ADAPTER_ATTR
 from hftransfer.recipes import get_recipe, list_recipes
 from hftransfer.training import TrainConfig
 
+from helpers import tiered
+
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ["timm_cnn", "timm_effnet", "timm_vit", "bert", "distilbert", "hf_vit"]
@@ -100,7 +102,7 @@ def build(bases, family: str, method: str, **config) -> AutoTransfer:
     return AutoTransfer.from_pretrained(bases[family], num_labels=3, method=method, method_config=config or None)
 
 
-@pytest.mark.parametrize(("method", "family"), SUPPORTED)
+@pytest.mark.parametrize(("method", "family"), tiered(SUPPORTED))
 def test_gradients_reach_exactly_the_trained_parameters(bases, method, family):
     model = build(bases, family, method)
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -117,7 +119,7 @@ def test_gradients_reach_exactly_the_trained_parameters(bases, method, family):
     assert any(float(model.get_parameter(n).grad.abs().sum()) > 0 for n in added)
 
 
-@pytest.mark.parametrize(("method", "family"), SUPPORTED)
+@pytest.mark.parametrize(("method", "family"), tiered(SUPPORTED))
 def test_trained_weights_save_reloads_to_identical_logits(bases, tmp_path, method, family):
     model = build(bases, family, method).eval()
     base_logits = _logits(model)
@@ -138,7 +140,7 @@ def _logits(model: AutoTransfer, inputs: dict | None = None) -> torch.Tensor:
         return model(**(inputs or batch(model))).logits
 
 
-@pytest.mark.parametrize(("method", "family"), [(m, f) for m, f in SUPPORTED if m in MERGEABLE])
+@pytest.mark.parametrize(("method", "family"), tiered([(m, f) for m, f in SUPPORTED if m in MERGEABLE]))
 def test_merge_keeps_outputs_and_leaves_plain_weights(bases, method, family):
     model = build(bases, family, method).eval()
     perturb_trained(model, scale=0.1)

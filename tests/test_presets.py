@@ -116,6 +116,7 @@ def test_block_class_names_look_through_plain_containers():
     assert block_class_names(model.head) == []
 
 
+@pytest.mark.integration  # needs the DeepSpeed extra, installed for the second tier (make test-integration)
 @pytest.mark.parametrize(("name", "stage"), [("deepspeed_zero2", 2), ("deepspeed_zero3", 3)])
 def test_deepspeed_presets_build_the_zero_plugin(name, stage, monkeypatch):
     # The DeepSpeed plugin accelerate builds from the preset: the ZeRO stage, no offload, ZeRO-3 gathering 16-bit

@@ -139,6 +139,7 @@ def test_prompt_models_push_and_pull_through_the_hub(hub, tmp_path):
     cases = {"tester/bert-prompt-tuning": (BASES["bert"], "prompt_tuning",
                                            {"num_virtual_tokens": 3, "init": "text", "init_text": "good"}),
              "tester/bert-prefix": (BASES["bert"], "prefix_tuning", {"num_virtual_tokens": 3, "projection": True}),
+             "tester/bert-p-tuning": (BASES["bert"], "p_tuning", {"num_virtual_tokens": 3, "encoder_hidden_size": 16}),
              "tester/vit-vpt-deep": (BASES["timm"], "vpt", {"num_tokens": 2, "deep": True})}
     code = {mode: PUSH_PULL.format(work=str(work), cases=cases, mode=mode) for mode in ("push", "pull")}
     run_py(code["push"], hf_env(hub, work / "prompt-push-cache"))
