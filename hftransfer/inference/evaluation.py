@@ -64,6 +64,7 @@ def evaluate(
     revision: str | None = None,
     progress_bar: bool = True,
     compile: bool = False,
+    backend: str = "auto",
     **data_options: Any,
 ) -> EvaluationResult:
     """Score `model` on labelled `data`: metrics, per-class report, confusion matrix and predictions.
@@ -83,6 +84,8 @@ def evaluate(
             README.md, or for a hub model `output_dir/README.md` (push it yourself).
         compile: `torch.compile` the model (in place, dynamic shapes) before scoring; where it cannot apply, the
             reason goes to stderr and scoring runs eagerly.
+        backend: `"torch"`, `"onnx"` / `"onnx-int8"` (a folder written by `hftransfer export`, run by onnxruntime),
+            or `"auto"`: onnx for an export folder, else torch.
         **data_options: `text_column`, `label_column`, `image_column`, `label_names`, `format`, `hub_subset`, ...
             as in `DataConfig`.
     """
@@ -97,7 +100,12 @@ def evaluate(
     card_source = _card_source(model, update_card, output_dir)
     config = _data_config(data, data_options)
     if not isinstance(model, AutoTransfer):
-        model = AutoTransfer.from_pretrained(model, revision=revision)
+        from .predict import load_model_for_inference
+
+        model = load_model_for_inference(model, backend, revision, compile)
+        if card_source is not None and not isinstance(model, AutoTransfer):
+            raise ConfigurationError("--update-card needs the saved model folder (its README is the model card); "
+                                     "an ONNX export has no card. Drop --update-card or evaluate the model folder.")
     names = [model.id2label[i] for i in range(model.num_labels)]
     _reset_accelerate_state()
     cpu_only = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -48,7 +48,7 @@ def predict_rows(model: Any, rows: Sequence[InputRow], top_k: int = 1, batch_siz
     apply, the reason goes to stderr and prediction runs eagerly."""
     from tqdm.auto import tqdm
 
-    device = next(model.parameters()).device
+    device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")  # ONNX
     mode = resolve_precision(precision, device)
     if compile:
         from hftransfer.utils.compile import compile_for_inference
@@ -114,6 +114,26 @@ def _csv_line(index: int, row: InputRow, preds: list[dict[str, Any]] | None, top
     return [index, row.source, *cells, row.error or ""]
 
 
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+
+
+def load_model_for_inference(model: str | Path, backend: str, revision: str | None, compile: bool) -> Any:
+    """An `AutoTransfer`, or an `OnnxClassifier` for `backend` onnx/onnx-int8 and (auto) for an export folder."""
+    from hftransfer.export.files import is_export_folder
+
+    if backend not in BACKENDS:
+        raise DataError(f"--backend {backend!r} is not one of {list(BACKENDS)}.")
+    if backend.startswith("onnx") or (backend == "auto" and is_export_folder(model)):
+        if compile:
+            raise DataError("--compile is for the torch backend; an ONNX export is already a compiled graph.")
+        from hftransfer.export.runtime import OnnxClassifier
+
+        return OnnxClassifier(model, quantized=backend == "onnx-int8")
+    from hftransfer.modeling import AutoTransfer
+
+    return AutoTransfer.from_pretrained(model, revision=revision)
+
+
 def predict_file(
     model: Any,
     inputs: str | Sequence[str],
@@ -128,6 +148,7 @@ def predict_file(
     revision: str | None = None,
     stdin: TextIO | None = None,
     compile: bool = False,
+    backend: str = "auto",
 ) -> list[dict[str, Any]]:
     """Predict every input of a folder, table, text file, stdin (`"-"`) or list of files/sentences.
 
@@ -140,6 +161,8 @@ def predict_file(
         top_k: labels per row, best first. precision: `"auto"` (bf16 on CPUs with AMX/AVX512-BF16 and on GPUs that
             support it), `"bf16"` or `"fp32"`. compile: `torch.compile` the model first (pays off on large inputs;
             the compile time is spent once, before the first batch).
+        backend: `"torch"`, `"onnx"` / `"onnx-int8"` (a folder written by `hftransfer export`, run by onnxruntime
+            with the same preprocessing), or `"auto"`: onnx for an export folder, else torch.
 
     Returns:
         One dict per input, in order: `{"row", "input", "predictions": [{"label", "score"}, ...], "error"}`. Rows that
@@ -151,9 +174,8 @@ def predict_file(
         raise DataError(f"--batch-size {batch_size!r} must be a positive integer.")
     fmt = _output_format(output)
     if not hasattr(model, "predict"):
-        from hftransfer.modeling import AutoTransfer
-
-        model = AutoTransfer.from_pretrained(model, revision=revision)
+        model = load_model_for_inference(model, backend, revision, compile)
+        precision = "fp32" if not isinstance(model, torch.nn.Module) else precision
     rows = collect_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), model.modality,
                           text_column=text_column, image_column=image_column, stdin=stdin)
     k = min(top_k, model.num_labels)

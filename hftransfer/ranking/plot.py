@@ -1,0 +1,56 @@
+"""rank.png: each metric's rank per candidate (a heat map) and the average rank with the feature-extraction time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+
+if TYPE_CHECKING:
+    from hftransfer.ranking.rank import RankResult
+
+
+def plot_ranks(result: RankResult, path: Path) -> Path:
+    """Write the ranking figure to ``path`` (temporary file, then renamed); needs matplotlib (``report`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover - matplotlib ships with the report extra
+        from hftransfer.errors import ConfigurationError
+
+        raise ConfigurationError("rank.png needs matplotlib: pip install 'hftransfer[report]'.") from err
+
+    names = [row["candidate"] for row in result.rows]
+    metrics = result.metrics
+    grid = np.array([[np.nan if row["ranks"][m] is None else row["ranks"][m] for m in metrics] for row in result.rows],
+                    dtype=float)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(5 + 1.1 * len(metrics), 1.2 + 0.6 * len(names)),
+                                      gridspec_kw={"width_ratios": [len(metrics), 3]})
+    image = left.imshow(grid, cmap="RdYlGn_r", vmin=1, vmax=max(len(names), 2), aspect="auto")
+    for i in range(len(names)):
+        for j in range(len(metrics)):
+            left.text(j, i, "n/a" if np.isnan(grid[i, j]) else int(grid[i, j]), ha="center", va="center", fontsize=9)
+    left.set_xticks(range(len(metrics)), metrics, rotation=30, ha="right")
+    left.set_yticks(range(len(names)), names)
+    left.set_title("rank per metric (1 = best)")
+    fig.colorbar(image, ax=left, fraction=0.04)
+    average = [row["average_rank"] for row in result.rows]
+    bars = right.barh(range(len(names)), average, color="tab:blue")
+    right.invert_yaxis()
+    right.set_yticks(range(len(names)), [""] * len(names))
+    right.set_xlabel("average rank (lower is better)")
+    for bar, row in zip(bars, result.rows):
+        seconds = "" if row["feature_seconds"] is None else f" {row['feature_seconds']:.1f}s"
+        right.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, seconds, va="center", fontsize=8)
+    right.set_xlim(0, max(average) * 1.35)
+    right.set_title(f"recommended: {result.recommendation}\nconfidence {result.confidence}", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
