@@ -89,11 +89,9 @@ def evaluate(
         **data_options: `text_column`, `label_column`, `image_column`, `label_names`, `format`, `hub_subset`, ...
             as in `DataConfig`.
     """
-    from accelerate import Accelerator, DataLoaderConfiguration
-
     from hftransfer.data.labelled_split import load_labelled_split
     from hftransfer.modeling import AutoTransfer
-    from hftransfer.training.engine import _reset_accelerate_state
+    from hftransfer.training.accelerator import build_accelerator
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigurationError(f"batch_size={batch_size!r} must be a positive integer.")
@@ -107,9 +105,7 @@ def evaluate(
             raise ConfigurationError("--update-card needs the saved model folder (its README is the model card); "
                                      "an ONNX export has no card. Drop --update-card or evaluate the model folder.")
     names = [model.id2label[i] for i in range(model.num_labels)]
-    _reset_accelerate_state()
-    cpu_only = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    acc = Accelerator(cpu=cpu_only, dataloader_config=DataLoaderConfiguration(split_batches=True))
+    acc = build_accelerator()
     with acc.main_process_first():
         labelled = load_labelled_split(config, names, split=split, key="DATA")
     if labelled.modality != model.modality:
@@ -145,16 +141,10 @@ def _predict(acc: Any, model: Any, dataset: Any, batch_size: int, progress_bar: 
     """Logits and labels in dataset order, gathered over processes, and the row order the sampler produced."""
     from tqdm.auto import tqdm
 
-    from hftransfer.training.loaders import ImageDataset, PadCollator, build_loader, tokenize_split
+    from hftransfer.training.loaders import split_loader
 
-    if model.modality == "image":
-        ds, lengths, collate = ImageDataset(dataset, model.transform(train=False)), None, None
-    else:
-        tok = model.preprocessor.tokenizer
-        ds = tokenize_split(dataset, tok, model.preprocessor.max_length)
-        lengths, collate = [len(x) for x in ds.columns["input_ids"]], PadCollator(tok.pad_token_id or 0)
     n = acc.num_processes
-    loader = build_loader(ds, -(-batch_size // n) * n, shuffle=False, seed=0, lengths=lengths, collate_fn=collate)
+    loader = split_loader(dataset, model, -(-batch_size // n) * n)
     # split_batches: each global batch is sliced across processes and gathered back whole, so the gathered rows come
     # in the sampler's order (length-sorted for text).
     order = np.array([key[1] if isinstance(key, tuple) else key for batch in loader.batch_sampler for key in batch])

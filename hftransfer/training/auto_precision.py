@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -81,3 +82,27 @@ def _samples_per_s(model: nn.Module, device: torch.device, batch: int, size: int
             if step >= WARMUP_STEPS:
                 elapsed += time.perf_counter() - start
     return batch * TIMED_STEPS / elapsed
+
+
+def resolve_auto_precision(model: nn.Module, output_dir: Path, batch_size: int, channels_last: bool,
+                           image_size: int | None, resuming: bool, cpu_only: bool) -> PrecisionChoice:
+    """``mixed_precision: auto`` on every process: the main process's measured choice (written to ``CHOICE_FILE``),
+    or, when ``resuming`` a run that stored one, the precision it started with."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    from hftransfer.utils.io import read_json, write_json
+
+    stored = Path(output_dir) / CHOICE_FILE
+    state = PartialState(cpu=cpu_only)
+    if resuming and stored.is_file():
+        choice = PrecisionChoice.from_dict(read_json(stored))  # resume in the precision the run started with
+        choice.reason = f"kept from the run being resumed ({choice.reason})"
+        return choice
+    choice = choose_precision(model, state.device, batch_size, channels_last, image_size=image_size)
+    if state.num_processes > 1:
+        choice = broadcast_object_list([choice])[0]
+    if state.is_main_process:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        write_json(stored, choice.to_dict())
+    return choice

@@ -14,7 +14,9 @@ import torch
 from hftransfer.utils.io import atomic_directory, load_state_dict, read_json, save_state_dict, write_json
 
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = "checkpoints"  # in output_dir, next to:
+MODEL_DIR = "model"  # the best model
+METRICS_FILE = "metrics.json"  # the run's summary, written last: its presence marks a finished run
 _STEP_RE = re.compile(r"^step_(\d+)$")
 
 

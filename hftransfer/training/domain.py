@@ -1,10 +1,12 @@
-"""Domain adaptation data: the unlabelled target set, its resumable endless batch stream, the labelled target
-evaluation split, and the checks that run before training."""
+"""Domain adaptation in a run: the unlabelled target set, its resumable endless batch stream, the labelled target
+evaluation split, the checks that run before training, and :class:`DomainRun`, which owns all of them for the engine
+(target views, per-epoch target numbers, the metrics.json summary, the model-selection key)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 import numpy as np
@@ -13,7 +15,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from hftransfer.data import DataConfig, DataError, LoadedData, load_data
 from hftransfer.errors import ConfigurationError
-from hftransfer.training.loaders import EpochBatchSampler, ImageDataset, intra_op_threads
+from hftransfer.training.loaders import EpochBatchSampler, ImageDataset, intra_op_threads, split_inputs, split_loader
+from hftransfer.training.scoring import score
+
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from hftransfer.modeling import AutoTransfer
+    from hftransfer.objectives import Objective
+    from hftransfer.training.config import TrainConfig
+
+# (logits, labels, mean loss) of a prepared evaluation loader, gathered across processes
+Predict = Callable[[Any], tuple[np.ndarray, np.ndarray, float]]
 
 
 MODEL_SELECTIONS = ("source", "target_entropy", "target_eval")
@@ -236,3 +250,118 @@ def prediction_entropy(logits: np.ndarray) -> float:
     logp = z.log_softmax(-1)
     return float(-(logp.exp() * logp).sum(-1).mean())
 
+
+
+def selection_key(config: TrainConfig) -> tuple[str, bool]:
+    """The history key that picks the best checkpoint and whether higher is better."""
+    if config.model_selection == "target_entropy":
+        return "target_entropy", False
+    if config.model_selection == "target_eval":
+        return f"target_eval_{config.metric_for_best}", config.greater_is_better
+    return f"eval_{config.metric_for_best}", config.greater_is_better
+
+
+class DomainRun:
+    """A run's target domain, for the engine: the target stream the objective reads (with the views it declares),
+    the eval-view target loader (entropy-based selection), the labelled ``target_eval`` loader, their per-epoch numbers
+    and the metrics.json summary. Without ``target:`` / ``target_eval:`` it holds nothing and adds only the objective
+    description to the summary."""
+
+    def __init__(self, config: TrainConfig, objective: Objective, log: Callable[[str], None]):
+        self.config, self.objective, self._log = config, objective, log
+        self.baseline = read_baseline(config.source_only_baseline) if config.source_only_baseline else None
+        self.stream: TargetStream | None = None
+        self.entropy_loader = None  # the unlabelled target in the eval view (model_selection=target_entropy)
+        self.eval_loader = None  # labelled target_eval
+        self.sizes: dict[str, int] = {}
+        self.label_names: list[str] = []
+
+    def setup(self, accelerator: Accelerator, model: AutoTransfer, data: LoadedData) -> None:
+        """Load the target data and build the stream and loaders (before ``accelerator.prepare`` of the model)."""
+        cfg, acc = self.config, accelerator
+        self.label_names = list(data.label_names)
+        if cfg.target is None and cfg.target_eval is None:
+            return
+        with acc.main_process_first():
+            target = load_target(cfg.target, data, "target", labelled=False) if cfg.target else None
+            target_eval = (load_target(cfg.target_eval, data, "target_eval", labelled=True)
+                           if cfg.target_eval else None)
+        self.sizes = {"target": len(target) if target is not None else 0,
+                      "target_eval": len(target_eval) if target_eval is not None else 0}
+        self._log(f"target data: {self.sizes['target']} unlabelled rows, {self.sizes['target_eval']} "
+                  "labelled evaluation rows (never used for model selection unless model_selection=target_eval)")
+        if target is not None and self.objective.needs_target:
+            self.stream = self._stream(target, acc, model)
+        if target is not None and cfg.model_selection == "target_entropy":
+            self.entropy_loader = self._eval_loader(target, acc, model)
+        if target_eval is not None:
+            self.eval_loader = self._eval_loader(target_eval, acc, model)
+
+    def _stream(self, target: datasets.Dataset, acc: Accelerator, model: AutoTransfer) -> TargetStream:
+        cfg = self.config
+        seed = cfg.seed + TARGET_SEED_OFFSET
+        collate = None
+        if model.modality == "image":
+            strong = getattr(self.objective.config, "strong_augment", None)
+            dataset = TwoViewImageDataset(
+                target, model.transform(train=True, augment=cfg.augment),
+                model.transform(train=True, augment=strong) if "strong" in self.objective.target_views else None,
+                seed=seed, cache_mb=cfg.image_cache_mb)
+        else:
+            text = split_inputs(target, model)
+            dataset, collate = text.dataset, text.collate_fn
+        return TargetStream(dataset, cfg.batch_size, seed, acc.device, acc.num_processes, acc.process_index,
+                            cfg.num_workers, collate)
+
+    def _eval_loader(self, split: datasets.Dataset, acc: Accelerator, model: AutoTransfer):
+        cfg = self.config
+        return acc.prepare_data_loader(split_loader(
+            split, model, cfg.eval_batch_size or cfg.batch_size, seed=cfg.seed, num_workers=cfg.num_workers,
+            cache_mb=cfg.image_cache_mb))
+
+    def next_batch(self) -> dict[str, torch.Tensor] | None:
+        """The next target batch for the objective (None when it reads no target)."""
+        return next(self.stream) if self.stream is not None else None
+
+    def state_dict(self) -> dict[str, int] | None:
+        return self.stream.state_dict() if self.stream is not None else None
+
+    def load_state_dict(self, state: dict[str, int] | None) -> None:
+        if self.stream is not None and state is not None:
+            self.stream.load_state_dict(state)
+
+    def epoch_metrics(self, predict: Predict) -> dict[str, float]:
+        """Per-epoch target numbers for the history: the target prediction entropy and labelled target metrics."""
+        row: dict[str, float] = {}
+        if self.entropy_loader is not None:
+            logits, _, _ = predict(self.entropy_loader)
+            row["target_entropy"] = prediction_entropy(logits)
+        if self.eval_loader is not None:
+            logits, labels, loss = predict(self.eval_loader)
+            metrics = score(logits, labels, loss, self.label_names)
+            row.update({f"target_eval_{k}": v for k, v in metrics.items()})
+        return row
+
+    def summary(self, predict: Predict) -> dict[str, Any]:
+        """What metrics.json says about the objective and the target domain (``predict`` runs the best model)."""
+        cfg = self.config
+        key, _ = selection_key(cfg)
+        out: dict[str, Any] = {"objective": self.objective.to_dict(), "model_selection": cfg.model_selection,
+                               "selected_on": key,
+                               "selection_uses_target_labels": cfg.model_selection == "target_eval"}
+        if self.baseline is not None:
+            out["source_only_baseline"] = self.baseline
+        if cfg.target is None and cfg.target_eval is None:
+            return out
+        out["target_data"] = dict(self.sizes)
+        if self.entropy_loader is not None:
+            logits, _, _ = predict(self.entropy_loader)
+            out["target_entropy"] = prediction_entropy(logits)
+        if self.eval_loader is not None:
+            logits, labels, loss = predict(self.eval_loader)
+            out["target_eval"] = {
+                **score(logits, labels, loss, self.label_names, per_class=True),
+                "note": "labelled target data: reported only" + (
+                    "" if cfg.model_selection != "target_eval" else "; ALSO USED FOR MODEL SELECTION (opt-in)"),
+            }
+        return out

@@ -79,3 +79,18 @@ def apply_stage(model: nn.Module, method, depths: DepthMap, stage: str) -> int:
         param.requires_grad_(trainable)
         count += param.numel() if trainable else 0
     return count
+
+
+def set_train_mode(model: nn.Module, stage: str) -> None:
+    """Train mode for what trains, eval mode for what is frozen: frozen BatchNorm layers keep their pretrained
+    statistics, and a frozen backbone (head-only stage, a method that trains no backbone or keeps it in eval mode)
+    runs in eval mode around the method's trained modules."""
+    model.train()
+    for module in model.backbone.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters(recurse=False)):
+            module.eval()
+    if not model.method.trains_backbone or stage == "head" or model.method.keeps_backbone_eval:
+        model.backbone.eval()
+        for module in model.method.trained_modules(model):
+            module.train()

@@ -6,11 +6,16 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+
+if TYPE_CHECKING:
+    from hftransfer.modeling import AutoTransfer
 
 
 class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
@@ -209,3 +214,34 @@ def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, nu
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_fn,
                       persistent_workers=num_workers > 0, generator=generator)
+
+
+@dataclass
+class SplitInputs:
+    """A split as model inputs: its dataset, per-row token counts (text; for length bucketing) and collate function."""
+
+    dataset: Dataset
+    lengths: list[int] | None
+    collate_fn: PadCollator | None
+
+
+def split_inputs(split, model: AutoTransfer, *, train: bool = False, augment: str | None = "default", seed: int = 0,
+                 cache_mb: float = 0) -> SplitInputs:
+    """Images through ``model.transform(train, augment)`` (seeded per sample), text tokenized once and padded per
+    batch."""
+    if model.modality == "image":
+        return SplitInputs(ImageDataset(split, model.transform(train=train, augment=augment), seed=seed,
+                                        cache_mb=cache_mb), None, None)
+    tok = model.preprocessor.tokenizer
+    dataset = tokenize_split(split, tok, model.preprocessor.max_length)
+    return SplitInputs(dataset, [len(x) for x in dataset.columns["input_ids"]], PadCollator(tok.pad_token_id or 0))
+
+
+def split_loader(split, model: AutoTransfer, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                 num_workers: int = 0, train: bool = False, augment: str | None = "default", cache_mb: float = 0,
+                 bucket_by_length: bool = True, sample_weights: Sequence[float] | None = None) -> DataLoader:
+    """The one way a split becomes a DataLoader (training, validation, test, target evaluation, ``evaluate``)."""
+    inputs = split_inputs(split, model, train=train, augment=augment, seed=seed, cache_mb=cache_mb)
+    return build_loader(inputs.dataset, batch_size, shuffle=shuffle, seed=seed, num_workers=num_workers,
+                        lengths=inputs.lengths if bucket_by_length else None, collate_fn=inputs.collate_fn,
+                        sample_weights=sample_weights)

@@ -35,6 +35,20 @@ def param_groups(model: nn.Module, method, depths: DepthMap, cfg: OptimConfig) -
             for (lr, decay), params in sorted(buckets.items(), key=lambda kv: kv[0])]
 
 
+def add_module_groups(optimizer: torch.optim.Optimizer, modules: dict[str, nn.Module], cfg: OptimConfig,
+                      lrs: dict[str, float | None]) -> None:
+    """Extra trained modules (an objective's discriminator) join ``optimizer``: at ``lrs[name]``, else the head's
+    learning rate; weight decay on matrices only, like :func:`param_groups`."""
+    for name, module in modules.items():
+        lr = lrs.get(name) or (cfg.head_lr if cfg.head_lr is not None else cfg.lr)
+        params = [p for p in module.parameters() if p.requires_grad]
+        for decay, group in ((cfg.weight_decay, [p for p in params if p.ndim >= 2]),
+                             (0.0, [p for p in params if p.ndim < 2])):
+            if group:
+                optimizer.add_param_group({"params": group, "lr": lr, "weight_decay": decay,
+                                           "param_names": [f"objective.{name}"] * len(group)})
+
+
 OPTIMIZERS = {
     "adamw": lambda groups, cfg, fused: torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused),
     "sgd": lambda groups, cfg, fused: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=fused),

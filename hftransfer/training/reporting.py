@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shlex
 import sys
@@ -19,6 +20,29 @@ def dataset_info(description) -> Any:
     return DatasetInfo(name=description.name, kind=_CARD_KINDS.get(description.kind, "arrays"),
                        path=description.path, num_samples=dict(description.num_samples),
                        label_names=list(description.label_names))
+
+
+def run_summary(trainer, state, final: dict[str, Any], test: dict[str, Any] | None) -> dict[str, Any]:
+    """metrics.json of a finished run (the best model is in memory)."""
+    cfg, acc, data = trainer.config, trainer.accelerator, trainer.data
+    summary = {
+        "recipe": cfg.recipe, "model": cfg.model.name, "best_epoch": state.best_epoch,
+        "metric_for_best": cfg.metric_for_best, "best_metric": state.best_metric,
+        "history": state.history, "final_eval": final,
+        "parameters": acc.unwrap_model(trainer.model).trainable_summary(),
+        "data": dataclasses.asdict(data.report) if dataclasses.is_dataclass(data.report) else {},
+        "num_processes": acc.num_processes, "mixed_precision": trainer.mixed_precision,
+        "feature_cache": trainer.feature_mode, "selection_split": "validation",
+        **({"test_eval": test} if test is not None else {}),
+    }
+    if trainer.precision_choice is not None:
+        summary["mixed_precision_auto"] = trainer.precision_choice.to_dict()
+    if trainer.compile_timer is not None:
+        summary["compile_time_s"] = trainer.compile_timer.seconds
+    if trainer.feature_mode:
+        summary["feature_precision"] = trainer.feature_precision
+    summary.update(trainer.domain.summary(trainer.predict_eval))
+    return summary
 
 
 def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:

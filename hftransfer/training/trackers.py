@@ -55,3 +55,18 @@ def tracker_init_kwargs(names: list[str], output_dir: Path) -> dict[str, dict[st
     if "trackio" in names:
         kwargs["trackio"] = {"name": run_name}
     return kwargs
+
+
+def flat_hparams(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict as the flat ``{"optim.lr": 0.001, ...}`` of scalars trackers take as hyperparameters."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        elif isinstance(value, (int, float, str, bool)):
+            flat[prefix.rstrip(".")] = value
+
+    walk("", config)
+    return flat
