@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(tmp_path: Path, **overrides) -> dict:
+    """The project's one training-config builder: a 2-epoch run of a tiny random timm CNN on 64 scikit-learn digits;
+    ``overrides`` are dotted keys (``**{"model.name": ...}``)."""
     config = {
         "recipe": "full",
         "model": {"name": "timm:test_convnext", "pretrained": False, "image_size": 32},
@@ -26,6 +28,11 @@ def tiny_config(tmp_path: Path, **overrides) -> dict:
         "output_dir": str(tmp_path / "run"),
         "progress_bar": False,
     }
+    return with_overrides(config, overrides)
+
+
+def with_overrides(config: dict, overrides: dict) -> dict:
+    """``config`` with dotted keys set in place (``{"model.name": ...}`` sets ``config["model"]["name"]``)."""
     for key, value in overrides.items():
         node = config
         *parents, leaf = key.split(".")

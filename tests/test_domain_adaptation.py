@@ -35,6 +35,8 @@ from hftransfer.training import Callback, TrainConfig
 from hftransfer.training.domain import TargetStream
 from hftransfer.training.loaders import ImageDataset
 
+from helpers import launch_single_and_two_process, tiny_config, with_overrides
+
 
 REPO = Path(__file__).resolve().parents[1]
 OBJECTIVES = sorted(OBJECTIVE_REGISTRY)
@@ -69,28 +71,12 @@ def target_files(root: Path) -> dict[str, str]:
 
 
 def da_config(tmp_path: Path, objective: str | dict, **overrides) -> dict:
+    """``tiny_config`` with a shifted target domain (inverted digits) and ``objective``."""
     files = target_files(tmp_path / "domains")
-    config = {
-        "recipe": "full",
-        "model": {"name": "timm:test_convnext", "pretrained": False, "image_size": 32},
-        "data": {"source": "sklearn_digits", "max_train_samples": 64, "max_eval_samples": 40},
-        "target": {"source": files["target"]},
-        "target_eval": {"source": files["target_eval"]},
-        "objective": objective if isinstance(objective, dict) else {"name": objective},
-        "optim": {"lr": 3e-3},
-        "epochs": 2,
-        "batch_size": 16,
-        "augment": "none",
-        "output_dir": str(tmp_path / "run"),
-        "progress_bar": False,
-    }
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return config
+    config = tiny_config(tmp_path, **{"target": {"source": files["target"]},
+                                      "target_eval": {"source": files["target_eval"]},
+                                      "objective": objective if isinstance(objective, dict) else {"name": objective}})
+    return with_overrides(config, overrides)
 
 
 # --- building blocks ------------------------------------------------------------------------------------------------
@@ -448,7 +434,6 @@ def test_resume_after_sigkill_with_the_target_stream_matches_an_uninterrupted_ru
 def test_two_processes_follow_the_single_process_optimisation(tmp_path, objective):
     # BatchNorm statistics are per process (SyncBatchNorm needs a GPU), so the comparison uses norm none/layer;
     # MMD and CORAL are computed on the gathered global batch, so their value and gradient match one process.
-    from helpers import launch_single_and_two_process
 
     base = {"optim.name": "sgd", "optim.lr": 0.05, "epochs": 2, "max_grad_norm": None}
     m1, m2, w1, w2 = launch_single_and_two_process(tmp_path, da_config(tmp_path / "single", objective, **base),

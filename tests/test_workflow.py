@@ -27,7 +27,7 @@ from hftransfer.training import Callback, TrainConfig
 from hftransfer.training.loaders import EpochBatchSampler, balanced_sample_weights, inverse_frequency_weights
 from hftransfer.training.trackers import check_trackers
 
-from helpers import assert_same_weights, run_killed_and_resumed, saved_weights
+from helpers import assert_same_weights, run_killed_and_resumed, saved_weights, tiny_config
 
 
 # ------------------------------------------------------------------------------------------------------- fixtures
@@ -52,17 +52,7 @@ def digit_folders(root: Path, rare_every: int = 4) -> Path:
 
 
 def image_config(tmp_path: Path, data: dict, **overrides) -> dict:
-    config = {
-        "recipe": "full",
-        "model": {"name": "timm:test_convnext", "pretrained": False, "image_size": 32},
-        "data": data,
-        "optim": {"lr": 3e-3},
-        "epochs": 2,
-        "batch_size": 16,
-        "augment": "none",
-        "output_dir": str(tmp_path / "run"),
-        "progress_bar": False,
-    }
+    config = tiny_config(tmp_path, data=data)
     config.update(overrides)
     return config
 
