@@ -10,6 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install install-test-extras lint demo test test-integration test-all bench-quick bench gpu-check clean
+.PHONY: docs docs-serve
 
 install: $(VENV)/.installed
 
@@ -53,6 +54,13 @@ bench: install
 # On a CUDA machine: gpu tests, bf16/fp16 runs of every recipe config, 2-GPU DDP (bench/results/gpu_check/).
 gpu-check: install
 	PYTHON=$(PY) bash bench/gpu_check.sh
+
+# The documentation site (mkdocs.yml, docs/): --strict fails on a broken link, reference or generated page.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 clean:
 	rm -rf outputs .pytest_cache
