@@ -175,10 +175,10 @@ RESUME_SCRIPT = textwrap.dedent("""
 
 
 def run_killed_and_resumed(tmp_path: Path, clean: dict, killed: dict, kill_step: int, last_checkpoint: int,
-                           env: dict[str, str] | None = None) -> tuple[Path, Path]:
+                           env: dict[str, str] | None = None, after_kill=None) -> tuple[Path, Path]:
     """Train ``clean`` uninterrupted; train ``killed`` (same options, another output_dir) until SIGKILL after optimizer
-    step ``kill_step``, check its newest checkpoint is step ``last_checkpoint``, then run it again to resume. Returns
-    both output folders (the caller compares weights and metrics)."""
+    step ``kill_step``, check its newest checkpoint is step ``last_checkpoint`` (``after_kill(path)`` may inspect it),
+    then run it again to resume. Returns both output folders (the caller compares weights and metrics)."""
     script = tmp_path / "resume.py"
     script.write_text(RESUME_SCRIPT)
     env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
@@ -189,8 +189,11 @@ def run_killed_and_resumed(tmp_path: Path, clean: dict, killed: dict, kill_step:
     first = subprocess.run([sys.executable, str(script), json.dumps(killed), str(kill_step)], env=env,
                            capture_output=True, text=True)
     assert first.returncode == -9, first.stderr[-3000:]
-    assert max(p.name for p in (out / "checkpoints").iterdir()) == f"step_{last_checkpoint:08d}"
+    last = max((out / "checkpoints").iterdir(), key=lambda p: p.name)
+    assert last.name == f"step_{last_checkpoint:08d}"
     assert not (out / "metrics.json").exists()
+    if after_kill is not None:
+        after_kill(last)
     second = subprocess.run([sys.executable, str(script), json.dumps(killed), "0"], env=env, capture_output=True,
                             text=True)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +34,14 @@ from hftransfer.training import Callback, TrainConfig
 from hftransfer.training.domain import TargetStream
 from hftransfer.training.loaders import ImageDataset
 
-from helpers import launch_single_and_two_process, tiny_config, with_overrides
+from helpers import (
+    assert_same_weights,
+    launch_single_and_two_process,
+    run_killed_and_resumed,
+    saved_weights,
+    tiny_config,
+    with_overrides,
+)
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -375,50 +381,24 @@ def test_errors_before_training(tmp_path):
 # --- resume and processes -------------------------------------------------------------------------------------------
 
 
-RESUME = """
-import os, signal, sys, json
-import hftransfer
-from hftransfer.training import Callback
-
-class KillAt(Callback):
-    def __init__(self, step):
-        self.step = step
-    def on_step_end(self, trainer, state):
-        if state["global_step"] == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-config = json.loads(sys.argv[1])
-kill = int(sys.argv[2])
-hftransfer.train(config, callbacks=[KillAt(kill)] if kill else [])
-"""
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("objective", [
     {"name": "dann", "hidden_dim": 32},
     {"name": "self_training", "threshold": 0.2, "ema_decay": 0.9, "class_balance": True},
 ], ids=["dann", "self_training"])
 def test_resume_after_sigkill_with_the_target_stream_matches_an_uninterrupted_run(tmp_path, objective):
-    script = tmp_path / "run.py"
-    script.write_text(RESUME)
     common = {"epochs": 3, "checkpoint_every_steps": 2, "augment": "default", "model.head_dropout": 0.1}
     clean = da_config(tmp_path / "clean", objective, **common)
     killed = da_config(tmp_path / "killed", objective, **common)
-    env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(script), json.dumps(clean), "0"], check=True, env=env, capture_output=True)
+
+    def the_checkpoint_holds_the_objective_and_the_target_stream(last: Path) -> None:
+        assert (last / "objective.safetensors").is_file()
+        assert json.loads((last / "trainer_state.json").read_text())["target_stream"]["position"] > 0
+
     # 4 steps per epoch: step 7 is mid-epoch 2; the last checkpoint is at step 6 (target stream past one pass).
-    first = subprocess.run([sys.executable, str(script), json.dumps(killed), "7"], env=env, capture_output=True)
-    assert first.returncode == -9, first.stderr[-2000:]
-    last = sorted((Path(killed["output_dir"]) / "checkpoints").iterdir())[-1]
-    assert last.name == "step_00000006" and (last / "objective.safetensors").is_file()
-    assert json.loads((last / "trainer_state.json").read_text())["target_stream"]["position"] > 0
-    second = subprocess.run([sys.executable, str(script), json.dumps(killed), "0"], env=env, capture_output=True,
-                            text=True)
-    assert second.returncode == 0, second.stderr[-3000:]
-    wa = load_file(Path(clean["output_dir"]) / "model" / "model.safetensors")
-    wb = load_file(Path(killed["output_dir"]) / "model" / "model.safetensors")
-    for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0)
+    run_killed_and_resumed(tmp_path, clean, killed, kill_step=7, last_checkpoint=6, env={"OMP_NUM_THREADS": "1"},
+                           after_kill=the_checkpoint_holds_the_objective_and_the_target_stream)
+    assert_same_weights(saved_weights(clean["output_dir"]), saved_weights(killed["output_dir"]))
     ma = json.loads((Path(clean["output_dir"]) / "metrics.json").read_text())
     mb = json.loads((Path(killed["output_dir"]) / "metrics.json").read_text())
     drop = ("train_samples_per_s", "train_time_s")
