@@ -84,8 +84,8 @@ def load_candidate(candidate: Candidate):
     """The candidate as an ``AutoTransfer`` and its pretrained classifier ``(weight, bias)`` (None without one).
 
     A backbone with a source classifier (a timm ImageNet model, a packaged EfficientNet) gives it for LEEP / NCE; one
-    without (MiniLM, a random init, a model saved by hftransfer) gives None. The model's head is a 2-label
-    placeholder that ranking never uses.
+    without (MiniLM, a random init, a model saved by hftransfer) gives None. Ranking reads the backbone's features
+    only, so the model carries a fixed 2-label head that no score depends on.
     """
     from hftransfer.backbones import load_backbone, resolve_name
     from hftransfer.modeling import AutoTransfer

@@ -27,7 +27,7 @@ Log = Callable[[str], None]
 
 def load_model_with_method(config: TrainConfig, method: str) -> AutoTransfer:
     """The backbone with ``method`` applied: a method the backbone cannot take (``check_backbone``) fails here. The
-    head is a placeholder until the data's labels are known."""
+    head has 2 labels until ``reset_head`` gives it the data's labels (they are not known before the data is read)."""
     cfg = config
     set_seed(cfg.seed)  # adapter / prompt initialisation is part of the run's seeded randomness
     model = AutoTransfer.from_pretrained(
