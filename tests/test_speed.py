@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -16,7 +17,7 @@ from hftransfer.training.feature_cache import feature_precision
 from hftransfer.utils import compile as compile_utils
 from hftransfer.utils import hardware
 
-from helpers import text_csv, tiny_config
+from helpers import run_py, text_csv, tiny_config
 
 
 # --- config overrides and the SDPA fast path ---------------------------------------------------------------------
@@ -198,18 +199,29 @@ def test_compile_that_cannot_apply_says_why_and_trains_eagerly(tmp_path, monkeyp
 def test_a_c_driver_in_cxx_is_replaced_by_a_cpp_driver_whose_kernels_load():
     # CXX=gcc compiles inductor's C++ kernels but does not link libstdc++: they failed to load ("undefined symbol
     # ... ostringstream") at the first compiled step. The probe finds that before compiling and picks g++.
-    from torch._inductor import config
-
-    problem = compile_utils.cpp_build_problem("gcc")
-    assert problem is not None and "does not load" in problem and "undefined symbol" in problem
-    assert compile_utils.cpp_build_problem("g++") is None
-    with config.patch({"cpp.cxx": (None, "gcc")}):  # (monkeypatch cannot undo on torch's config proxies)
-        compiler, note = compile_utils.choose_cpp_compiler()
-        assert compiler == "g++" and "'gcc'" in note and "using 'g++' instead" in note
-        outcome = compile_utils.compile_in_place(torch.nn.Linear(2, 2), "cpu")
-        assert outcome.compiled and outcome.cpp_compiler == "g++" and outcome.note == note
-        assert config.cpp.cxx == (None, "g++")
-        assert compile_utils.choose_cpp_compiler() == ("g++", None)  # a working configured compiler: kept, silently
+    # Run in a fresh interpreter, as `hftransfer train` is: a library loaded earlier in this process with libstdc++ in
+    # its global scope (onnxruntime does so) lets a gcc-built kernel load, and then there is nothing to replace.
+    out = run_py("""
+        import torch
+        from torch._inductor import config
+        from hftransfer.utils import compile as compile_utils
+        gcc_problem = compile_utils.cpp_build_problem("gcc")
+        gxx_problem = compile_utils.cpp_build_problem("g++")
+        with config.patch({"cpp.cxx": (None, "gcc")}):
+            compiler, note = compile_utils.choose_cpp_compiler()
+            outcome = compile_utils.compile_in_place(torch.nn.Linear(2, 2), "cpu")
+            patched = list(config.cpp.cxx)
+            kept = compile_utils.choose_cpp_compiler()
+        print(json.dumps({"gcc": gcc_problem, "gxx": gxx_problem, "compiler": compiler, "note": note,
+                          "compiled": outcome.compiled, "outcome_compiler": outcome.cpp_compiler,
+                          "outcome_note": outcome.note, "patched": patched, "kept": list(kept)}))
+    """, env=dict(os.environ))
+    assert out["gcc"] is not None and "does not load" in out["gcc"] and "undefined symbol" in out["gcc"]
+    assert out["gxx"] is None
+    assert out["compiler"] == "g++" and "'gcc'" in out["note"] and "using 'g++' instead" in out["note"]
+    assert out["compiled"] and out["outcome_compiler"] == "g++" and out["outcome_note"] == out["note"]
+    assert out["patched"] == [None, "g++"]
+    assert out["kept"] == ["g++", None]  # a working configured compiler: kept, silently
 
 
 # --- bf16 feature extraction -----------------------------------------------------------------------------------
