@@ -409,6 +409,27 @@ def test_from_arrays_errors():
         from_arrays(np.zeros((4, 3, 3), np.uint8), [0, 1, 0, 1], x_val=np.zeros((2, 3, 3), np.uint8))
 
 
+def test_from_arrays_takes_a_held_out_test_split_matched_by_class_name():
+    # x_test/y_test: labels matched to the training classes (integers through label_names, or names), counted in the
+    # report; a class missing from the test split is fine; unknown names, half a pair, other modality are refused
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (40, 6, 6), dtype=np.uint8)
+    data = from_arrays(x, [0, 1, 2, 3] * 10, label_names=list("abcd"), x_test=x[:6], y_test=[3, 3, 1, 1, 0, 0])
+    assert data.test.with_format("arrow")["label"].to_pylist() == [3, 3, 1, 1, 0, 0]
+    assert data.test.features["label"].names == data.label_names == list("abcd")
+    assert data.report.num_rows["test"] == 6 and data.report.class_counts["test"] == {"a": 2, "b": 2, "c": 0, "d": 2}
+    np.testing.assert_array_equal(np.asarray(data.test[0]["image"]), x[0])
+    texts = ["good one", "bad one"] * 10
+    data = from_arrays(texts, ["pos", "neg"] * 10, x_test=["meh", "fine", "awful"], y_test=["neg", "pos", "neg"])
+    assert data.label_names == ["neg", "pos"] and data.test.with_format("arrow")["label"].to_pylist() == [0, 1, 0]
+    with pytest.raises(DataError, match=r"y_test.*\['mid'\].*not among"):
+        from_arrays(texts, ["pos", "neg"] * 10, x_test=["a", "b"], y_test=["neg", "mid"])
+    with pytest.raises(DataError, match="x_test and y_test go together"):
+        from_arrays(texts, ["pos", "neg"] * 10, x_test=["a", "b"])
+    with pytest.raises(DataError, match="x_test is image data but x is text"):
+        from_arrays(texts, ["pos", "neg"] * 10, x_test=x[:2], y_test=["pos", "neg"])
+
+
 def test_from_arrays_texts():
     # a list of strings is text data; empty strings are skipped and counted
     texts = ["good", "bad", "", "great", "awful", "nice", "poor", "fine"]

@@ -112,6 +112,18 @@ def test_optional_sections_stay_empty_but_marked():
     assert "model-index" not in content
 
 
+def test_domain_adaptation_section_only_for_adapted_runs():
+    # a run without domain adaptation has no DA heading and no empty DA markers; an adapted run has both
+    plain = render_model_card(make_info(domain_adaptation=None)).content
+    assert "domain-adaptation" not in plain and "## Domain adaptation" not in plain
+    da = {"objective": {"name": "dann", "trade_off": 1.0}, "source": {"accuracy": 0.9},
+          "target_eval": {"accuracy": 0.7}}
+    adapted = render_model_card(make_info(domain_adaptation=da)).content
+    block = adapted.split("<!-- hftransfer:begin domain-adaptation -->", 1)[1].split(
+        "<!-- hftransfer:end domain-adaptation -->", 1)[0]
+    assert "## Domain adaptation" in block and "- Objective: `dann` (`trade_off=1.0`)" in block
+
+
 def test_metadata_uses_model_card_data():
     # library_name, base_model, tags, datasets and metrics are set; license only when given
     data = render_model_card(make_info(license="apache-2.0")).data

@@ -316,26 +316,26 @@ def test_training_with_auto_precision_uses_and_reports_the_faster(tmp_path, monk
 
 
 def test_a_resumed_auto_precision_run_keeps_the_precision_it_started_with(tmp_path, monkeypatch):
-    from hftransfer.training import TransferTrainer, auto_precision
-    from hftransfer.training import checkpoint as ckpt
+    from hftransfer.training import auto_precision
 
-    trainer = TransferTrainer(tiny_config(tmp_path, mixed_precision="auto"))
-    trainer.output_dir.mkdir(parents=True)
+    out = tmp_path / "run"
+    out.mkdir(parents=True)
     measured = auto_precision.PrecisionChoice("bf16", "measured ...", {"no": 1.0, "bf16": 2.0})
-    (trainer.output_dir / auto_precision.CHOICE_FILE).write_text(json.dumps(measured.to_dict()))
+    (out / auto_precision.CHOICE_FILE).write_text(json.dumps(measured.to_dict()))
 
     def must_not_measure(*args, **kwargs):
         raise AssertionError("a resumed run must not measure again")
 
+    def resolve(resuming: bool):  # what the engine's set-up asks (the model: the patched probe never looks at it)
+        return auto_precision.resolve_mixed_precision("auto", None, out, 8, False, None, resuming, cpu_only=False)
+
     monkeypatch.setattr(auto_precision, "choose_precision", must_not_measure)
-    monkeypatch.setattr(ckpt, "list_checkpoints", lambda output_dir: [output_dir / "checkpoints" / "step-4"])
-    assert trainer._resolve_mixed_precision(cpu_only=False) == "bf16"
-    assert trainer.precision_choice.measured == {"no": 1.0, "bf16": 2.0}
-    assert "kept from the run being resumed" in trainer.precision_choice.reason
-    monkeypatch.setattr(ckpt, "list_checkpoints", lambda output_dir: [])  # nothing to resume: measure afresh
-    trainer._early_model = None  # (setup's pre-flight model; the patched probe never looks at it)
-    with pytest.raises(AssertionError, match="must not measure"):
-        trainer._resolve_mixed_precision(cpu_only=False)
+    precision, choice = resolve(resuming=True)
+    assert precision == "bf16" and choice.measured == {"no": 1.0, "bf16": 2.0}
+    assert "kept from the run being resumed" in choice.reason
+    with pytest.raises(AssertionError, match="must not measure"):  # nothing to resume: measure afresh
+        resolve(resuming=False)
+    assert auto_precision.resolve_mixed_precision("no", None, out, 8, False, None, True, False) == ("no", None)
 
 
 # --- torch.compile with the rest of the engine: gradient checkpointing, bf16, resume, DDP ------------------------

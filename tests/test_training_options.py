@@ -306,3 +306,22 @@ def test_a_load_report_with_real_problems_is_kept():
     assert keep(record(report.format(extra="encoder.layer.0.attention.self.query.weight | MISSING |")))
     assert keep(record(report.format(extra="classifier.weight | UNEXPECTED |")))
     assert keep(record("some other warning"))
+
+
+def test_in_memory_test_arrays_are_scored_once_on_the_best_model(tmp_path):
+    # from_arrays(x_test=, y_test=): the held-out split reaches the run like data.test does (metrics.json test_eval)
+    import json
+
+    from sklearn.datasets import load_digits
+
+    from hftransfer.data import from_arrays
+
+    digits = load_digits()
+    pixels = (digits.images * 16).clip(0, 255).astype("uint8")
+    data = from_arrays(pixels[:80], digits.target[:80], x_test=pixels[-30:], y_test=digits.target[-30:],
+                       label_names=[str(i) for i in range(10)])
+    result = hftransfer.train(tiny_config(tmp_path, epochs=1), data=data)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert result.test_metrics is not None and result.test_metrics["per_class"]["num_samples"] == 30
+    assert metrics["test_eval"]["accuracy"] == result.test_metrics["accuracy"]
+    assert sum(map(sum, metrics["test_eval"]["confusion_matrix"])) == 30

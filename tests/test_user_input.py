@@ -141,9 +141,9 @@ def test_wrong_number_of_class_weights_fails_once_the_labels_are_known(tmp_path,
 
 
 def _warn_slow_bf16(tmp_path, monkeypatch, fast: bool, precision: str) -> list[warnings.WarningMessage]:
-    import hftransfer.training.engine as engine
+    from hftransfer.training import auto_precision
 
-    monkeypatch.setattr(engine, "fast_bf16", lambda device: fast)
+    monkeypatch.setattr(auto_precision, "fast_bf16", lambda device: fast)
     trainer = TransferTrainer(tiny_config(tmp_path / precision / str(fast), mixed_precision=precision))
     monkeypatch.setattr(TransferTrainer, "_setup_model", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
     with warnings.catch_warnings(record=True) as caught, pytest.raises(KeyboardInterrupt):

@@ -14,7 +14,7 @@ import numpy as np
 from . import hub, sources  # noqa: F401  (importing them registers their source loaders)
 from .config import DataConfig
 from .errors import DataError, DataWarning
-from .labelled_split import LabelledSplit, load_labelled_split
+from .labelled_split import LabelledSplit, load_labelled_split, remap_labels
 from .registry import get_loader, resolve_format
 from .report import DataReport, DatasetDescription
 from .split import stratified_split, stratified_subsample
@@ -72,14 +72,18 @@ def _subsample(split: datasets.Dataset, cap: int | None, seed: int) -> datasets.
     return split.select(stratified_subsample(_labels(split), cap, seed))
 
 
-def load_data(config: DataConfig, arrays: tuple | dict | None = None) -> LoadedData:
-    """Read `config.source` (or in-memory `arrays`) into cleaned, stratified train/validation splits.
+def load_data(config: DataConfig, arrays: tuple | dict | None = None,
+              test_arrays: tuple[Any, Any] | None = None) -> LoadedData:
+    """Read `config.source` (or in-memory `arrays`) into cleaned, stratified train/validation splits, and the
+    held-out test split (`config.test`, or in-memory `test_arrays` = `(x_test, y_test)` with in-memory `arrays`).
 
     Steps: pick the loader (`config.format` or inferred), drop bad files/rows per `on_bad_data`, hold out a stratified
     `validation_split` when the source has no validation split, subsample to `max_train_samples` /
     `max_eval_samples`, then check every class has training rows. Warnings are `DataWarning`s and are also kept in
     `report.warnings`.
     """
+    if test_arrays is not None and (arrays is None or config.test is not None):
+        raise DataError("test arrays go with in-memory training arrays and without data.test; pass one test split.")
     source = get_loader(resolve_format(config, arrays))(config, arrays)
     messages = list(source.warnings)
     skipped_message = check_bad_data(source.skipped, config.on_bad_data)
@@ -111,7 +115,10 @@ def load_data(config: DataConfig, arrays: tuple | dict | None = None) -> LoadedD
         for split, labels in (("train", train_labels), ("validation", val_labels))
     }
     num_rows = {"train": len(train), "validation": len(validation)}
-    test = _test_split(config, list(source.label_names), source.modality, arrays)
+    if test_arrays is not None:
+        test = _array_test_split(test_arrays, config, list(source.label_names), source.modality)
+    else:
+        test = _test_split(config, list(source.label_names), source.modality, arrays)
     if test is not None:
         num_rows["test"] = len(test)
         test_counts = np.bincount(_labels(test.dataset), minlength=num_classes).tolist()
@@ -154,6 +161,24 @@ def _test_split(config: DataConfig, label_names: list[str], modality: str, array
     return test
 
 
+def _array_test_split(test_arrays: tuple[Any, Any], config: DataConfig, label_names: list[str],
+                      modality: str) -> LabelledSplit:
+    """In-memory `(x_test, y_test)` read like the training arrays; labels matched to the training classes by name."""
+    x_test, y_test = test_arrays
+    if x_test is None or y_test is None:
+        raise DataError("x_test and y_test go together: pass both (a held-out test split) or neither.")
+    source = sources.dataset_from_arrays({"x": x_test, "y": y_test}, config, name="x_test")
+    if source.modality != modality:
+        raise DataError(f"x_test is {source.modality} data but x is {modality}; match them.")
+    skipped = [dataclasses.replace(item, split="test") for item in source.skipped]
+    if skipped and config.on_bad_data == "error":
+        raise DataError(f"x_test: bad item {skipped[0].item!r}: {skipped[0].reason}; set on_bad_data='skip'.")
+    if len(source.train) == 0:
+        raise DataError("x_test has no usable rows (all skipped); fix it or leave the test split out.")
+    dataset = remap_labels(source.train, source.label_names, label_names, "y_test", "the test arrays")
+    return LabelledSplit(dataset, modality, "arrays", source.name, "test", None, skipped)
+
+
 def from_arrays(
     x: Any,
     y: Any,
@@ -161,6 +186,8 @@ def from_arrays(
     x_val: Any | None = None,
     y_val: Any | None = None,
     *,
+    x_test: Any | None = None,
+    y_test: Any | None = None,
     validation_split: float = 0.15,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
@@ -169,7 +196,8 @@ def from_arrays(
     name: str | None = None,
 ) -> LoadedData:
     """In-memory data: images as numpy `(N, H, W)` / `(N, H, W, C)` `uint8` or floats in [0, 1], or a list of
-    strings; `y` integer ids (into `label_names` when given) or class names.
+    strings; `y` integer ids (into `label_names` when given) or class names. `x_val`/`y_val`: a validation split
+    (model selection); `x_test`/`y_test`: a held-out test split, scored once on the best model after training.
 
     ```py
     >>> import numpy as np
@@ -188,4 +216,5 @@ def from_arrays(
         seed=seed,
         name=name,
     )
-    return load_data(config, arrays={"x": x, "y": y, "x_val": x_val, "y_val": y_val})
+    test = None if x_test is None and y_test is None else (x_test, y_test)
+    return load_data(config, arrays={"x": x, "y": y, "x_val": x_val, "y_val": y_val}, test_arrays=test)

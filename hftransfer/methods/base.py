@@ -21,6 +21,18 @@ if TYPE_CHECKING:
     from hftransfer.modeling import AutoTransfer
 
 
+@dataclass(frozen=True)
+class HeadWarmup:
+    """A linear probe fitted before training (LP-FT): the head trains alone on frozen-backbone features of the
+    un-augmented training split for ``epochs`` passes (AdamW, ``lr`` decayed to 0, ``weight_decay``); the features
+    are computed once in ``feature_precision`` ("auto", "bf16" or "fp32", as ``linear_probe``'s)."""
+
+    epochs: int
+    lr: float
+    weight_decay: float
+    feature_precision: str = "auto"
+
+
 @dataclass
 class MethodConfig:
     """Base for method configs: plain dataclasses saved as JSON inside hftransfer_config.json."""
@@ -59,7 +71,6 @@ class TransferMethod(abc.ABC):
     supported_backbones: ClassVar[str] = "any backbone"
     saves_full_weights: ClassVar[bool] = True
     trains_backbone: ClassVar[bool] = True  # False: backbone outputs never change (features can be cached)
-    supported_backbones: ClassVar[str] = "any backbone"
     # True: while training, the frozen backbone stays in eval mode (no dropout, fixed statistics); only the modules
     # returned by trained_modules() switch to train mode.
     keeps_backbone_eval: ClassVar[bool] = False
@@ -89,6 +100,16 @@ class TransferMethod(abc.ABC):
     def trained_modules(self, model: AutoTransfer) -> list[nn.Module]:
         """Modules this method added inside the backbone that train even when the backbone is in eval mode."""
         return []
+
+    @property
+    def caches_features(self) -> bool:
+        """Whether the head should train on backbone features computed once (the trainer decides whether it can:
+        a frozen backbone, deterministic inputs, no target batches)."""
+        return False
+
+    def head_warmup(self) -> HeadWarmup | None:
+        """Settings of a head-only stage the trainer runs before the optimizer is built (None: no such stage)."""
+        return None
 
     def merge(self, model: AutoTransfer) -> bool:
         """Fold added modules into the backbone weights. Returns True when something was merged."""

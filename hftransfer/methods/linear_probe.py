@@ -30,12 +30,17 @@ class LinearProbeConfig(MethodConfig):
                              f"{list(FEATURE_PRECISIONS)}.")
 
 
-@register_method("linear_probe", LinearProbeConfig)
+@register_method("linear_probe", LinearProbeConfig,
+                 defaults={"optim": {"name": "adamw", "lr": 3e-3, "weight_decay": 1e-4}, "augment": "none"})
 class LinearProbe(TransferMethod):
     """Linear probing: frozen backbone (eval mode), trainable head."""
 
     saves_full_weights = False
     trains_backbone = False
+
+    @property
+    def caches_features(self) -> bool:
+        return self.config.cache_features
 
     def apply(self, model) -> None:
         self.set_trainable(model)

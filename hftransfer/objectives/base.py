@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from hftransfer.modeling import AutoTransfer
 
 
+
+STRONG_SUFFIX = "_strong"  # a target batch's strong-view inputs: pixel_values -> pixel_values_strong
+
 @dataclass
 class ObjectiveConfig:
     """Base for objective configs (``objective: {name: dann, weight: 1.0, ...}`` in a run config)."""
@@ -72,14 +75,16 @@ class Objective(abc.ABC):
     """Computes the training loss of one micro-batch.
 
     ``needs_target``: the objective reads unlabelled target batches (the config must name ``target:``).
-    ``target_views``: the image views each target sample carries (``("weak",)`` or ``("weak", "strong")``).
+    ``target_views``: the image views each target sample carries, view -> augmentation preset (None: the run's
+    ``augment``); ``{"weak": None}`` by default, ``"strong"`` adds a second view whose inputs end in
+    :data:`STRONG_SUFFIX` (``pixel_values_strong``).
     ``class_weight``: optional per-class weights of the supervised loss (a tensor of ``num_labels``).
     ``label_smoothing``: set by the engine from the run config (hard targets only; mixup targets are already soft).
     """
 
     name: ClassVar[str]
     needs_target: ClassVar[bool] = False
-    target_views: ClassVar[tuple[str, ...]] = ("weak",)
+    target_views: ClassVar[dict[str, str | None]] = {"weak": None}
 
     def __init__(self, config: ObjectiveConfig):
         self.config = config
@@ -162,7 +167,7 @@ def concat_inputs(first: dict[str, torch.Tensor], *others: dict[str, torch.Tenso
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The model's inputs of a batch (no labels, no extra views)."""
-    return {k: v for k, v in batch.items() if k != "labels" and not k.endswith("_strong")}
+    return {k: v for k, v in batch.items() if k != "labels" and not k.endswith(STRONG_SUFFIX)}
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from hftransfer.objectives.base import (
+    STRONG_SUFFIX,
     Objective,
     ObjectiveConfig,
     ObjectiveOutput,
@@ -131,8 +132,8 @@ class SelfTraining(Objective):
     needs_target = True
 
     @property
-    def target_views(self) -> tuple[str, ...]:  # type: ignore[override]
-        return ("weak", "strong") if self.config.strong_augment else ("weak",)
+    def target_views(self) -> dict[str, str | None]:  # type: ignore[override]
+        return {"weak": None, "strong": self.config.strong_augment} if self.config.strong_augment else {"weak": None}
 
     def prepare_model(self, model) -> None:
         self.num_labels = model.num_labels
@@ -157,7 +158,7 @@ class SelfTraining(Objective):
 
     def compute_loss(self, model, source, targets, target, info) -> ObjectiveOutput:
         weak = model_inputs(target)
-        strong = {k[: -len("_strong")]: v for k, v in target.items() if k.endswith("_strong")} or None
+        strong = {k.removesuffix(STRONG_SUFFIX): v for k, v in target.items() if k.endswith(STRONG_SUFFIX)} or None
         n_s, n_t = next(iter(source.values())).shape[0], next(iter(weak.values())).shape[0]
         parts = [source, weak] + ([strong] if strong is not None else [])
         logits = model(**concat_inputs(*parts)).logits

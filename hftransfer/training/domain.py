@@ -15,7 +15,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from hftransfer.data import DataConfig, DataError, LoadedData, load_data
 from hftransfer.errors import ConfigurationError
+from hftransfer.objectives import StepInfo, get_objective
+from hftransfer.objectives.base import STRONG_SUFFIX
 from hftransfer.training.loaders import EpochBatchSampler, ImageDataset, intra_op_threads, split_inputs, split_loader
+from hftransfer.training.run_data import WeightShare
 from hftransfer.training.scoring import score
 
 
@@ -185,7 +188,7 @@ class TwoViewImageDataset(Dataset):
     def __getitem__(self, key) -> dict[str, Any]:
         item = self.weak[key]
         if self.strong is not None:
-            item["pixel_values_strong"] = self.strong[key]["pixel_values"]
+            item["pixel_values" + STRONG_SUFFIX] = self.strong[key]["pixel_values"]
         return item
 
 
@@ -269,12 +272,43 @@ class DomainRun:
 
     def __init__(self, config: TrainConfig, objective: Objective, log: Callable[[str], None]):
         self.config, self.objective, self._log = config, objective, log
+        self.logs: dict[str, float] = {}  # the last micro-batch's loss parts (to trackers with report_to)
         self.baseline = read_baseline(config.source_only_baseline) if config.source_only_baseline else None
         self.stream: TargetStream | None = None
         self.entropy_loader = None  # the unlabelled target in the eval view (model_selection=target_entropy)
         self.eval_loader = None  # labelled target_eval
         self.sizes: dict[str, int] = {}
         self.label_names: list[str] = []
+
+    @classmethod
+    def for_run(cls, config: TrainConfig, model: AutoTransfer, class_weights: torch.Tensor | None,
+                accelerator: Accelerator, log: Callable[[str], None]) -> DomainRun:
+        """Build the run's objective (it may reshape the model, e.g. a bottleneck in the head, before the optimizer)
+        and the domain run that feeds it."""
+        objective = get_objective(config.objective)
+        objective.label_smoothing = config.label_smoothing
+        # class_weights (auto or given) weigh the supervised part; the share keeps N processes equal to one.
+        objective.class_weight = class_weights
+        objective.weight_share = WeightShare(accelerator, class_weights)
+        objective.check_model(model)
+        objective.prepare_model(model)
+        if objective.needs_target:
+            log(f"objective: {objective.to_dict()}")
+        return cls(config, objective, log)
+
+    def bind(self, accelerator: Accelerator, model: torch.nn.Module) -> None:
+        """Prepare the objective's own modules (a discriminator) and hand it the unwrapped model (after
+        ``accelerator.prepare`` of the model)."""
+        modules = {name: accelerator.prepare_model(module)
+                   for name, module in self.objective.trainable_modules().items()}
+        self.objective.bind(modules, accelerator.unwrap_model(model), accelerator.device)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], targets: torch.Tensor,
+             step: StepInfo) -> torch.Tensor:
+        """The objective's loss on a source batch and the next target batch (none without a target stream)."""
+        out = self.objective.compute_loss(model, batch, targets, self.next_batch(), step)
+        self.logs = out.logs
+        return out.loss
 
     def setup(self, accelerator: Accelerator, model: AutoTransfer, data: LoadedData) -> None:
         """Load the target data and build the stream and loaders (before ``accelerator.prepare`` of the model)."""
@@ -302,11 +336,10 @@ class DomainRun:
         seed = cfg.seed + TARGET_SEED_OFFSET
         collate = None
         if model.modality == "image":
-            strong = getattr(self.objective.config, "strong_augment", None)
-            dataset = TwoViewImageDataset(
-                target, model.transform(train=True, augment=cfg.augment),
-                model.transform(train=True, augment=strong) if "strong" in self.objective.target_views else None,
-                seed=seed, cache_mb=cfg.image_cache_mb)
+            views = self.objective.target_views  # the views the objective declares, with their augmentation
+            weak, strong = (model.transform(train=True, augment=views[v] or cfg.augment) if v in views else None
+                            for v in ("weak", "strong"))
+            dataset = TwoViewImageDataset(target, weak, strong, seed=seed, cache_mb=cfg.image_cache_mb)
         else:
             text = split_inputs(target, model)
             dataset, collate = text.dataset, text.collate_fn

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,44 +19,39 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from hftransfer.backbones import check_backbone_name
 from hftransfer.backbones.cpu_fast_path import disable_cpu_fast_path
 from hftransfer.data import LoadedData, load_data
-from hftransfer.errors import PerformanceWarning
-from hftransfer.hub.push import check_push_target, push_folder
+from hftransfer.hub.push import push_folder
 from hftransfer.modeling import AutoTransfer
-from hftransfer.objectives import StepInfo, get_objective
+from hftransfer.objectives import StepInfo
 from hftransfer.recipes import get_recipe
 from hftransfer.training import checkpoint as ckpt
 from hftransfer.training.accelerator import build_accelerator, cpu_process_group
-from hftransfer.training.auto_precision import resolve_auto_precision
+from hftransfer.training.auto_precision import resolve_mixed_precision, warn_slow_bf16
 from hftransfer.training.callbacks import Callback
 from hftransfer.training.config import TrainConfig, apply_overrides
 from hftransfer.training.domain import DomainRun, selection_key
 from hftransfer.training.freezing import apply_stage, depth_map, set_train_mode, stage_at
-from hftransfer.training.loaders import split_loader
 from hftransfer.training.mixup import MixFn, build_mixup
 from hftransfer.training.model_setup import fit_model, load_model_with_method
 from hftransfer.training.optim import add_module_groups, build_optimizer, build_scheduler
-from hftransfer.training.preflight import check_accelerator, check_against_data, check_output_path, prepare_output_dir
+from hftransfer.training.preflight import check_accelerator, check_against_data, preflight, prepare_output_dir
 from hftransfer.training.reporting import run_summary, write_run_report
 from hftransfer.training.run_checkpoints import RunCheckpoints
 from hftransfer.training.run_data import (
-    WeightShare,
-    class_weight_values,
+    class_weight_tensor,
     train_eval_loaders,
     use_feature_cache,
     write_report,
 )
 from hftransfer.training.run_log import RunLog
-from hftransfer.training.scoring import predict, score
+from hftransfer.training.scoring import predict, score, score_test_split
 from hftransfer.training.sharding import (
     fill_deepspeed_auto,
     sharding_kind,
 )
 from hftransfer.training.state import TrainState
 from hftransfer.training.trackers import PROJECT_NAME, check_trackers, flat_hparams, tracker_init_kwargs
-from hftransfer.utils.hardware import fast_bf16
 from hftransfer.utils.io import write_json
 
 
@@ -107,7 +101,6 @@ class TransferTrainer:
         self.compile_timer: CompileTimer | None = None  # model.compile only
         self.class_weights: torch.Tensor | None = None
         self.objective: Objective | None = None
-        self.objective_logs: dict[str, float] = {}  # the last micro-batch's loss parts (to trackers with report_to)
         self.domain: DomainRun | None = None
         self.feature_mode = False  # linear probe on cached backbone features
         self.feature_precision: str | None = None  # feature_mode only
@@ -126,10 +119,14 @@ class TransferTrainer:
     # --- setup ----------------------------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        self._preflight()
-        cfg = self.config  # final from here on (the pre-flight filled in the backbone family's defaults)
+        # The pre-flight checks need no data; the config is final from here on (the backbone family's defaults).
+        self.config, self._early_model = preflight(self.config, self.output_dir, self.recipe.method)
+        cfg = self.config
         log_with = check_trackers(cfg.report_to) or None
-        self.mixed_precision = self._resolve_mixed_precision(cpu_process_group())
+        resuming = cfg.resume and not cfg.overwrite_output_dir and bool(ckpt.list_checkpoints(self.output_dir))
+        self.mixed_precision, self.precision_choice = resolve_mixed_precision(
+            cfg.mixed_precision, self._early_model, self.output_dir, cfg.batch_size, cfg.model.channels_last,
+            cfg.model.image_size, resuming, cpu_process_group())
         self.accelerator = build_accelerator(
             self.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps, log_with=log_with,
             project_dir=str(self.output_dir / "logs"), find_unused_parameters=bool(cfg.unfreeze_schedule))
@@ -142,7 +139,7 @@ class TransferTrainer:
         if self.precision_choice is not None:
             self._log(f"mixed_precision=auto -> {self.precision_choice.mixed_precision!r}: "
                       f"{self.precision_choice.reason}")
-        self._warn_slow_bf16()
+        warn_slow_bf16(cfg.mixed_precision, acc.device, self._log, acc.is_main_process)
         fill_deepspeed_auto(acc, cfg.batch_size, cfg.max_grad_norm)
         set_seed(cfg.seed)
         if self.data is None:
@@ -152,8 +149,11 @@ class TransferTrainer:
                   f"{self.data.num_labels} classes ({self.data.modality})")
         check_against_data(cfg, self.data)
         self._setup_model()
-        self._setup_data_weights()
-        self._setup_objective()
+        if acc.is_main_process:
+            self.data_report = write_report(self.model, self.data, cfg.data, self.output_dir, self._log)
+        self.class_weights = class_weight_tensor(cfg.class_weights, self.data, acc.device, self._log)
+        self.domain = DomainRun.for_run(cfg, self.model, self.class_weights, acc, self._log)
+        self.objective = self.domain.objective
         self._setup_loaders()
         self.domain.setup(acc, self.model, self.data)
         self.depths = depth_map(self.model)
@@ -168,39 +168,10 @@ class TransferTrainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.scheduler, self.total_steps, self.updates_per_epoch)
         self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler = acc.prepare(
             self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler)
-        self._bind_objective()
+        self.domain.bind(acc, self.model)
         if log_with:
             acc.init_trackers(PROJECT_NAME, config=flat_hparams(cfg.to_dict()),
                               init_kwargs=tracker_init_kwargs(log_with, self.output_dir))
-
-    def _preflight(self) -> None:
-        """Checks that need no data, run before the data set is read (which can take minutes).
-
-        Config values and method options were checked when the config was built (``TrainConfig.__post_init__``);
-        here: ``output_dir`` is a folder (or can become one) and the backbone name resolves and is available.
-        """
-        cfg = self.config
-        check_output_path(self.output_dir)
-        check_backbone_name(cfg.model.name, revision=cfg.model.revision, pretrained=cfg.model.pretrained)
-        self._early_model = load_model_with_method(cfg, self.recipe.method)
-        # The recipe's defaults for this backbone family (the user's values win). They set only what is read after
-        # this point (recipes.registry.FAMILY_KEYS); a model/data modality mismatch fails in _setup_model.
-        self.config = cfg.for_modality(self._early_model.modality)
-        if cfg.push_to_hub:
-            check_push_target(cfg.hub_repo_id, cfg.hub_revision)
-
-    def _warn_slow_bf16(self) -> None:
-        """An explicit ``mixed_precision: bf16`` where bf16 is emulated (a CPU without AMX / AVX512-BF16) trains
-        several times slower than fp32 (8.8x measured on an AVX2 EPYC): say so before training, with the fix."""
-        device = self.accelerator.device
-        if self.config.mixed_precision != "bf16" or fast_bf16(device):
-            return
-        message = (f"mixed_precision=bf16 on this {device.type}, which has no native bf16 (no AMX / AVX512-BF16 "
-                   "or bf16 GPU): bf16 is emulated and typically several times slower than fp32 here. Use "
-                   "mixed_precision=auto (picks the faster one) or mixed_precision=no.")
-        self._log(message)
-        if self.accelerator.is_main_process:
-            warnings.warn(message, PerformanceWarning, stacklevel=2)
 
     def _log(self, message: str) -> None:
         self.run_log(message)
@@ -209,19 +180,6 @@ class TransferTrainer:
         self.model = self._early_model or load_model_with_method(self.config, self.recipe.method)
         self._early_model = None
         self.compile_timer = fit_model(self.model, self.config, self.data, self.accelerator, self._log)
-
-    def _resolve_mixed_precision(self, cpu_only: bool) -> str | None:
-        """``mixed_precision: auto`` -> ``"no"`` or ``"bf16"`` (see ``auto_precision``), the main process's choice on
-        every process; other values pass through to accelerate."""
-        self.precision_choice = None
-        cfg = self.config
-        if cfg.mixed_precision != "auto":
-            return cfg.mixed_precision
-        resuming = cfg.resume and not cfg.overwrite_output_dir and bool(ckpt.list_checkpoints(self.output_dir))
-        self.precision_choice = resolve_auto_precision(  # logged once the log file exists
-            self._early_model, self.output_dir, cfg.batch_size, cfg.model.channels_last, cfg.model.image_size,
-            resuming, cpu_only)
-        return self.precision_choice.mixed_precision
 
     def _compile_seconds(self) -> float:
         return self.compile_timer.seconds if self.compile_timer is not None else 0.0
@@ -235,15 +193,6 @@ class TransferTrainer:
         self.train_loader, self.eval_loader = loaders.train, loaders.validation
         self.feature_precision = loaders.feature_precision
         self.train_sampler = self.train_loader.batch_sampler
-
-    def _setup_data_weights(self) -> None:
-        """The data report (main process) and the class weights (logged)."""
-        if self.accelerator.is_main_process:
-            self.data_report = write_report(self.model, self.data, self.config.data, self.output_dir, self._log)
-        weights = class_weight_values(self.config.class_weights, self.data)
-        if weights is not None:
-            self._log("class weights: " + ", ".join(f"{n}={w:.3g}" for n, w in zip(self.data.label_names, weights)))
-            self.class_weights = torch.tensor(weights, dtype=torch.float32, device=self.accelerator.device)
 
     # --- training -------------------------------------------------------------------------------------------------
 
@@ -289,7 +238,7 @@ class TransferTrainer:
                 targets = labels
                 if mixup is not None and "pixel_values" in batch:
                     batch["pixel_values"], targets = mixup(batch["pixel_values"], labels)
-                loss = self._objective_loss(batch, targets, state)
+                loss = self.domain.loss(self.model, batch, targets, StepInfo(state.global_step, self.total_steps))
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.max_grad_norm:
                     acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
@@ -339,8 +288,8 @@ class TransferTrainer:
     def _on_update(self, state: TrainState, loss: torch.Tensor) -> None:
         cfg = self.config
         self.objective.after_update()
-        if cfg.report_to and state.global_step % cfg.log_every_steps == 0 and self.objective_logs:
-            self.accelerator.log({f"train/{k}": v for k, v in self.objective_logs.items()}, step=state.global_step)
+        if cfg.report_to and state.global_step % cfg.log_every_steps == 0 and self.domain.logs:
+            self.accelerator.log({f"train/{k}": v for k, v in self.domain.logs.items()}, step=state.global_step)
         if cfg.report_to and state.global_step % cfg.log_every_steps == 0:
             self.accelerator.log({"train/loss": float(loss.detach()), "train/lr": self.scheduler.get_last_lr()[-1]},
                                  step=state.global_step)
@@ -369,35 +318,6 @@ class TransferTrainer:
             return True
         return False
 
-    # --- objective and target domain (hftransfer.objectives, hftransfer.training.domain) --------------------------
-
-    def _setup_objective(self) -> None:
-        """Build the run's objective; it may reshape the model (a bottleneck in the head) before the optimizer."""
-        self.objective = get_objective(self.config.objective)
-        self.objective_logs = {}
-        self.objective.label_smoothing = self.config.label_smoothing
-        # class_weights (auto or given) weigh the supervised part; the share keeps N processes equal to one.
-        self.objective.class_weight = self.class_weights
-        self.objective.weight_share = WeightShare(self.accelerator, self.class_weights)
-        self.objective.check_model(self.model)
-        self.objective.prepare_model(self.model)
-        if self.objective.needs_target:
-            self._log(f"objective: {self.objective.to_dict()}")
-        self.domain = DomainRun(self.config, self.objective, self._log)
-
-    def _bind_objective(self) -> None:
-        acc = self.accelerator
-        modules = {name: acc.prepare_model(module) for name, module in self.objective.trainable_modules().items()}
-        self.objective.bind(modules, acc.unwrap_model(self.model), acc.device)
-
-    def _objective_loss(self, batch: dict[str, torch.Tensor], targets: torch.Tensor,
-                        state: TrainState) -> torch.Tensor:
-        target = self.domain.next_batch()
-        out = self.objective.compute_loss(self.model, batch, targets, target,
-                                          StepInfo(state.global_step, self.total_steps))
-        self.objective_logs = out.logs
-        return out.loss
-
     # --- evaluation -----------------------------------------------------------------------------------------------
 
     def predict_eval(self, loader=None) -> tuple[np.ndarray, np.ndarray, float]:
@@ -424,7 +344,8 @@ class TransferTrainer:
             self.checkpoints.load_model(self.model, model_dir)
             logits, labels, loss = self.predict_eval()
         final = score(logits, labels, loss, self.data.label_names, per_class=True, confusion=True)
-        test = self._evaluate_test()
+        test = None if self.data.test is None else score_test_split(
+            acc, self.model, self.data.test, self.data.label_names, cfg, self._log)
         unwrapped = acc.unwrap_model(self.model)
         summary = run_summary(self, state, final, test)
         if acc.is_main_process:
@@ -442,22 +363,6 @@ class TransferTrainer:
         disable_cpu_fast_path(unwrapped)  # the returned model runs on the stock kernels, like a reloaded one
         return TrainResult(self.output_dir, model_dir, state.best_metric, state.best_epoch, state.history,
                            final, unwrapped, test_metrics=test)
-
-    def _evaluate_test(self) -> dict[str, Any] | None:
-        """Score the best model (already in memory) once on ``data.test``; never used for model selection."""
-        data, cfg = self.data, self.config
-        if data.test is None:
-            return None
-        loader = self.accelerator.prepare_data_loader(split_loader(
-            data.test, self.accelerator.unwrap_model(self.model), cfg.eval_batch_size or cfg.batch_size,
-            seed=cfg.seed, num_workers=cfg.num_workers))
-        logits, labels, loss = self.predict_eval(loader)
-        test = score(logits, labels, loss, data.label_names, per_class=True, confusion=True)
-        scalars = {k: v for k, v in test.items() if isinstance(v, float)}
-        self._log("test (best epoch, held out): " + " | ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
-        if cfg.report_to:
-            self.accelerator.log({f"test/{k}": v for k, v in scalars.items()})
-        return test
 
     def _close_logging(self) -> None:
         if self.compile_timer is not None:

@@ -12,16 +12,34 @@ from typing import TYPE_CHECKING
 
 from accelerate.utils import DistributedType
 
+from hftransfer.backbones import check_backbone_name
 from hftransfer.errors import ConfigurationError, OutputDirError
+from hftransfer.hub.push import check_push_target
 from hftransfer.metrics import classification_metric_names
 from hftransfer.training import checkpoint as ckpt
+from hftransfer.training.model_setup import load_model_with_method
 
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
     from hftransfer.data import LoadedData
+    from hftransfer.modeling import AutoTransfer
     from hftransfer.training.config import TrainConfig
+
+
+def preflight(config: TrainConfig, output_dir: Path, method: str) -> tuple[TrainConfig, AutoTransfer]:
+    """Checks that need no data, run before the data set is read (which can take minutes): ``output_dir`` is a folder
+    (or can become one), the backbone name resolves and is available, the method fits the backbone (the returned
+    model, built with it), the push target is valid. Returns the config with the recipe's defaults for the backbone
+    family filled in (the user's values win; they set only what is read later: ``recipes.registry.FAMILY_KEYS``)."""
+    check_output_path(output_dir)
+    check_backbone_name(config.model.name, revision=config.model.revision, pretrained=config.model.pretrained)
+    model = load_model_with_method(config, method)
+    final = config.for_modality(model.modality)  # a model/data modality mismatch fails once the data is known
+    if config.push_to_hub:
+        check_push_target(config.hub_repo_id, config.hub_revision)
+    return final, model
 
 
 def check_output_path(out: Path) -> None:

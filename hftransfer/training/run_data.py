@@ -39,14 +39,18 @@ def train_labels(data: LoadedData) -> np.ndarray:
     return np.asarray(data.train.with_format("arrow")["label"], dtype=np.int64)
 
 
-def class_weight_values(value: str | list[float] | None, data: LoadedData) -> np.ndarray | None:
-    """``class_weights``: 'auto' -> inverse train frequency (mean 1), a list -> as given (one per class, checked by
-    the pre-flight); None -> unweighted."""
+def class_weight_tensor(value: str | list[float] | None, data: LoadedData, device: torch.device,
+                        log: Log) -> torch.Tensor | None:
+    """``class_weights`` on ``device`` (logged): 'auto' -> inverse train frequency (mean 1), a list -> as given (one
+    per class, checked by the pre-flight); None -> unweighted."""
     if value is None:
         return None
     if value == "auto":
-        return inverse_frequency_weights(train_labels(data), data.num_labels)
-    return np.asarray(value, dtype=np.float64)
+        weights = inverse_frequency_weights(train_labels(data), data.num_labels)
+    else:
+        weights = np.asarray(value, dtype=np.float64)
+    log("class weights: " + ", ".join(f"{n}={w:.3g}" for n, w in zip(data.label_names, weights)))
+    return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
 def sample_weights(sampler: str, data: LoadedData) -> np.ndarray | None:
@@ -75,10 +79,10 @@ class WeightShare:
 
 
 def use_feature_cache(model: AutoTransfer, objective: Objective, augment: str | None) -> tuple[bool, str | None]:
-    """Whether the head trains on backbone features computed once (the method asks for it with ``cache_features``
+    """Whether the head trains on backbone features computed once (the method asks for it: ``caches_features``,
     and the backbone is frozen), and, when the method asked but cannot have it, why not."""
     method = model.method
-    if not getattr(method.config, "cache_features", False):
+    if not method.caches_features:
         return False, None
     if objective.needs_target:
         return False, f"feature cache off: objective {objective.name!r} trains on target batches"

@@ -12,10 +12,16 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from hftransfer.metrics import classification_report, compute_classification_metrics, confusion_matrix
+from hftransfer.training.loaders import split_loader
 
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import datasets
     from accelerate import Accelerator
+
+    from hftransfer.training.config import TrainConfig
 
 
 @torch.no_grad()
@@ -48,3 +54,19 @@ def score(logits: np.ndarray, labels: np.ndarray, loss: float, label_names: Sequ
         if confusion:
             out["confusion_matrix"] = confusion_matrix(preds, labels, len(label_names))
     return out
+
+
+def score_test_split(accelerator: Accelerator, model: torch.nn.Module, test: datasets.Dataset,
+                     label_names: Sequence[str], config: TrainConfig, log: Callable[[str], None]) -> dict[str, Any]:
+    """Score the best model (in memory, prepared) once on the held-out test split; never used for model selection.
+    Logged, and sent to the trackers with ``report_to``."""
+    loader = accelerator.prepare_data_loader(split_loader(
+        test, accelerator.unwrap_model(model), config.eval_batch_size or config.batch_size, seed=config.seed,
+        num_workers=config.num_workers))
+    logits, labels, loss = predict(accelerator, model, loader, config.progress_bar)
+    test_metrics = score(logits, labels, loss, label_names, per_class=True, confusion=True)
+    scalars = {k: v for k, v in test_metrics.items() if isinstance(v, float)}
+    log("test (best epoch, held out): " + " | ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+    if config.report_to:
+        accelerator.log({f"test/{k}": v for k, v in scalars.items()})
+    return test_metrics
