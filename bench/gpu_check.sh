@@ -72,7 +72,7 @@ if [ "$DATA_OK" = "1" ]; then
     if [ "$GPUS" -ge 2 ]; then
         name=minilm_sst2_full_bf16_ddp2
         step "$name" "$PY" -m accelerate.commands.launch --config_file recipes/configs/accelerate/multi_gpu.yaml \
-            --num_processes 2 --main_process_port 0 recipes/full_finetune.py \
+            --num_processes 2 --main_process_port 0 -m hftransfer.recipes \
             --config recipes/configs/minilm_sst2_full.yaml mixed_precision=bf16 "max_steps=$STEPS" epochs=1000 \
             progress_bar=false overwrite_output_dir=true "output_dir=$OUT/runs/$name"
     else

@@ -102,16 +102,14 @@ def gen_cli() -> str:
 
 def gen_methods() -> str:
     """The registered methods (each is also a recipe) with their backbones and options."""
-    from hftransfer.methods.registry import METHODS
-    from hftransfer.recipes.registry import get_recipe, list_recipes
+    from hftransfer.methods.registry import METHODS, list_methods
 
     rows = []
-    for name in list_recipes():
-        recipe = get_recipe(name)
-        entry = METHODS[recipe.method]
+    for name in list_methods():
+        entry = METHODS[name]
         options = ", ".join(f"`{f.name}`" for f in dataclasses.fields(entry.config_cls)) or "–"
-        rows.append((f"`{name}`", recipe.description or entry.description, entry.method_cls.supported_backbones,
-                     options, f"`{entry.method_cls.__module__}`"))
+        rows.append((f"`{name}`", entry.description, entry.method_cls.supported_backbones, options,
+                     f"`{entry.method_cls.__module__}`"))
     return _table(("recipe / method", "what it does", "backbones", "`method.*` options", "module"), rows)
 
 

@@ -32,6 +32,10 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module("hftransfer.export"), name)
+    if name in ("pull", "PullResult"):  # hub downloads: huggingface_hub loads only when used
+        import hftransfer.hub.pull as hub_pull
+
+        return getattr(hub_pull, name)
     if name in ("rank", "RankResult"):
         import hftransfer.ranking as ranking
 
@@ -46,3 +50,4 @@ __all__ += ["InterpolationResult", "SoupResult", "interpolate", "soup"]
 __all__ += ["ExportResult", "OnnxClassifier", "demo", "export"]
 __all__ += ["RankResult", "rank"]
 __all__ += ["compare"]
+__all__ += ["PullResult", "pull"]

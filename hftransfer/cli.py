@@ -1,4 +1,4 @@
-"""``hftransfer`` command line: train, list recipes, evaluate, predict, push.
+"""``hftransfer`` command line: train, list recipes, evaluate, predict, push, pull.
 
     hftransfer train recipes/configs/demo_digits.yaml optim.lr=3e-4 epochs=5
     hftransfer recipes
@@ -6,6 +6,7 @@
     hftransfer predict outputs/demo/model image1.jpg image2.jpg
     hftransfer predict outputs/demo/model photos/ --top-k 3 --output predictions.csv
     hftransfer push outputs/demo --repo-id me/digits-lite0
+    hftransfer pull me/digits-lite0 ./digits-lite0
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_recipes(args: argparse.Namespace) -> int:
     from hftransfer.recipes import list_recipes
     from hftransfer.recipes.examples import EXAMPLES_PREFIX, example_configs
-    from hftransfer.recipes.listing import recipe_lines
+    from hftransfer.recipes.listing import launch_lines, recipe_lines
 
     configs = list(example_configs().values())
+    print("\n".join(launch_lines()))
     for name in list_recipes():
         print("\n".join(recipe_lines(name)))
         for path in configs:
@@ -58,9 +60,10 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 def _print_objectives(configs: list[Path]) -> None:
     """The registered training objectives (domain adaptation), what they combine with and their example configs."""
     from hftransfer.objectives import OBJECTIVES
+    from hftransfer.recipes.launch import LAUNCH
 
-    print("\nobjectives (objective.name=..., with any recipe; run with `hftransfer train` or "
-          "`accelerate launch recipes/domain_adapt.py --config ...`):")
+    print(f"\nobjectives (objective.name=..., with any recipe; run with `hftransfer train` or `{LAUNCH} --config "
+          "...`):")
     for name in sorted(OBJECTIVES):
         entry = OBJECTIVES[name]
         target = "needs target" if entry.objective_cls.needs_target else "no target data"
@@ -133,6 +136,14 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pull(args: argparse.Namespace) -> int:
+    from hftransfer.hub.pull import pull
+
+    result = pull(args.repo_id, args.local_dir, revision=args.revision, token=args.token, overwrite=args.overwrite)
+    print(result.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hftransfer", description="Transfer learning on timm and transformers "
                                      "models: recipes, accelerate, hub, model cards.")
@@ -201,6 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit-message", default=None)
     p.add_argument("--token", default=None, help="hub token (default: HF_TOKEN or the cached login); never stored")
     p.set_defaults(func=_cmd_push)
+
+    p = sub.add_parser("pull", help="download a model repo (and the base model an adapter needs) for offline use",
+                       description="Download a model repo (safetensors only, no code) into DIR, and the base "
+                       "backbone an adapter-only repo needs into the hub cache, so that `HF_HUB_OFFLINE=1 hftransfer "
+                       "predict DIR ...` works without a network.")
+    p.add_argument("repo_id", metavar="REPO", help="hub repo of an hftransfer, transformers or timm model")
+    p.add_argument("local_dir", metavar="DIR", nargs="?", default=None,
+                   help="folder to write (default: a folder named after the repo in the current directory, e.g. "
+                   "./digits-lora for me/digits-lora); must be missing or empty unless --overwrite")
+    p.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
+    p.add_argument("--token", default=None, help="hub token (default: HF_TOKEN or the cached login); never stored")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR once the new copy is complete")
+    p.set_defaults(func=_cmd_pull)
 
     from hftransfer.robust.cli import add_commands as add_robust_commands  # interpolate (WiSE-FT), soup
 

@@ -1,6 +1,4 @@
-"""Any recipe: the one named by the config's ``recipe:`` (or a ``recipe=NAME`` override), e.g. ia3, loha, vera.
-
-Runs on one CPU/GPU or many processes with the same config:
+"""Any recipe config, from a checkout: the same as ``python -m hftransfer.recipes`` (which also works from a wheel).
 
     python recipes/finetune.py --config recipes/configs/<config>.yaml [key=value ...]
     accelerate launch --multi_gpu --num_processes 2 recipes/finetune.py --config recipes/configs/<config>.yaml
@@ -8,13 +6,9 @@ Runs on one CPU/GPU or many processes with the same config:
 """
 
 import sys
-from pathlib import Path
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _launch import launch  # noqa: E402
+from hftransfer.recipes.launch import main
 
 
 if __name__ == "__main__":
-    launch(None, __doc__.splitlines()[0])
+    sys.exit(main())

@@ -91,12 +91,18 @@ def cpu_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **extra}
 
 
+def launch_command(script: Path, *args: str, processes: int = 2,
+                   launcher: tuple[str, ...] = ("--multi_gpu",)) -> list[str]:
+    """The ``accelerate launch`` command line of ``script`` on ``processes`` processes (no mixed precision)."""
+    return [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", free_port(), str(script), *args]
+
+
 def accelerate_launch(script: Path, *args: str, processes: int = 2, launcher: tuple[str, ...] = ("--multi_gpu",),
                       env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     """``accelerate launch`` of ``script`` on ``processes`` CPU processes (gloo); asserts it succeeded."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", str(processes),
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", free_port(), str(script), *args]
+    cmd = launch_command(script, *args, processes=processes, launcher=launcher)
     launched = subprocess.run(cmd, env=env or cpu_env(), capture_output=True, text=True, timeout=timeout)
     assert launched.returncode == 0, launched.stderr[-4000:]
     return launched
@@ -175,27 +181,38 @@ RESUME_SCRIPT = textwrap.dedent("""
 
 
 def run_killed_and_resumed(tmp_path: Path, clean: dict, killed: dict, kill_step: int, last_checkpoint: int,
-                           env: dict[str, str] | None = None, after_kill=None) -> tuple[Path, Path]:
+                           env: dict[str, str] | None = None, after_kill=None, launcher: tuple[str, ...] | None = None,
+                           preamble: str = "") -> tuple[Path, Path]:
     """Train ``clean`` uninterrupted; train ``killed`` (same options, another output_dir) until SIGKILL after optimizer
     step ``kill_step``, check its newest checkpoint is step ``last_checkpoint`` (``after_kill(path)`` may inspect it),
-    then run it again to resume. Returns both output folders (the caller compares weights and metrics)."""
+    then run it again to resume. Returns both output folders (the caller compares weights and metrics).
+
+    ``launcher``: run all three under ``accelerate launch`` with these options (:func:`launch_command`, 2 processes;
+    every process kills itself); ``preamble`` runs first in the script."""
     script = tmp_path / "resume.py"
-    script.write_text(RESUME_SCRIPT)
+    script.write_text(textwrap.dedent(preamble) + RESUME_SCRIPT)
     env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
     out = Path(killed["output_dir"])
-    done = subprocess.run([sys.executable, str(script), json.dumps(clean), "0"], env=env, capture_output=True,
-                          text=True)
+
+    def run(config: dict, kill: int) -> subprocess.CompletedProcess:
+        args = (json.dumps(config), str(kill))
+        cmd = [sys.executable, str(script), *args] if launcher is None else launch_command(script, *args,
+                                                                                           launcher=launcher)
+        return subprocess.run(cmd, env=env, capture_output=True, text=True)
+
+    done = run(clean, 0)
     assert done.returncode == 0, done.stderr[-3000:]
-    first = subprocess.run([sys.executable, str(script), json.dumps(killed), str(kill_step)], env=env,
-                           capture_output=True, text=True)
-    assert first.returncode == -9, first.stderr[-3000:]
+    first = run(killed, kill_step)
+    if launcher is None:
+        assert first.returncode == -9, first.stderr[-3000:]
+    else:  # the launcher reports its processes' deaths and fails
+        assert first.returncode != 0 and "SIGKILL" in first.stderr, first.stderr[-3000:]
     last = max((out / "checkpoints").iterdir(), key=lambda p: p.name)
     assert last.name == f"step_{last_checkpoint:08d}"
     assert not (out / "metrics.json").exists()
     if after_kill is not None:
         after_kill(last)
-    second = subprocess.run([sys.executable, str(script), json.dumps(killed), "0"], env=env, capture_output=True,
-                            text=True)
+    second = run(killed, 0)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in (out / "train.log").read_text()
     return Path(clean["output_dir"]), out

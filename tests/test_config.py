@@ -112,8 +112,8 @@ def test_bad_yaml_names_the_file(tmp_path):
 
 
 def test_a_config_for_one_recipe_runs_as_another():
-    # What the recipe scripts do with a config written for another recipe: everything carries over except the
-    # method options the new method does not take, which are reported.
+    # What `python -m hftransfer.recipes ... recipe=NAME` does with a config written for another recipe: everything
+    # carries over except the method options the new method does not take, which are reported.
     lora = TrainConfig.from_yaml(REPO / "recipes" / "configs" / "efficientnet_lite0_hymenoptera_lora.yaml").to_dict()
     data, dropped = as_recipe(lora, "linear_probe")
     assert dropped == ["alpha", "r", "train_norms"]
@@ -122,6 +122,24 @@ def test_a_config_for_one_recipe_runs_as_another():
     assert config.optim.lr == lora["optim"]["lr"] and config.data.source == lora["data"]["source"]
     data, dropped = as_recipe({"recipe": "linear_probe", "method": {"cache_features": False}}, "lora")
     assert dropped == ["cache_features"] and TrainConfig.from_dict(data).method == {}  # lora's own defaults
+
+
+def test_the_launch_module_refuses_bad_input_before_training(capsys, monkeypatch):
+    # python -m hftransfer.recipes: errors name the setting (exit 2, no traceback) before any data or model loads.
+    import hftransfer.training
+    from hftransfer.recipes.launch import main
+
+    monkeypatch.setattr(hftransfer.training, "train", lambda data: pytest.fail(f"trained {data}"))
+    assert main(["--config", "demo_digits", "recipe=nope"]) == 2
+    assert "python -m hftransfer.recipes: error: Unknown recipe 'nope'" in capsys.readouterr().err
+    assert main(["--config", "no_such_config.yaml"]) == 2
+    assert "config='no_such_config.yaml' is not a file or a shipped example" in capsys.readouterr().err
+    trained = []
+    monkeypatch.setattr(hftransfer.training, "train", trained.append)
+    lora = str(REPO / "recipes" / "configs" / "efficientnet_lite0_hymenoptera_lora.yaml")
+    assert main(["--config", lora, "recipe=linear_probe", "epochs=2"]) == 0
+    assert trained[0]["recipe"] == "linear_probe" and trained[0]["method"] == {} and trained[0]["epochs"] == 2
+    assert "has no method option(s) ['alpha', 'r', 'train_norms']: they were dropped" in capsys.readouterr().err
 
 
 def test_config_errors_are_hftransfer_errors():

@@ -88,6 +88,11 @@ def _chromium() -> str | None:
     return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
 
+# The screenshot on docs/how-to/export-demo.md: HFTRANSFER_UPDATE_SCREENSHOT=1 makes the browser test write it.
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "assets" / "demo.png"
+SCREENSHOT_SIZE = (1000, 700)
+
+
 @pytest.mark.integration
 def test_app_in_a_real_browser(text_run, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install "
@@ -99,19 +104,37 @@ def test_app_in_a_real_browser(text_run, tmp_path):
     try:
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=browser_path, headless=True)
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": SCREENSHOT_SIZE[0], "height": SCREENSHOT_SIZE[1]})
             page.goto(app.local_url)
             page.get_by_label("text").fill("the movie was very good")
             page.get_by_role("button", name="Submit").click()
             label = page.get_by_test_id("label-output-value")
             label.wait_for(timeout=30_000)
             shown = label.inner_text().strip()
-            page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+            # Gradio fades an output while its request runs (.pending/.generating/.translucent): wait until it is done.
+            page.wait_for_function("() => !document.querySelector('.pending, .generating, .translucent')",
+                                   timeout=30_000)
+            page.screenshot(path=str(tmp_path / "demo.png"))  # the viewport, once the labels are shown
             browser.close()
     finally:
         app.close()
     expected = AutoTransfer.from_pretrained(text_run).predict(["the movie was very good"])[0][0]["label"]
     assert shown == expected
-    assert (tmp_path / "demo.png").stat().st_size > 10_000
-    if os.environ.get("HFTRANSFER_DEMO_SCREENSHOT"):  # the documentation's screenshot comes from this test
-        shutil.copyfile(tmp_path / "demo.png", os.environ["HFTRANSFER_DEMO_SCREENSHOT"])
+    _check_screenshot(tmp_path / "demo.png")
+    if os.environ.get("HFTRANSFER_UPDATE_SCREENSHOT") == "1":
+        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "demo.png", DOCS_SCREENSHOT)
+
+
+def _check_screenshot(path: Path) -> None:
+    """A real PNG of the viewport, with content (not a blank page), small enough for the docs."""
+    from PIL import Image
+
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n"), data[:8]
+    assert 10_000 < len(data) < 400_000, len(data)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == SCREENSHOT_SIZE
+        image.load()  # decodes every row: a truncated file fails here
+        low, high = image.convert("L").getextrema()
+    assert high - low > 100, (low, high)

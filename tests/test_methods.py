@@ -21,6 +21,7 @@ from hftransfer import AutoTransfer
 from hftransfer.errors import ConfigurationError
 from hftransfer.methods import METHODS, get_method
 from hftransfer.methods.adapter import ADAPTER_ATTR
+from hftransfer.methods.peft_base import PeftMethod
 from hftransfer.recipes import get_recipe, list_recipes
 from hftransfer.training import TrainConfig
 
@@ -29,7 +30,7 @@ from helpers import tiered
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ["timm_cnn", "timm_effnet", "timm_vit", "bert", "distilbert", "hf_vit"]
-CATALOGUE = ["lora", "ia3", "loha", "lokr", "vera", "oft", "boft"]
+CATALOGUE = sorted(name for name, entry in METHODS.items() if issubclass(entry.method_cls, PeftMethod))  # all PEFT
 METHODS_UNDER_TEST = ["adapter", *CATALOGUE]
 MERGEABLE = CATALOGUE
 # What each method cannot take (the rest of the matrix must work).
@@ -350,6 +351,11 @@ def test_every_method_is_a_recipe_with_its_supported_backbones_listed(capsys):
         assert entry.method_cls.supported_backbones in block.split("\n\n")[0]
         assert f"example: recipe: {name}" in out
     assert "image backbones: method.reduction_factor=4" in out and "text backbones: optim.lr=5e-05" in out
+    # The launch commands work from a wheel install (no recipes/ scripts); vpt's example backbone is a ViT.
+    assert "python -m hftransfer.recipes --config" in out and "accelerate launch -m hftransfer.recipes" in out
+    assert "recipes/" not in out.replace("recipes/configs/", "")
+    vpt = out.split("\nvpt ")[1].split("\n\n")[0]
+    assert "model: {name: google/vit-base-patch16-224}  (a hub model)" in vpt and "MiniLM" not in vpt
     assert "recipes/configs/minilm_sst2_adapter.yaml" in out and "recipes/configs/minilm_sst2_ia3.yaml" in out
 
 
@@ -364,14 +370,46 @@ def test_per_family_defaults_are_decided_once_and_the_user_wins():
     full = TrainConfig.from_dict({"recipe": "full"})
     assert full.for_modality("text").optim.lr == 5e-5 and full.for_modality("image").optim.lr == 3e-4
     assert TrainConfig.from_dict({"recipe": "full", "optim": {"lr": 1e-3}}).for_modality("text").optim.lr == 1e-3
-    from hftransfer.recipes import Recipe
-
-    with pytest.raises(ValueError, match="batch_size"):
-        Recipe(name="x", method="full", description="", family_defaults={"text": {"batch_size": 8}})
 
 
-def test_a_method_registered_without_a_recipe_module_is_its_own_recipe():
-    # Adding a method = one module + @register_method; a recipe module is only needed for training defaults.
+@pytest.mark.parametrize(("options", "message"), [
+    ({"family_defaults": {"text": {"batch_size": 8}}}, r"family_defaults\['text'\] sets \['batch_size'\]"),
+    ({"family_defaults": {"audio": {"epochs": 2}}}, r"keys \['audio'\] must be among \['text', 'image'\]"),
+    ({"defaults": {"method": {"cache_features": True}}}, "restates method.cache_features=True, the default of"),
+    ({"family_defaults": {"image": {"method": {"nope": 1}}}}, "sets method.nope, which ProbeConfig does not have"),
+], ids=["not-per-family", "unknown-family", "restated-default", "unknown-option"])
+def test_registration_refuses_defaults_that_do_not_belong_there(options, message):
+    # A method's own defaults live once, in its config dataclass; per-family values only where they can differ.
+    from dataclasses import dataclass
+
+    from hftransfer.methods import register_method
+    from hftransfer.methods.linear_probe import LinearProbeConfig
+
+    @dataclass
+    class ProbeConfig(LinearProbeConfig):
+        pass
+
+    with pytest.raises(ConfigurationError, match=message):
+        register_method("refused_test", ProbeConfig, **options)
+    assert "refused_test" not in METHODS
+
+
+def test_registered_method_defaults_never_restate_the_config_dataclass():
+    # e.g. num_virtual_tokens lives in the prompt methods' dataclasses only, and every method is its own recipe.
+    from hftransfer.recipes import RECIPES
+
+    assert list_recipes() == sorted(METHODS) == sorted(RECIPES)
+    for name, entry in METHODS.items():
+        recipe = get_recipe(name)
+        assert recipe is entry and recipe.method == name
+        defaults = entry.config_cls()
+        for values in [entry.defaults, *entry.family_defaults.values()]:
+            for key, value in (values.get("method") or {}).items():
+                assert getattr(defaults, key) != value, (name, key)
+
+
+def test_a_method_registration_is_its_recipe():
+    # Adding a method = one module + one @register_method (with its training defaults) + its import line.
     from dataclasses import dataclass
 
     from hftransfer.methods import MethodConfig, register_method
@@ -382,13 +420,19 @@ def test_a_method_registered_without_a_recipe_module_is_its_own_recipe():
         pass
 
     register_method("probe_only_test", ProbeConfig)(type("ProbeOnly", (LinearProbe,), {"__doc__": "Test probe."}))
+    register_method("probe_tuned_test", ProbeConfig, defaults={"optim": {"lr": 0.5}},
+                    family_defaults={"image": {"epochs": 7}})(type("ProbeTuned", (LinearProbe,), {}))
     try:
-        assert "probe_only_test" in list_recipes()
+        assert {"probe_only_test", "probe_tuned_test"} <= set(list_recipes())
         recipe = get_recipe("probe_only_test")
         assert (recipe.method, recipe.defaults, recipe.description) == ("probe_only_test", {}, "Test probe.")
         assert TrainConfig.from_dict({"recipe": "probe_only_test"}).optim.lr == TrainConfig().optim.lr
+        tuned = TrainConfig.from_dict({"recipe": "probe_tuned_test"})
+        assert tuned.optim.lr == 0.5 and tuned.epochs == TrainConfig().epochs
+        assert tuned.for_modality("image").epochs == 7 and tuned.for_modality("text") is tuned
     finally:
         METHODS.pop("probe_only_test")
+        METHODS.pop("probe_tuned_test")
     with pytest.raises(ValueError, match="Unknown recipe 'probe_only_test'"):
         get_recipe("probe_only_test")
 

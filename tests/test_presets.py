@@ -27,14 +27,14 @@ EXPECTED = {"single_gpu": "NO", "multi_gpu": "MULTI_GPU", "multi_node": "MULTI_G
 
 
 def launch_env(name: str, monkeypatch, *flags: str) -> tuple[object, dict[str, str]]:
-    """What ``accelerate launch --config_file <preset> [flags] recipes/full_finetune.py`` resolves, short of starting
+    """What ``accelerate launch --config_file <preset> [flags] -m hftransfer.recipes`` resolves, short of starting
     processes: the parsed arguments and the environment the launcher gives the training processes."""
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils import launch as launch_utils
 
     parser = launch_command_parser()
     args = parser.parse_args(["--config_file", str(PRESETS / f"{name}.yaml"), "--main_process_port", free_port(),
-                              *flags, "recipes/full_finetune.py", "--config", "recipes/configs/demo_digits.yaml"])
+                              *flags, "-m", "hftransfer.recipes", "--config", "recipes/configs/demo_digits.yaml"])
     args, defaults, from_config = _validate_launch_command(args)
     if args.use_deepspeed:
         # As accelerate's launch_command does before starting DeepSpeed.

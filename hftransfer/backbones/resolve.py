@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hftransfer.errors import ACCEPTED_MODEL_FORMS, ForeignFolderError, ModelNameError, OfflineError
+from hftransfer.hub.fetch import fetch_file
 from hftransfer.saved_format import HFTRANSFER_CONFIG
 from hftransfer.utils.hub_ids import is_repo_id
 from hftransfer.utils.io import PICKLE_SUFFIXES, read_json
@@ -71,7 +72,7 @@ def _prefixed_transformers(rest: str) -> ResolvedName:
 
 
 def _prefixed_timm(rest: str) -> ResolvedName:
-    import timm
+    import timm  # heavy: loaded only when used
 
     if not timm.is_model(rest):
         raise ModelNameError(f"'timm:{rest}' is not a timm architecture; see timm.list_models('{rest[:6]}*').")
@@ -98,7 +99,7 @@ def resolve_name(name: str, revision: str | None = None, token: str | bool | Non
     if _looks_like_path(name):
         return classify_folder(Path(name), name)
 
-    import timm
+    import timm  # heavy: loaded only when used
 
     is_timm_arch = timm.is_model(name)
     if Path(name).is_dir():
@@ -119,9 +120,8 @@ def resolve_name(name: str, revision: str | None = None, token: str | bool | Non
 
 def _resolve_hub_repo(repo_id: str, revision: str | None, token: str | bool | None) -> ResolvedName:
     """Read the repo's config files to tell an hftransfer, timm or transformers repo apart."""
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError  # heavy: loaded only when used
 
-    from hftransfer.hub.fetch import fetch_file
 
     try:
         for filename in (HFTRANSFER_CONFIG, "config.json"):

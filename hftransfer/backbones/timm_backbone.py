@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from hftransfer.backbones.base import Backbone, BackboneSpec, PretrainedHead
+from hftransfer.backbones.timm_tokens import TimmViTTokens, is_timm_vit
 from hftransfer.backbones.tokens import TokenInterface
 from hftransfer.errors import ModelNameError
 from hftransfer.preprocessing import ImagePreprocessor
@@ -25,7 +26,7 @@ class TimmBackbone(Backbone):
     input_names = ("pixel_values",)
 
     def __init__(self, model: nn.Module, spec: BackboneSpec, data_config: dict[str, Any] | None = None):
-        import timm.data
+        import timm.data  # heavy: loaded only when used
 
         data_config = data_config or timm.data.resolve_model_data_config(model)
         super().__init__(model, spec, "image", model.num_features, ImagePreprocessor(data_config))
@@ -37,8 +38,6 @@ class TimmBackbone(Backbone):
         return self.model(pixel_values)
 
     def token_interface(self) -> TokenInterface | None:
-        from hftransfer.backbones.timm_tokens import TimmViTTokens, is_timm_vit
-
         return TimmViTTokens(self) if is_timm_vit(self.base_model()) else None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -53,7 +52,7 @@ class TimmBackbone(Backbone):
 
     @classmethod
     def from_architecture(cls, directory: Path, spec: BackboneSpec, trust_remote_code: bool = False) -> TimmBackbone:
-        import timm
+        import timm  # heavy: loaded only when used
 
         cfg = read_json(Path(directory) / ARCHITECTURE_FILE)
         # model_args copied from a hub config.json (timm.models.save_for_hf) carry the pretrained num_classes.
@@ -67,7 +66,7 @@ class TimmBackbone(Backbone):
     def from_model(cls, model: nn.Module, spec: BackboneSpec, keep_head: bool = True,
                    label_names: list[str] | None = None, data_config: dict[str, Any] | None = None) -> TimmBackbone:
         """Adopt a timm model that still has its classifier: keep that classifier aside, then remove it."""
-        import timm.data
+        import timm.data  # heavy: loaded only when used
 
         data_config = data_config or timm.data.resolve_model_data_config(model)
         head = _extract_linear_head(model, label_names) if keep_head else None
@@ -80,19 +79,19 @@ class TimmBackbone(Backbone):
     def from_local_dir(cls, directory: Path, spec: BackboneSpec,
                        model_args: dict[str, Any] | None = None) -> TimmBackbone:
         """Load a folder written by ``timm.models.save_for_hf`` (config.json + model.safetensors)."""
-        import timm
+        import timm  # heavy: loaded only when used
 
         config = read_json(Path(directory) / "config.json")
         spec.options.setdefault("model_args", {**config.get("model_args", {}), **(model_args or {})})
         model = timm.create_model(f"local-dir:{directory}", pretrained=True, **(model_args or {}))
-        label_names = config.get("label_names") or _imagenet_names(config.get("num_classes"))
+        label_names = config.get("label_names") or imagenet_names(config.get("num_classes"))
         return cls.from_model(model, spec, label_names=label_names)
 
     @classmethod
     def from_architecture_name(cls, name: str, spec: BackboneSpec, model_args: dict[str, Any] | None = None
                                ) -> TimmBackbone:
         """Random init from a registered architecture (``pretrained=False``)."""
-        import timm
+        import timm  # heavy: loaded only when used
 
         if not timm.is_model(name):
             raise ModelNameError(f"model_name={name!r} is not a timm architecture. See timm.list_models().")
@@ -103,8 +102,8 @@ class TimmBackbone(Backbone):
 
 def pretrained_hub_id(architecture: str) -> str:
     """The hub repo holding the default pretrained weights of a timm architecture (``resnet50`` -> ``timm/...``)."""
-    import timm
-    from timm.models import get_pretrained_cfg
+    import timm  # heavy: loaded only when used
+    from timm.models import get_pretrained_cfg  # heavy: loaded only when used
 
     arch, tag = timm.models.split_model_name_tag(architecture)
     cfg = get_pretrained_cfg(architecture) or get_pretrained_cfg(arch)
@@ -131,10 +130,11 @@ def _extract_linear_head(model: nn.Module, label_names: list[str] | None) -> Pre
     return None
 
 
-def _imagenet_names(num_classes: int | None) -> list[str] | None:
+def imagenet_names(num_classes: int | None) -> list[str] | None:
+    """Short ImageNet-1k class names for a 1000-class timm head, else None."""
     if num_classes != 1000:
         return None
-    from timm.data import ImageNetInfo
+    from timm.data import ImageNetInfo  # heavy: loaded only when used
 
     info = ImageNetInfo()
     return [info.index_to_description(i).split(",")[0] for i in range(1000)]

@@ -11,7 +11,7 @@ from hftransfer.backbones.tokens import TokenInterface, TokenSequence, insert_af
 
 
 def is_timm_vit(model: nn.Module) -> bool:
-    from timm.models.vision_transformer import VisionTransformer
+    from timm.models.vision_transformer import VisionTransformer  # heavy: loaded only when used
 
     return isinstance(model, VisionTransformer)
 

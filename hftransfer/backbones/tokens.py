@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -150,8 +151,6 @@ class TokenInterface(abc.ABC):
             if before_block is not None:
                 seq = before_block(index, seq)
             if checkpointing and not self.checkpoints_itself(block):
-                from torch.utils.checkpoint import checkpoint
-
                 tokens = checkpoint(self.call_block, block, seq.tokens, mask, use_reentrant=False)
             else:
                 tokens = self.call_block(block, seq.tokens, mask)

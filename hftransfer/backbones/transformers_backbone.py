@@ -15,6 +15,7 @@ from torch import nn
 
 from hftransfer.backbones.base import Backbone, BackboneSpec
 from hftransfer.backbones.tokens import TokenInterface
+from hftransfer.backbones.transformers_tokens import transformers_token_interface
 from hftransfer.errors import ConfigurationError
 from hftransfer.preprocessing import ImagePreprocessor, TextPreprocessor, data_config_from_image_processor
 from hftransfer.utils.io import read_json, write_json
@@ -28,7 +29,7 @@ CLS_POOLED_MODEL_TYPES = {"vit", "deit", "beit", "data2vec-vision", "dinov2", "d
 
 def modality_of_config(config: Any) -> str | None:
     """'image' or 'text' from the transformers auto mappings, None when the model type classifies neither."""
-    from transformers.models.auto.modeling_auto import (
+    from transformers.models.auto.modeling_auto import (  # heavy: loaded only when used
         MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
         MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
     )
@@ -83,8 +84,6 @@ class TransformersBackbone(Backbone):
         return POOLERS[self.pooling](out, inputs.get("attention_mask"))
 
     def token_interface(self) -> TokenInterface | None:
-        from hftransfer.backbones.transformers_tokens import transformers_token_interface
-
         return transformers_token_interface(self)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -115,15 +114,15 @@ class TransformersBackbone(Backbone):
     @classmethod
     def from_architecture(cls, directory: Path, spec: BackboneSpec, trust_remote_code: bool = False
                           ) -> TransformersBackbone:
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoConfig, AutoModel  # heavy: loaded only when used
 
         directory = Path(directory)
         extra = read_json(directory / POOLING_FILE)
         config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
         modality = modality_of_config(config) or extra["preprocessor"]["type"]
-        kwargs = _pooling_layer_kwargs(config, extra["pooling"])
+        kwargs = pooling_layer_kwargs(config, extra["pooling"])
         model = AutoModel.from_config(config, trust_remote_code=trust_remote_code, **kwargs)
-        preprocessor = _load_preprocessor(directory, config, modality, extra["preprocessor"])
+        preprocessor = load_preprocessor(directory, config, modality, extra["preprocessor"])
         return cls(model, spec, modality, preprocessor, extra["pooling"])
 
     @classmethod
@@ -134,7 +133,7 @@ class TransformersBackbone(Backbone):
 
         ``config_overrides`` change the config before the weights load (dropout rates, ``attn_implementation``).
         """
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoConfig, AutoModel  # heavy: loaded only when used
 
         config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
         load_kwargs = apply_config_overrides(config, config_overrides, spec.name)
@@ -154,13 +153,13 @@ class TransformersBackbone(Backbone):
                 "know it works."
             )
         pooling = pooling or default_pooling(config, modality)
-        pooler_kwargs = _pooling_layer_kwargs(config, pooling)
+        pooler_kwargs = pooling_layer_kwargs(config, pooling)
         with _unused_pooler_not_reported(enabled=bool(pooler_kwargs)):
             model = AutoModel.from_pretrained(
                 directory, config=config, trust_remote_code=trust_remote_code,
                 use_safetensors=None if allow_pickle else True, **pooler_kwargs, **load_kwargs
             )
-        preprocessor = _load_preprocessor(Path(directory), config, modality, {"max_length": max_length})
+        preprocessor = load_preprocessor(Path(directory), config, modality, {"max_length": max_length})
         return cls(model, spec, modality, preprocessor, pooling)
 
 
@@ -189,9 +188,9 @@ def apply_config_overrides(config: Any, overrides: dict[str, Any] | None, name: 
     return load_kwargs
 
 
-def _pooling_layer_kwargs(config: Any, pooling: str) -> dict[str, Any]:
+def pooling_layer_kwargs(config: Any, pooling: str) -> dict[str, Any]:
     """Skip the pooler when it is not used: its random weights would get no gradient (DDP errors)."""
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING  # heavy: loaded only when used
 
     try:
         model_cls = MODEL_MAPPING[type(config)]
@@ -246,9 +245,10 @@ def _num_features(model: nn.Module, pooling: str) -> int:
     return int(config.hidden_size)
 
 
-def _load_preprocessor(directory: Path, config: Any, modality: str, saved: dict[str, Any]) -> Any:
+def load_preprocessor(directory: Path, config: Any, modality: str, saved: dict[str, Any]) -> Any:
+    """The text or image preprocessor of a transformers model folder (``saved``: its saved options)."""
     if modality == "text":
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # heavy: loaded only when used
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory)
@@ -260,7 +260,7 @@ def _load_preprocessor(directory: Path, config: Any, modality: str, saved: dict[
     if "data_config" in saved:
         return ImagePreprocessor(saved["data_config"])
     try:
-        from transformers import AutoImageProcessor
+        from transformers import AutoImageProcessor  # heavy: loaded only when used
 
         processor = AutoImageProcessor.from_pretrained(directory)
         return ImagePreprocessor(data_config_from_image_processor(processor))

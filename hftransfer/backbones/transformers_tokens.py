@@ -8,36 +8,35 @@ from typing import Any
 import torch
 from torch import nn
 
+from hftransfer.backbones.architectures import Architecture, token_architecture
 from hftransfer.backbones.tokens import TokenInterface, TokenSequence, insert_after_prefix
 from hftransfer.errors import ConfigurationError
 
 
-VISION_TOKEN_MODEL_TYPES = ("vit", "deit")
-# Encoders whose layers take (hidden_states, attention_mask) and whose embeddings take inputs_embeds.
-TEXT_TOKEN_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert")
-# RoBERTa-style position ids start after the padding index.
-_POSITION_OFFSET_MODEL_TYPES = ("roberta", "xlm-roberta", "camembert")
-
-
-def _layers(model: nn.Module) -> nn.ModuleList:
-    """``model.layers`` (transformers 5), ``model.encoder.layer`` or ``model.transformer.layer`` (DistilBERT)."""
-    for path in ("layers", "encoder.layer", "transformer.layer"):
+def _layers(model: nn.Module, paths: tuple[str, ...]) -> nn.ModuleList:
+    """The blocks' ``nn.ModuleList`` at the first of ``paths`` (the family's ``layer_lists``) that holds one."""
+    for path in paths:
         node: Any = model
         for part in path.split("."):
             node = getattr(node, part, None)
         if isinstance(node, nn.ModuleList):
             return node
-    raise AttributeError(f"{type(model).__name__} has no layers/encoder.layer/transformer.layer list.")
+    raise AttributeError(f"{type(model).__name__} has no {'/'.join(paths)} list.")
 
 
 class _TransformersTokens(TokenInterface):
+    """A transformers token interface; ``architecture`` is the family's record in the architecture table."""
+
+    def __init__(self, backbone: nn.Module, architecture: Architecture):
+        super().__init__(backbone)
+        self.architecture = architecture
     @property
     def hidden_size(self) -> int:
         config = self.model.config
         return int(getattr(config, "hidden_size", None) or config.dim)
 
     def blocks(self) -> list[nn.Module]:
-        return list(_layers(self.model))
+        return list(_layers(self.model, self.architecture.layer_lists))
 
     def call_block(self, block: nn.Module, tokens: torch.Tensor, attention_mask: Any) -> torch.Tensor:
         out = block(tokens, attention_mask)
@@ -54,7 +53,9 @@ class _TransformersTokens(TokenInterface):
         return bool(getattr(block, "gradient_checkpointing", False)) and block.training
 
     def _pooled(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        from hftransfer.backbones.transformers_backbone import POOLERS
+        from hftransfer.backbones.transformers_backbone import (
+            POOLERS,  # import cycle: transformers_backbone imports this module
+        )
 
         pooling = self.backbone.pooling
         pooler = getattr(self.model, "pooler", None)
@@ -95,7 +96,7 @@ class TextTokens(_TransformersTokens):
     @property
     def max_positions(self) -> int:
         config = self.model.config
-        offset = (config.pad_token_id + 1) if config.model_type in _POSITION_OFFSET_MODEL_TYPES else 0
+        offset = (config.pad_token_id + 1) if config.model_type in self.architecture.position_offset_model_types else 0
         return int(config.max_position_embeddings) - offset
 
     def embed_tokens(self, inputs: dict[str, torch.Tensor], prompts: torch.Tensor | None = None) -> TokenSequence:
@@ -127,7 +128,7 @@ class TextTokens(_TransformersTokens):
     def attention_mask(self, seq: TokenSequence) -> Any:
         if seq.mask is None:
             return None
-        from transformers.masking_utils import create_bidirectional_mask
+        from transformers.masking_utils import create_bidirectional_mask  # heavy: loaded only when used
 
         return create_bidirectional_mask(config=self.model.config, inputs_embeds=seq.tokens, attention_mask=seq.mask)
 
@@ -137,9 +138,9 @@ class TextTokens(_TransformersTokens):
 
 
 def transformers_token_interface(backbone: nn.Module) -> TokenInterface | None:
+    """The token interface of the architecture-table family whose ``token_model_types`` hold the model's type."""
     model_type = getattr(backbone.base_model().config, "model_type", None)
-    if backbone.modality == "image" and model_type in VISION_TOKEN_MODEL_TYPES:
-        return VisionTokens(backbone)
-    if backbone.modality == "text" and model_type in TEXT_TOKEN_MODEL_TYPES:
-        return TextTokens(backbone)
-    return None
+    architecture = token_architecture(model_type, backbone.modality)
+    if architecture is None:
+        return None
+    return (VisionTokens if architecture.token_family == "image" else TextTokens)(backbone, architecture)

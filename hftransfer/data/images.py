@@ -53,13 +53,14 @@ def scan_class_folders(root: Path) -> tuple[dict[str, list[Path]], list[Path]]:
         if _is_hidden(entry.name):
             continue
         if entry.is_dir():
-            classes[entry.name] = _image_files(entry)
+            classes[entry.name] = image_files(entry)
         elif entry.suffix.lower() in IMAGE_EXTENSIONS:
             stray.append(entry)
     return classes, stray
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (recursively, links followed), hidden files and folders left out."""
     files = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = [d for d in dirnames if not _is_hidden(d)]  # prune hidden folders in place

@@ -5,6 +5,7 @@ Names load lazily: `hftransfer.cli` registers the sub-command without importing 
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 
@@ -13,8 +14,6 @@ _EXPORTS = {"build_app": "app", "demo": "app", "write_space": "space"}
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        import importlib
-
         return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -15,7 +15,7 @@ DEFAULT_PORT = 7860
 
 def require_gradio() -> Any:
     try:
-        import gradio
+        import gradio  # optional dependency
     except ImportError as err:
         raise ConfigurationError("the demo needs Gradio: pip install 'hftransfer[demo]'.") from err
     return gradio
@@ -25,7 +25,7 @@ def load_demo_model(model: Any) -> Any:
     """An `AutoTransfer` or `OnnxClassifier` (an export folder runs with onnxruntime)."""
     if hasattr(model, "predict"):
         return model
-    from hftransfer.inference.predict import load_model_for_inference
+    from hftransfer.inference.predict import load_model_for_inference  # heavy: loads datasets
 
     return load_model_for_inference(model, "auto", None, False)
 

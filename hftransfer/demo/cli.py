@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from .app import demo
+from .space import write_space
+
 
 def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="a Gradio app for a saved folder, hub model or ONNX export (needs the demo "
@@ -20,11 +23,8 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     if args.write_space:
-        from .space import write_space
-
         print(f"Space written to {write_space(args.model, args.write_space, top_k=args.top_k)}")
         return 0
-    from .app import demo
 
     demo(args.model, host=args.host, port=args.port, share=args.share, top_k=args.top_k)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from hftransfer._version import __version__
 from hftransfer.errors import ConfigurationError
 from hftransfer.utils.hub_ids import is_repo_id
 from hftransfer.utils.io import atomic_directory
@@ -39,8 +40,6 @@ def write_space(model: str, space_dir: str | Path, top_k: int = 3) -> Path:
 
     A hub model is referenced by id (the model page then lists the Space); a local folder is copied into the Space
     as `model/`."""
-    from hftransfer._version import __version__
-
     source = Path(model)
     local = source.is_dir()
     if not local and not is_repo_id(model, namespaced=True):

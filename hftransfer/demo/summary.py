@@ -5,16 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from hftransfer.export.files import EXPORT_FILE
+from hftransfer.saved_format import HFTRANSFER_CONFIG
+from hftransfer.utils.io import read_json
+
 
 EXAMPLES = 4
 
 
 def card_summary(name: str, model: Any) -> str:
     """Markdown: base model, recipe/method, and the card's `model-index` metrics when the folder has a card."""
-    from hftransfer.export.files import EXPORT_FILE
-    from hftransfer.saved_format import HFTRANSFER_CONFIG
-    from hftransfer.utils.io import read_json
-
     folder = Path(name)
     lines = [f"**Model**: `{name}` ({model.modality}, {model.num_labels} labels)"]
     config_file = next((folder / f for f in (HFTRANSFER_CONFIG, EXPORT_FILE) if (folder / f).is_file()), None)
@@ -34,7 +36,7 @@ def card_summary(name: str, model: Any) -> str:
 def _card_metrics(readme: Path) -> dict[str, float]:
     if not readme.is_file():
         return {}
-    from huggingface_hub import metadata_load
+    from huggingface_hub import metadata_load  # heavy: loaded only when used
 
     try:
         index = (metadata_load(readme) or {}).get("model-index") or []
@@ -49,8 +51,6 @@ def _card_metrics(readme: Path) -> dict[str, float]:
 def training_examples(name: str, modality: str, count: int = EXAMPLES) -> list[Any]:
     """A few inputs from the run's training data (image paths or texts), when the run's config.yaml is beside the
     model folder and the data is still there; else none."""
-    import yaml
-
     folder = Path(name)
     config = next((p for p in (folder / "config.yaml", folder.parent / "config.yaml") if p.is_file()), None)
     if config is None:
@@ -58,13 +58,13 @@ def training_examples(name: str, modality: str, count: int = EXAMPLES) -> list[A
     data = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("data") or {}
     source = Path(str(data.get("train") or data.get("source") or ""))
     if modality == "image" and source.is_dir():
-        from hftransfer.data.images import _image_files
+        from hftransfer.data.images import image_files  # heavy: loads datasets
 
-        files = _image_files(source)
+        files = image_files(source)
         step = max(len(files) // count, 1)
         return [str(f) for f in files[::step][:count]]
     if modality == "text" and source.is_file() and source.suffix.lower() in (".csv", ".tsv", ".json", ".jsonl"):
-        from hftransfer.data.tables import TABLE_SUFFIXES, read_table
+        from hftransfer.data.tables import TABLE_SUFFIXES, read_table  # heavy: loads datasets
 
         frame = read_table(source, TABLE_SUFFIXES[source.suffix.lower()])
         column = data.get("text_column") or "text"

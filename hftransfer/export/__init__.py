@@ -5,6 +5,7 @@ Names load lazily, so `hftransfer.cli` can register the sub-command without impo
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 
@@ -18,8 +19,6 @@ _EXPORTS = {
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        import importlib
-
         return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

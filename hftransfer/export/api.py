@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hftransfer._version import __version__
+from hftransfer.modeling import AutoTransfer
 from hftransfer.utils.io import atomic_directory, write_json
 
 from .defaults import DEFAULT_ATOL, DEFAULT_NUM_SAMPLES, DEFAULT_OPSET
@@ -82,7 +84,6 @@ def export(
     _check_arguments(format, quantize, opset, atol, num_samples)
     _check_output_dir(Path(output_dir))
     require_onnxruntime()
-    from hftransfer.modeling import AutoTransfer
 
     folder = Path(model) if isinstance(model, (str, Path)) and Path(model).is_dir() else None
     loaded = not isinstance(model, AutoTransfer)
@@ -150,7 +151,7 @@ def _check_arguments(format: str, quantize: str | None, opset: int, atol: float,
 
 def _quantize_int8(source: Path, target: Path) -> None:
     """Dynamic int8: weights int8 ahead of time, activations quantised per batch (onnxruntime's CPU path)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # optional dependency
 
     # Convolutions stay fp32. Measured on EfficientNet-Lite0 / hymenoptera val (onnxruntime 1.32, 1 thread):
     # quantising them too (ConvInteger) ran ~8x slower than fp32 and lost 2 points of accuracy (0.941 -> 0.922).
@@ -160,9 +161,8 @@ def _quantize_int8(source: Path, target: Path) -> None:
 
 def _provenance(prepared: Any, original: Any, source_method: str, merge: str, opset: int, names: list[str],
                 folder: Path | None) -> dict[str, Any]:
-    import onnx
+    import onnx  # optional dependency
 
-    from hftransfer._version import __version__
 
     return {
         "format": "onnx", "opset": opset, "exporter": "torch.onnx.export(dynamo=False)",

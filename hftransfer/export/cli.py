@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .api import export
 from .defaults import DEFAULT_ATOL, DEFAULT_NUM_SAMPLES, DEFAULT_OPSET
 
 
@@ -27,11 +28,9 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .api import export
-
     data = args.data
     if data is not None and args.label_names:
-        from hftransfer.data import DataConfig
+        from hftransfer.data import DataConfig  # heavy: loads datasets
 
         data = DataConfig(source=data, label_names=[n.strip() for n in args.label_names.split(",")])
     result = export(args.model, args.output, format=args.format, quantize=args.quantize, opset=args.opset,

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from hftransfer.errors import ConfigurationError
+
 from .defaults import DEFAULT_OPSET
 from .errors import ExportError
 
@@ -47,8 +49,6 @@ class _TextGraph(nn.Module):
 
 def prepare_for_export(model: Any) -> tuple[Any, str]:
     """An eval-mode fp32 CPU copy of `model` with mergeable adapters merged; returns (copy, what happened)."""
-    from hftransfer.errors import ConfigurationError
-
     source_method = model.method.name
     model = copy.deepcopy(model).float().cpu().eval()
     try:
@@ -90,6 +90,6 @@ def export_onnx(model: Any, path: Path, opset: int = DEFAULT_OPSET) -> list[str]
             f"torch.onnx.export could not trace this {model.modality} model (method {model.method.name!r}, opset "
             f"{opset}): {type(err).__name__}: {err}. Try another --opset (17 is the default; 14-20 are supported)."
         ) from err
-    import onnx
+    import onnx  # optional dependency
 
     return [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]

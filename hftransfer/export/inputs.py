@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from .errors import ExportError, ExportWarning
 
@@ -31,7 +32,7 @@ def parity_inputs(model: Any, folder: Path | None, data: Any, num_samples: int, 
     """`num_samples` stratified rows of `data` (a path or a `DataConfig`), of the validation split recorded beside
     `folder`, or synthetic."""
     if data is not None:
-        from hftransfer.data import DataConfig, load_labelled_split
+        from hftransfer.data import DataConfig, load_labelled_split  # heavy: loads datasets
 
         config = data if isinstance(data, DataConfig) else DataConfig(source=str(data))
         split = load_labelled_split(config, _names(model), key="--data")
@@ -57,9 +58,8 @@ def _recorded_validation(model: Any, folder: Path | None) -> tuple[tuple[Any, st
     configs = [p for p in (folder / RUN_CONFIG, folder.parent / RUN_CONFIG) if p.is_file()]
     if not configs:
         return None, f"no {RUN_CONFIG} of a training run beside {str(folder)!r}"
-    import yaml
 
-    from hftransfer.data import DataConfig, load_data
+    from hftransfer.data import DataConfig, load_data  # heavy: loads datasets
 
     try:
         options = (yaml.safe_load(configs[0].read_text(encoding="utf-8")) or {}).get("data") or {}
@@ -79,7 +79,7 @@ def _recorded_validation(model: Any, folder: Path | None) -> tuple[tuple[Any, st
 
 
 def _sample(dataset: Any, model: Any, num_samples: int, seed: int, source: str, description: str) -> ParityInputs:
-    from hftransfer.data import stratified_subsample
+    from hftransfer.data import stratified_subsample  # heavy: loads datasets
 
     labels = np.asarray(dataset["label"], dtype=np.int64)
     rows = dataset.select(stratified_subsample(labels, num_samples, seed))
@@ -96,7 +96,7 @@ def _sample(dataset: Any, model: Any, num_samples: int, seed: int, source: str, 
 def _synthetic(model: Any, num_samples: int, seed: int) -> ParityInputs:
     rng = np.random.default_rng(seed)
     if model.modality == "image":
-        from PIL import Image
+        from PIL import Image  # heavy: loaded only when used
 
         size = int(model.preprocessor.data_config["input_size"][-1])
         values = [Image.fromarray(rng.integers(0, 256, (size + 16 * (i % 3), size, 3), dtype=np.uint8))

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hftransfer.preprocessing import ImagePreprocessor, TextPreprocessor
 from hftransfer.utils.io import read_json
 
 from .errors import ExportError
@@ -17,7 +18,7 @@ from .files import INT8_FILE, ONNX_FILE, PREPROCESSOR_FILE, is_export_folder, re
 
 def require_onnxruntime() -> Any:
     try:
-        import onnxruntime
+        import onnxruntime  # optional dependency
     except ImportError as err:
         raise ExportError("onnxruntime is not installed; install the export extra: "
                           "pip install 'hftransfer[export]'.") from err
@@ -116,12 +117,10 @@ def _numpy(value: Any) -> np.ndarray:
 
 
 def _preprocessor(folder: Path, config: dict[str, Any]) -> Any:
-    from hftransfer.preprocessing import ImagePreprocessor, TextPreprocessor
-
     if config.get("type") == "image":
         return ImagePreprocessor(config["data_config"])
     if config.get("type") == "text":
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # heavy: loaded only when used
 
         return TextPreprocessor(AutoTokenizer.from_pretrained(str(folder)), max_length=config["max_length"])
     raise ExportError(f"{folder / PREPROCESSOR_FILE} has type {config.get('type')!r}; expected 'image' or 'text'. "

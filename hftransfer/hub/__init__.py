@@ -1,5 +1,5 @@
-"""Hub I/O: safe downloads (:mod:`~hftransfer.hub.fetch`), one-commit pushes (:mod:`~hftransfer.hub.push`) and model
-cards (:mod:`~hftransfer.hub.card`).
+"""Hub I/O: safe downloads (:mod:`~hftransfer.hub.fetch`), one-commit pushes (:mod:`~hftransfer.hub.push`), pulls for
+offline use (:mod:`~hftransfer.hub.pull`) and model cards (:mod:`~hftransfer.hub.card`).
 
 Names are imported lazily: ``huggingface_hub`` reads ``HF_ENDPOINT``/``HF_HUB_OFFLINE`` when it is first imported,
 so importing ``hftransfer.hub`` must not import it early.
@@ -16,6 +16,7 @@ _EXPORTS = {
     "push_folder": "push",
     "plan_upload": "push",
     "HubPushError": "push",
+    "PullResult": "pull",  # the function is hftransfer.hub.pull.pull (or hftransfer.pull): the module has its name
     "fetch_file": "fetch",
     "fetch_snapshot": "fetch",
     "FetchedRepo": "fetch",

@@ -476,7 +476,8 @@ def _sections(text: str, where: str) -> dict[str, str]:
     return sections
 
 
-def _merge(existing: str, fresh: ModelCard) -> ModelCard:
+def merge_cards(existing: str, fresh: ModelCard) -> ModelCard:
+    """``fresh`` merged into the ``existing`` card text: generated metadata and sections replaced, the user's kept."""
     old = ModelCard(existing, ignore_metadata_errors=True)
     old_meta = old.data.to_dict()
     new_meta = fresh.data.to_dict()
@@ -530,7 +531,7 @@ def render_model_card(
     rendered = ModelCard.from_template(build_card_data(info), template_path=str(template), **_template_kwargs(info))
     # Last line of defence: nothing generated may carry a token, whatever field it came in through.
     fresh = ModelCard(redact_secrets(rendered.content).rstrip("\n") + "\n")
-    return fresh if existing is None else _merge(existing, fresh)
+    return fresh if existing is None else merge_cards(existing, fresh)
 
 
 def write_model_card(info: CardInfo, folder: str | Path, template_path: str | Path | None = None) -> Path:

@@ -16,6 +16,7 @@ from hftransfer.utils.io import PICKLE_SUFFIXES, pickle_refusal_message
 
 # Files a backbone or an hftransfer model needs; weights are filtered separately (safetensors first).
 _META_PATTERNS = ["*.json", "*.txt", "*.model", "*.md", "*.yaml", "*.png", "merges.txt", "vocab.*", "*.tiktoken"]
+SAFE_PATTERNS = (*_META_PATTERNS, "*.safetensors")  # a snapshot without pickles or code (what loading downloads)
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 
@@ -115,7 +116,7 @@ def fetch_snapshot(
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     online = hub_reachable()
-    patterns = list(_META_PATTERNS) + ["*.safetensors"]
+    patterns = list(SAFE_PATTERNS)
     if online:
         try:
             info = HfApi().model_info(repo_id, revision=revision, token=token, files_metadata=False)

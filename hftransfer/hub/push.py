@@ -399,14 +399,14 @@ def _card_for_upload(plan: PushPlan, existing: str | None, repo_id: str) -> str:
     """The README to upload: the local card merged into the remote one, so the user's edits there survive."""
     from huggingface_hub import ModelCard
 
-    from hftransfer.hub.card import _merge
+    from hftransfer.hub.card import merge_cards
 
     local_path = plan.folder / README
     local = local_path.read_text(encoding="utf-8") if local_path.is_file() else _card_from_config(plan.config, repo_id)
     if existing is None or _CARD_MARKER not in local:
         # No remote card, or a hand-written local card the user wants as is.
         return local
-    return str(_merge(existing, ModelCard(local, ignore_metadata_errors=True)).content)
+    return str(merge_cards(existing, ModelCard(local, ignore_metadata_errors=True)).content)
 
 
 def _refuse_token_in_files(plan: PushPlan, card_text: str, token: str | bool | None) -> None:

@@ -4,17 +4,36 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from hftransfer.data import DataConfig
 from hftransfer.data.errors import DataError
+from hftransfer.data.labelled_split import load_labelled_split
 from hftransfer.errors import ConfigurationError
+from hftransfer.hub.card import DatasetInfo, add_eval_results
+from hftransfer.hub.fetch import fetch_file
+from hftransfer.metrics import (
+    classification_report,
+    compute_classification_metrics,
+    confusion_matrix,
+    format_report_markdown,
+)
+from hftransfer.metrics.plots import plot_confusion_matrix
+from hftransfer.modeling import AutoTransfer
+from hftransfer.utils.compile import compile_for_inference
+from hftransfer.utils.io import atomic_directory, write_json
+
+from .predict import load_model_for_inference
 
 
 DATA_OPTIONS = ("format", "text_column", "label_column", "image_column", "label_names", "hub_subset", "on_bad_data",
@@ -89,17 +108,13 @@ def evaluate(
         **data_options: `text_column`, `label_column`, `image_column`, `label_names`, `format`, `hub_subset`, ...
             as in `DataConfig`.
     """
-    from hftransfer.data.labelled_split import load_labelled_split
-    from hftransfer.modeling import AutoTransfer
-    from hftransfer.training.accelerator import build_accelerator
+    from hftransfer.training.accelerator import build_accelerator  # heavy: loads accelerate, timm
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigurationError(f"batch_size={batch_size!r} must be a positive integer.")
     card_source = _card_source(model, update_card, output_dir)
     config = _data_config(data, data_options)
     if not isinstance(model, AutoTransfer):
-        from .predict import load_model_for_inference
-
         model = load_model_for_inference(model, backend, revision, compile)
         if card_source is not None and not isinstance(model, AutoTransfer):
             raise ConfigurationError("--update-card needs the saved model folder (its README is the model card); "
@@ -139,9 +154,7 @@ def _card_source(model: Any, update_card: bool, output_dir: str | Path | None) -
 @torch.no_grad()
 def _predict(acc: Any, model: Any, dataset: Any, batch_size: int, progress_bar: bool, compile: bool = False):
     """Logits and labels in dataset order, gathered over processes, and the row order the sampler produced."""
-    from tqdm.auto import tqdm
-
-    from hftransfer.training.loaders import split_loader
+    from hftransfer.training.loaders import split_loader  # heavy: loads accelerate, timm
 
     n = acc.num_processes
     loader = split_loader(dataset, model, -(-batch_size // n) * n)
@@ -150,8 +163,6 @@ def _predict(acc: Any, model: Any, dataset: Any, batch_size: int, progress_bar: 
     order = np.array([key[1] if isinstance(key, tuple) else key for batch in loader.batch_sampler for key in batch])
     model.to(acc.device).eval()
     if compile:
-        from hftransfer.utils.compile import compile_for_inference
-
         compile_for_inference(model, acc.device)
     logits_all, labels_all = [], []
     for batch in tqdm(acc.prepare_data_loader(loader), desc="evaluate", leave=False,
@@ -168,10 +179,6 @@ def _predict(acc: Any, model: Any, dataset: Any, batch_size: int, progress_bar: 
 
 
 def _score(logits: np.ndarray, labels: np.ndarray, names: list[str], labelled: Any) -> EvaluationResult:
-    from torch.nn import functional as F
-
-    from hftransfer.metrics import classification_report, compute_classification_metrics, confusion_matrix
-
     preds = logits.argmax(-1)
     loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long()))
     return EvaluationResult(
@@ -186,8 +193,6 @@ def _score(logits: np.ndarray, labels: np.ndarray, names: list[str], labelled: A
 
 
 def _row_inputs(labelled: Any) -> list[str]:
-    import datasets
-
     ds = labelled.dataset
     if labelled.modality == "text":
         texts = list(ds["text"])
@@ -200,9 +205,6 @@ def _row_inputs(labelled: Any) -> list[str]:
 
 def _write_outputs(result: EvaluationResult, logits: np.ndarray, labels: np.ndarray, names: list[str],
                    labelled: Any, order: np.ndarray) -> None:
-    from hftransfer.metrics import format_report_markdown
-    from hftransfer.utils.io import atomic_directory, write_json
-
     probs = torch.from_numpy(logits).softmax(-1).numpy()
     preds = probs.argmax(-1)
     inputs = _row_inputs(labelled)
@@ -217,26 +219,19 @@ def _write_outputs(result: EvaluationResult, logits: np.ndarray, labels: np.ndar
         title = f"# Per-class report ({result.dataset} {result.split}, {result.num_samples} rows)"
         (tmp / "per_class.md").write_text(f"{title}\n\n{format_report_markdown(result.per_class)}\n", encoding="utf-8")
         try:
-            from hftransfer.metrics.plots import plot_confusion_matrix
-
             plot_confusion_matrix(result.confusion_matrix, names, tmp / "confusion_matrix.png")
         except ImportError as err:  # matplotlib is the `report` extra
-            import logging
 
             logging.getLogger("hftransfer").warning("confusion matrix plot skipped: %s", err)
 
 
 def _update_card(source: str, model: Any, result: EvaluationResult, labelled: Any,
                  output_dir: str | Path | None, revision: str | None) -> Path:
-    from hftransfer.hub.card import DatasetInfo, add_eval_results
-
     folder = Path(source)
     if folder.is_dir():
         path = folder / "README.md"
         existing = path.read_text(encoding="utf-8") if path.is_file() else None
     else:
-        from hftransfer.hub.fetch import fetch_file
-
         path = Path(output_dir) / "README.md"
         try:
             existing = Path(fetch_file(source, "README.md", revision=revision)).read_text(encoding="utf-8")

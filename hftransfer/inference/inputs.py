@@ -6,13 +6,16 @@ Every input becomes one `InputRow`; a row that cannot be read carries an `error`
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from PIL import Image, UnidentifiedImageError
+
 from hftransfer.data.errors import DataError
-from hftransfer.data.images import IMAGE_EXTENSIONS, _image_files
+from hftransfer.data.images import IMAGE_EXTENSIONS, image_files
 from hftransfer.data.tables import TABLE_SUFFIXES, check_columns, read_table
 
 
@@ -40,17 +43,15 @@ def collect_inputs(
 
 def _expand(item: str, modality: str, text_column: str, image_column: str, stdin: TextIO | None) -> list[InputRow]:
     if item == "-":
-        import sys
-
         lines = (stdin or sys.stdin).read().splitlines()
         return _lines(lines, "stdin", modality, Path.cwd())
     path = Path(item).expanduser()
     if path.is_dir():
         if modality != "image":
-            looks = " of images" if _image_files(path) else ""
+            looks = " of images" if image_files(path) else ""
             raise DataError(f"INPUT {item!r} is a folder{looks}, but the model is a text model: it reads sentences, "
                             "a CSV/JSONL/Parquet/text file or '-' (stdin lines). Pass texts, or use an image model.")
-        files = _image_files(path)
+        files = image_files(path)
         if not files:
             raise DataError(f"INPUT {item!r} holds no image files (suffixes {sorted(IMAGE_EXTENSIONS)[:6]}...).")
         return [InputRow(str(f), f) for f in files]
@@ -83,8 +84,6 @@ _IMAGE_FOR_TEXT_MODEL = ("INPUT {item!r} looks like an image, but the model is a
 
 def _is_image_file(path: Path) -> bool:
     """Whether the file's content is an image PIL recognises (whatever its name)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path):
             return True
@@ -124,8 +123,6 @@ def _table(path: Path, modality: str, text_column: str, image_column: str) -> li
 
 def open_image(path: Path) -> tuple[Any, str | None]:
     """(RGB image, None) or (None, reason) for a missing or corrupt file."""
-    from PIL import Image
-
     if not Path(path).is_file():
         return None, f"missing file {str(path)!r}"
     try:

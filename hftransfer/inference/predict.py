@@ -12,8 +12,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
+from tqdm.auto import tqdm
 
 from hftransfer.data.errors import DataError
+from hftransfer.export.files import is_export_folder
+from hftransfer.export.runtime import OnnxClassifier
+from hftransfer.modeling import AutoTransfer
+from hftransfer.utils.compile import compile_for_inference
 
 from .inputs import InputRow, collect_inputs, open_image
 from .precision import autocast, resolve_precision
@@ -46,13 +51,9 @@ def predict_rows(model: Any, rows: Sequence[InputRow], top_k: int = 1, batch_siz
 
     `compile=True` compiles `model` in place (`torch.compile`, dynamic shapes) before the first batch; where it cannot
     apply, the reason goes to stderr and prediction runs eagerly."""
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")  # ONNX
     mode = resolve_precision(precision, device)
     if compile:
-        from hftransfer.utils.compile import compile_for_inference
-
         compile_for_inference(model, device)
     was_training = model.training
     model.eval()
@@ -119,17 +120,13 @@ BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 def load_model_for_inference(model: str | Path, backend: str, revision: str | None, compile: bool) -> Any:
     """An `AutoTransfer`, or an `OnnxClassifier` for `backend` onnx/onnx-int8 and (auto) for an export folder."""
-    from hftransfer.export.files import is_export_folder
-
     if backend not in BACKENDS:
         raise DataError(f"--backend {backend!r} is not one of {list(BACKENDS)}.")
     if backend.startswith("onnx") or (backend == "auto" and is_export_folder(model)):
         if compile:
             raise DataError("--compile is for the torch backend; an ONNX export is already a compiled graph.")
-        from hftransfer.export.runtime import OnnxClassifier
 
         return OnnxClassifier(model, quantized=backend == "onnx-int8")
-    from hftransfer.modeling import AutoTransfer
 
     return AutoTransfer.from_pretrained(model, revision=revision)
 

@@ -10,6 +10,7 @@ from hftransfer.methods import (  # noqa: F401  # noqa: F401
     loha,
     lokr,
     lora,
+    lp_ft,
     oft,
     p_tuning,
     prefix_tuning,

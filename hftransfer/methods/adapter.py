@@ -2,9 +2,10 @@
 
 Our own code (PEFT has no bottleneck adapter). An adapter is ``up(act(down(x)))`` with ``up`` initialised to zero,
 added to an existing branch, so training starts from the pretrained function. Adapters are inserted with forward
-hooks on submodules found by :data:`TRANSFORMER_RULES` / :data:`CNN_BLOCK_RE` (no model code is patched); each adapter
-module is attached as a child named :data:`ADAPTER_ATTR` of the module it hooks, so parameter names of the backbone
-stay unchanged and the adapter's own names are ``<module>.hft_adapter.<...>``.
+hooks on submodules found by the architecture table (``backbones/architectures.py``: each family's ``blocks`` with
+``attn_out`` / ``mlp_out`` / ``mlp_in``, or its ``cnn_blocks``; no model code is patched); each adapter module is
+attached as a child named :data:`ADAPTER_ATTR` of the module it hooks, so parameter names of the backbone stay
+unchanged and the adapter's own names are ``<module>.hft_adapter.<...>``.
 
 Placements (transformer blocks):
     - ``houlsby``: after the attention output projection and after the MLP (Houlsby et al., 2019);
@@ -23,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from hftransfer.backbones.architectures import cnn_block_pattern, transformer_block_families
 from hftransfer.errors import ConfigurationError
 from hftransfer.methods.base import MethodConfig, TransferMethod
 from hftransfer.methods.peft_base import is_norm_param
-from hftransfer.methods.registry import register_method
+from hftransfer.methods.registry import register_method, working_methods
 from hftransfer.saved_format import HEAD_PREFIX
 
 
@@ -38,28 +40,6 @@ PLACEMENTS = ("houlsby", "pfeiffer", "parallel")
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
 
-@dataclass(frozen=True)
-class TransformerRule:
-    """Where the branches of one transformer block family are (paths relative to a block)."""
-
-    family: str  # for messages and docs
-    block: str  # regex on full module names of the blocks
-    attn_out: str  # nn.Linear whose output is the attention branch (before the residual add)
-    mlp_out: str  # nn.Linear whose output is the MLP branch (before the residual add)
-    mlp_in: str  # module whose first input is the MLP branch's input (for ``parallel``)
-
-
-# The per-family rule table: the first rule that finds blocks wins.
-TRANSFORMER_RULES: tuple[TransformerRule, ...] = (
-    TransformerRule("timm ViT (Block with attn/mlp)", r"(.*\.)?blocks\.\d+", "attn.proj", "mlp.fc2", "mlp"),
-    TransformerRule("transformers ViT/DeiT", r"(.*\.)?layers?\.\d+", "attention.o_proj", "mlp.fc2", "mlp"),
-    TransformerRule("transformers BERT/RoBERTa/ELECTRA", r"(.*\.)?encoder\.layer\.\d+", "attention.output.dense",
-                    "output.dense", "intermediate"),
-    TransformerRule("transformers DistilBERT", r"(.*\.)?transformer\.layer\.\d+", "attention.out_lin", "ffn.lin2",
-                    "ffn"),
-)
-# CNN blocks: timm EfficientNet/MobileNet (blocks.i.j), ResNet (layerN.j), ConvNeXt and other staged nets.
-CNN_BLOCK_RE = r"(.*\.)?(blocks\.\d+\.\d+|layer\d+\.\d+|stages\.\d+\.blocks\.\d+|stages\.\d+\.\d+)"
 SUPPORTED = ("transformer blocks of timm ViTs, transformers ViT/DeiT and BERT/RoBERTa/ELECTRA/DistilBERT (bottleneck "
              "adapters, placements houlsby/pfeiffer/parallel) and CNN blocks of timm ResNet/EfficientNet/ConvNeXt "
              "families, packaged:efficientnet_lite0 included (residual 1x1-conv adapters)")
@@ -152,10 +132,14 @@ class AdapterSite:
 
 
 def find_sites(root: nn.Module, placement: str) -> tuple[str, list[AdapterSite]]:
-    """The family rule that matches ``root`` and the adapter sites it gives; ``("", [])`` when none matches."""
+    """The family that matches ``root`` and the adapter sites it gives; ``("", [])`` when none matches.
+
+    Transformer-block families of the architecture table are tried in order (the first that finds blocks wins), then
+    the CNN blocks of every family.
+    """
     modules = dict(root.named_modules())
-    for rule in TRANSFORMER_RULES:
-        blocks = [n for n in modules if re.fullmatch(rule.block, n)
+    for rule in transformer_block_families():
+        blocks = [n for n in modules if re.fullmatch(rule.blocks, n)
                   and all(f"{n}.{p}" in modules for p in (rule.attn_out, rule.mlp_out, rule.mlp_in))]
         if not blocks:
             continue
@@ -170,13 +154,18 @@ def find_sites(root: nn.Module, placement: str) -> tuple[str, list[AdapterSite]]
                 sites.append(AdapterSite(mlp_out, width, input_from=f"{block}.{rule.mlp_in}"))
             else:
                 sites.append(AdapterSite(mlp_out, width))
-        return rule.family, sites
-    blocks = [n for n in modules if re.fullmatch(CNN_BLOCK_RE, n)]
+        return rule.name, sites
+    blocks = [n for n in modules if re.fullmatch(cnn_block_pattern(), n)]
     sites = [AdapterSite(n, c, conv=True) for n in blocks if (c := _last_conv_channels(modules[n]))]
     return ("CNN blocks (residual conv adapters)", sites) if sites else ("", [])
 
 
-@register_method("adapter", AdapterConfig)
+# CNN blocks are narrow (16-320 channels in EfficientNet-Lite0): a wider bottleneck than on 384+-wide tokens.
+@register_method("adapter", AdapterConfig,
+                 defaults={"optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.01},
+                           "scheduler": {"warmup_ratio": 0.05}},
+                 family_defaults={"image": {"method": {"reduction_factor": 4}}},
+                 example_model="packaged:efficientnet_lite0")
 class Adapter(TransferMethod):
     """Bottleneck adapters (Houlsby/Pfeiffer/parallel) on transformer blocks, residual conv adapters on CNN blocks."""
 
@@ -188,11 +177,10 @@ class Adapter(TransferMethod):
         _, sites = find_sites(model.backbone.base_model(), self.config.placement)
         if sites:
             return
-        from hftransfer.methods.registry import working_methods
 
         raise ConfigurationError(
             f"method 'adapter' cannot act on backbone {model.backbone.spec.name!r}: no block matches its rule table "
-            f"(hftransfer/methods/adapter.py). It supports {SUPPORTED}. Methods that work on this backbone: "
+            f"(hftransfer/backbones/architectures.py). It supports {SUPPORTED}. Methods that work on this backbone: "
             f"{', '.join(working_methods(model, exclude=self.name)) or 'full, linear_probe'}."
         )
 

@@ -33,7 +33,9 @@ class BOFTMethodConfig(PeftMethodConfig):
             raise ConfigurationError(f"boft n_butterfly_factor must be >= 1; received {self.n_butterfly_factor}.")
 
 
-@register_method("boft", BOFTMethodConfig)
+@register_method("boft", BOFTMethodConfig,
+                 defaults={"optim": {"name": "adamw", "weight_decay": 0.01, "lr": 1e-3},
+                           "scheduler": {"warmup_ratio": 0.05}})
 class BOFT(PeftMethod):
     """BOFT through PEFT: butterfly-factorised orthogonal transforms on Linear and Conv2d layers (mergeable)."""
 

@@ -5,23 +5,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from hftransfer.backbones.architectures import ia3_feedforward_pattern
 from hftransfer.methods.peft_base import PeftMethod, PeftMethodConfig
 from hftransfer.methods.registry import register_method
-
-
-# Layers whose *input* is rescaled (PEFT's feedforward_modules): the second layer of an MLP / the projecting conv.
-FEEDFORWARD_RE = r".*\.(fc2|lin2|mlp\.fc2|output\.dense|dense_4h_to_h|conv_pwl|conv3|conv2)$"
 
 
 @dataclass
 class IA3MethodConfig(PeftMethodConfig):
     feedforward_modules: list[str] | str | None = field(default=None, metadata={
         "help": "Targets whose input (not output) is rescaled, as in the paper's feed-forward layers: names "
-                "(suffix match) or a regex. None: the second MLP layer of each block (fc2, lin2, output.dense) and "
-                "the projecting conv of CNN blocks."})
+                "(suffix match) or a regex. None: the second MLP layer of each block and the projecting conv of CNN "
+                "blocks (each family's ia3_feedforward in backbones/architectures.py)."})
 
 
-@register_method("ia3", IA3MethodConfig)
+# (IA)^3 trains scaling vectors only: a larger step than LoRA (3e-3 in its paper).
+@register_method("ia3", IA3MethodConfig,
+                 defaults={"optim": {"name": "adamw", "weight_decay": 0.01, "lr": 3e-3},
+                           "scheduler": {"warmup_ratio": 0.05}})
 class IA3(PeftMethod):
     """(IA)^3 through PEFT: per-channel scaling vectors on Linear and Conv2d layers (the fewest trained weights)."""
 
@@ -31,11 +31,12 @@ class IA3(PeftMethod):
     config: IA3MethodConfig
 
     def peft_config(self, targets: list[str]):
-        from peft import IA3Config
+        from peft import IA3Config  # heavy: loaded only when used
 
         wanted = self.config.feedforward_modules
         if wanted is None:
-            feedforward = [t for t in targets if re.fullmatch(FEEDFORWARD_RE, t)]
+            # every family's ``ia3_feedforward`` in the architecture table (second MLP layer / projecting conv)
+            feedforward = [t for t in targets if re.fullmatch(ia3_feedforward_pattern(), t)]
         elif isinstance(wanted, str):
             feedforward = [t for t in targets if re.fullmatch(wanted, t)]
         else:

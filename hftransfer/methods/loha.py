@@ -23,7 +23,9 @@ class LoHaMethodConfig(PeftMethodConfig):
             raise ConfigurationError(f"loha r must be >= 1; received r={self.r}.")
 
 
-@register_method("loha", LoHaMethodConfig)
+@register_method("loha", LoHaMethodConfig,
+                 defaults={"optim": {"name": "adamw", "weight_decay": 0.01, "lr": 1e-3},
+                           "scheduler": {"warmup_ratio": 0.05}})
 class LoHa(PeftMethod):
     """LoHa through PEFT: a Hadamard product of two low-rank updates on Linear and Conv2d layers (mergeable)."""
 

@@ -25,7 +25,9 @@ class LoKrMethodConfig(PeftMethodConfig):
             raise ConfigurationError(f"lokr r must be >= 1; received r={self.r}.")
 
 
-@register_method("lokr", LoKrMethodConfig)
+@register_method("lokr", LoKrMethodConfig,
+                 defaults={"optim": {"name": "adamw", "weight_decay": 0.01, "lr": 1e-3},
+                           "scheduler": {"warmup_ratio": 0.05}})
 class LoKr(PeftMethod):
     """LoKr through PEFT: a Kronecker product update on Linear and Conv2d layers (mergeable)."""
 

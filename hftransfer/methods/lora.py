@@ -30,7 +30,9 @@ class LoraMethodConfig(PeftMethodConfig):
                 raise ConfigurationError(f"method.{name}={getattr(self, name)!r} is invalid for lora: {fix}")
 
 
-@register_method("lora", LoraMethodConfig)
+@register_method("lora", LoraMethodConfig,
+                 defaults={"optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.01},
+                           "scheduler": {"warmup_ratio": 0.05}})
 class Lora(PeftMethod):
     """LoRA through PEFT on timm and transformers backbones (Linear and Conv2d layers), DoRA optional."""
 

@@ -25,7 +25,9 @@ class OFTMethodConfig(PeftMethodConfig):
             raise ConfigurationError(f"oft block_size must be >= 2; received block_size={self.block_size}.")
 
 
-@register_method("oft", OFTMethodConfig)
+@register_method("oft", OFTMethodConfig,
+                 defaults={"optim": {"name": "adamw", "weight_decay": 0.01, "lr": 1e-3},
+                           "scheduler": {"warmup_ratio": 0.05}})
 class OFT(PeftMethod):
     """OFT through PEFT: block-diagonal orthogonal transforms on Linear and Conv2d layers (mergeable)."""
 

@@ -26,7 +26,9 @@ class PTuningConfig(MethodConfig):
             raise ConfigurationError(f"dropout must be in [0, 1); received {self.dropout}.")
 
 
-@register_method("p_tuning", PTuningConfig)
+@register_method("p_tuning", PTuningConfig,
+                 defaults={"optim": {"name": "adamw", "lr": 3e-3, "weight_decay": 0.0},
+                           "scheduler": {"warmup_ratio": 0.06}})
 class PTuning(PromptMethod):
     """P-tuning: virtual tokens after [CLS] of a frozen text encoder, reparameterised by an MLP prompt encoder."""
 

@@ -134,7 +134,7 @@ class PeftMethod(TransferMethod):
 
 
 def family_key(model: AutoTransfer) -> str:
-    """The timm architecture or transformers ``model_type`` (keys of ``targets.TARGET_OVERRIDES``)."""
+    """The timm architecture or transformers ``model_type`` (what backbones/architectures.py model_types match)."""
     spec = model.backbone.spec
     if spec.family == "timm":
         return spec.options.get("architecture", "")

@@ -30,7 +30,9 @@ class PrefixTuningConfig(MethodConfig):
             raise ConfigurationError(f"dropout must be in [0, 1); received {self.dropout}.")
 
 
-@register_method("prefix_tuning", PrefixTuningConfig)
+@register_method("prefix_tuning", PrefixTuningConfig,
+                 defaults={"optim": {"name": "adamw", "lr": 1e-2, "weight_decay": 0.0},
+                           "scheduler": {"warmup_ratio": 0.06}})
 class PrefixTuning(PromptMethod):
     """Prefix tuning (P-Tuning v2 deep prompts): new prompt tokens before every layer of a frozen text encoder."""
 

@@ -38,7 +38,9 @@ class PromptTuningConfig(MethodConfig):
             raise ConfigurationError(f"dropout must be in [0, 1); received {self.dropout}.")
 
 
-@register_method("prompt_tuning", PromptTuningConfig)
+@register_method("prompt_tuning", PromptTuningConfig,
+                 defaults={"optim": {"name": "adamw", "lr": 3e-2, "weight_decay": 0.0},
+                           "scheduler": {"warmup_ratio": 0.06}})
 class PromptTuning(PromptMethod):
     """Prompt tuning: soft prompt tokens after [CLS] of a frozen text encoder, random or text-initialised."""
 

@@ -7,32 +7,25 @@ from collections.abc import Callable
 
 from torch import nn
 
+from hftransfer.backbones.architectures import ARCHITECTURES
 from hftransfer.backbones.base import BLOCK_PATTERN
-
-
-# Architecture-specific overrides (regex on the timm architecture / transformers model_type -> module name regex).
-TARGET_OVERRIDES: dict[str, str] = {
-    # BERT-family: attention projections and the MLP (matches peft's LoRA defaults plus the feed-forward).
-    r"^(bert|roberta|distilbert|electra|xlm-roberta|deberta.*|mpnet|albert)$":
-        r".*\.(query|key|value|q_lin|k_lin|v_lin|dense|out_lin|lin1|lin2|query_proj|key_proj|value_proj)$",
-    # EfficientNet / MobileNet: pointwise convs (depthwise convs have groups>1 and stay frozen).
-    r"^(efficientnet|tf_efficientnet|mobilenet|mnasnet|fbnet|tinynet|test_efficientnet).*":
-        r".*blocks\.\d+\.\d+\.(conv_pw|conv_pwl)$",
-}
 
 
 def default_target_modules(model: nn.Module, family_key: str,
                            accepts: Callable[[nn.Module], bool] | None = None) -> list[str]:
     """Full names of the modules an adapter should wrap by default.
 
-    An override for ``family_key`` wins; otherwise every ``nn.Linear`` inside a numbered block, and where a
-    backbone has none (CNNs) every non-grouped ``nn.Conv2d`` inside a numbered block. ``accepts`` (a method's own
-    layer constraint) filters every candidate set, so a method that cannot take a layer type falls through to none.
+    The ``lora_targets`` of the family whose ``model_types`` match ``family_key`` (the architecture table,
+    ``backbones/architectures.py``) win; otherwise every ``nn.Linear`` inside a numbered block, and where a backbone
+    has none (CNNs) every non-grouped ``nn.Conv2d`` inside a numbered block. ``accepts`` (a method's own layer
+    constraint) filters every candidate set, so a method that cannot take a layer type falls through to none.
     """
     ok = accepts or (lambda m: True)
-    for family_re, module_re in TARGET_OVERRIDES.items():
-        if re.match(family_re, family_key or ""):
-            names = [n for n, m in model.named_modules() if re.fullmatch(module_re, n)
+    for arch in ARCHITECTURES.values():
+        if arch.model_types is None or arch.lora_targets is None:
+            continue
+        if re.match(arch.model_types, family_key or ""):
+            names = [n for n, m in model.named_modules() if re.fullmatch(arch.lora_targets, n)
                      and isinstance(m, (nn.Linear, nn.Conv2d)) and getattr(m, "groups", 1) == 1 and ok(m)]
             if names:
                 return names

@@ -24,7 +24,10 @@ class VeraMethodConfig(PeftMethodConfig):
             raise ConfigurationError(f"vera r must be >= 1; received r={self.r}.")
 
 
-@register_method("vera", VeraMethodConfig)
+# VeRA trains scaling vectors only: a larger step than LoRA (~1e-2 in its paper).
+@register_method("vera", VeraMethodConfig,
+                 defaults={"optim": {"name": "adamw", "weight_decay": 0.01, "lr": 5e-3},
+                           "scheduler": {"warmup_ratio": 0.05}})
 class Vera(PeftMethod):
     """VeRA through PEFT: shared frozen random projections, trained per-layer scaling vectors (Linear only)."""
 

@@ -37,7 +37,10 @@ class VptConfig(MethodConfig):
             raise ConfigurationError(f"init={self.init!r} is not supported; choose one of {PROMPT_INITS}.")
 
 
-@register_method("vpt", VptConfig)
+@register_method("vpt", VptConfig,
+                 defaults={"optim": {"name": "sgd", "lr": 0.25, "momentum": 0.9, "weight_decay": 1e-4},
+                           "scheduler": {"warmup_ratio": 0.1}},
+                 example_model="google/vit-base-patch16-224")
 class Vpt(PromptMethod):
     """Visual prompt tuning: prompt tokens after the class/register tokens of a frozen ViT kept in eval mode."""
 

@@ -66,7 +66,7 @@ def load_metric(name: str, **kwargs: Any) -> evaluate.EvaluationModule:
     """
     if name not in METRIC_REGISTRY:
         raise ValueError(f"Unknown metric name {name!r}. Available metrics: {', '.join(available_metrics())}.")
-    import evaluate  # deferred: importing evaluate pulls in datasets, which slows `import hftransfer`
+    import evaluate  # heavy: loaded only when used
 
     return evaluate.load(str(METRIC_REGISTRY[name]), **kwargs)
 
@@ -174,7 +174,7 @@ def classification_report(
         `dict`: `{"classes": {name: {"precision", "recall", "f1", "support"}}, "macro_avg": {...},
         "weighted_avg": {...}, "accuracy": float, "num_samples": int}`.
     """
-    from sklearn.metrics import precision_recall_fscore_support
+    from sklearn.metrics import precision_recall_fscore_support  # heavy: loaded only when used
 
     if len(set(label_names)) != len(label_names):
         raise ValueError(f"`label_names` must be unique, got {list(label_names)}.")
@@ -202,7 +202,7 @@ def confusion_matrix(
     preds: Sequence[int] | np.ndarray, refs: Sequence[int] | np.ndarray, num_labels: int
 ) -> list[list[int]]:
     """`num_labels x num_labels` counts: row = true class, column = predicted class."""
-    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix  # heavy: loaded only when used
 
     preds, refs = _check_preds_refs(preds, refs, num_labels)
     matrix = sk_confusion_matrix(refs, preds, labels=list(range(num_labels)))

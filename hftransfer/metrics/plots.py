@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 # Trainer-style throughput/timing logs are not quality metrics; plotting them next to accuracy only adds noise.
 _SKIPPED_SUFFIXES = ("_runtime", "_per_second")
@@ -15,11 +17,12 @@ _MAX_ANNOTATED_CLASSES = 30
 _MAX_TICK_LABELS = 60
 
 
-def _new_figure(figsize: tuple[float, float]):
+def new_figure(figsize: tuple[float, float]) -> Any:
+    """A matplotlib ``Figure`` on its own Agg canvas (ImportError naming the extra when matplotlib is absent)."""
     # The object-oriented API with an explicit Agg canvas leaves pyplot's global backend and state alone.
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional dependency
+        from matplotlib.figure import Figure  # optional dependency
     except ImportError as error:
         raise ImportError(
             "Plotting needs matplotlib, which is an optional dependency. Install it with "
@@ -30,7 +33,8 @@ def _new_figure(figsize: tuple[float, float]):
     return figure
 
 
-def _save(figure, path: str | Path) -> Path:
+def save_figure(figure: Any, path: str | Path) -> Path:
+    """Write ``figure`` as a PNG to ``path`` (parent folders created); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=100)
@@ -51,8 +55,6 @@ def plot_confusion_matrix(
     Returns:
         `Path`: The written file.
     """
-    import numpy as np
-
     matrix = np.asarray(cm, dtype=np.float64)
     n = len(label_names)
     if matrix.shape != (n, n):
@@ -62,7 +64,7 @@ def plot_confusion_matrix(
     if normalize:
         matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     side = min(max(4.0, 0.45 * n + 2.0), 30.0)
-    figure = _new_figure((side + 1.0, side))
+    figure = new_figure((side + 1.0, side))
     ax = figure.add_subplot()
     image = ax.imshow(matrix, cmap="Blues", interpolation="nearest")
     figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -79,7 +81,7 @@ def plot_confusion_matrix(
                 text = f"{matrix[i, j]:.2f}" if normalize else f"{int(matrix[i, j])}"
                 color = "white" if matrix[i, j] > threshold else "black"
                 ax.text(j, i, text, ha="center", va="center", color=color, fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _is_number(value: Any) -> bool:
@@ -113,8 +115,8 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path) ->
             "'eval_accuracy'."
         )
     panels = [(keys_, title) for keys_, title in ((loss_keys, "Loss"), (metric_keys, "Eval metrics")) if keys_]
-    figure = _new_figure((6.0 * len(panels), 4.5))
-    from matplotlib.ticker import MaxNLocator
+    figure = new_figure((6.0 * len(panels), 4.5))
+    from matplotlib.ticker import MaxNLocator  # optional dependency
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (panel_keys, title) in zip(axes, panels):
         for key in panel_keys:
@@ -132,4 +134,4 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path) ->
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from hftransfer.ranking.rank import rank
+
 
 def add_rank_parser(sub) -> None:
     p = sub.add_parser("rank", help="score candidate backbones on your data before training (LogME, H-score, "
@@ -29,8 +31,6 @@ def add_rank_parser(sub) -> None:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    from hftransfer.ranking.rank import rank
-
     text_column = args.text_column.split(",") if "," in args.text_column else args.text_column
     data = {"source": args.data, "format": args.format, "text_column": text_column, "label_column": args.label_column}
     result = rank(data, [c for c in args.candidates.split(",") if c.strip()], sample=args.sample,

@@ -16,8 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
+from hftransfer.backbones import check_backbone_name, load_backbone, resolve_name
 from hftransfer.errors import ConfigurationError
+from hftransfer.modeling import AutoTransfer
+from hftransfer.utils.io import load_state_dict, save_state_dict
 
 
 logger = logging.getLogger(__name__)
@@ -68,8 +72,6 @@ class CandidateFeatures:
 
 def check_candidates(candidates: list[Candidate]) -> None:
     """Resolve every name (unknown names, missing packages or folders fail here) before any data or forward pass."""
-    from hftransfer.backbones import check_backbone_name
-
     labels = [c.label for c in candidates]
     if len(candidates) < 2:
         raise ConfigurationError(f"candidates={labels} holds {len(candidates)} model; ranking needs at least 2.")
@@ -87,9 +89,6 @@ def load_candidate(candidate: Candidate):
     without (MiniLM, a random init, a model saved by hftransfer) gives None. Ranking reads the backbone's features
     only, so the model carries a fixed 2-label head that no score depends on.
     """
-    from hftransfer.backbones import load_backbone, resolve_name
-    from hftransfer.modeling import AutoTransfer
-
     resolved = resolve_name(candidate.name)
     if resolved.kind == "hftransfer":
         return AutoTransfer.from_pretrained(candidate.name, num_labels=2), None
@@ -103,7 +102,7 @@ def load_candidate(candidate: Candidate):
 
 
 def sample_indices(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
-    from hftransfer.data import stratified_subsample
+    from hftransfer.data import stratified_subsample  # heavy: loads datasets
 
     return stratified_subsample(labels, size, seed)
 
@@ -116,7 +115,12 @@ def _sample_tag(indices: np.ndarray, total: int) -> dict:
 
 
 def _loader(model, split, batch_size: int, seed: int):
-    from hftransfer.training.loaders import ImageDataset, PadCollator, build_loader, tokenize_split
+    from hftransfer.training.loaders import (  # heavy: loads accelerate, timm
+        ImageDataset,
+        PadCollator,
+        build_loader,
+        tokenize_split,
+    )
 
     if model.modality == "image":
         return build_loader(ImageDataset(split, model.transform(train=False), seed=seed), batch_size, shuffle=False,
@@ -132,11 +136,13 @@ def candidate_features(candidate: Candidate, train_split, indices: np.ndarray, c
                        batch_size: int = 32, seed: int = 0, precision: str = "auto",
                        progress: bool = True) -> CandidateFeatures:
     """Features of ``train_split`` rows ``indices`` from the frozen candidate, from the cache when present."""
-    from accelerate import Accelerator
-    from safetensors import safe_open
+    from accelerate import Accelerator  # heavy: loaded only when used
 
-    from hftransfer.training.feature_cache import cache_key, extract_features, feature_precision
-    from hftransfer.utils.io import load_state_dict, save_state_dict
+    from hftransfer.training.feature_cache import (  # heavy: loads accelerate, timm
+        cache_key,
+        extract_features,
+        feature_precision,
+    )
 
     with torch.random.fork_rng(devices=[]):  # a random init is drawn from ``seed``; the global RNG is left alone
         torch.manual_seed(seed)

@@ -91,7 +91,7 @@ def h_score(features: np.ndarray, labels: np.ndarray, shrinkage: float | str = "
     ``shrinkage``: "ledoit_wolf" (the Ledoit-Wolf estimate of ``a``) or a number in [0, 1]; 0 is the plain H-score of
     Bao et al. (unstable when D approaches N). Covariances are the maximum-likelihood (1/N) estimates.
     """
-    from sklearn.covariance import ledoit_wolf_shrinkage
+    from sklearn.covariance import ledoit_wolf_shrinkage  # heavy: loaded only when used
 
     features, labels = _check(features, labels)
     centred = features - features.mean(axis=0)
@@ -144,8 +144,8 @@ def nleep(features: np.ndarray, labels: np.ndarray, component_ratio: int = 5, va
     Features are PCA-reduced to ``variance`` of their variance (the paper keeps 80%); the mixture has
     ``component_ratio`` x K components (capped at N / 2), ``covariance_type`` "diag" by default for speed.
     """
-    from sklearn.decomposition import PCA
-    from sklearn.mixture import GaussianMixture
+    from sklearn.decomposition import PCA  # heavy: loaded only when used
+    from sklearn.mixture import GaussianMixture  # heavy: loaded only when used
 
     features, labels = _check(features, labels)
     k = len(np.unique(labels))
@@ -164,10 +164,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def kfold_probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> float:
     """Mean held-out accuracy of a logistic-regression probe over stratified k folds (the cheap ground truth)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import LogisticRegression  # heavy: loaded only when used
+    from sklearn.model_selection import StratifiedKFold  # heavy: loaded only when used
+    from sklearn.pipeline import make_pipeline  # heavy: loaded only when used
+    from sklearn.preprocessing import StandardScaler  # heavy: loaded only when used
 
     features, labels = _check(features, labels)
     folds = min(folds, int(np.bincount(np.unique(labels, return_inverse=True)[1]).min()))

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hftransfer.errors import ConfigurationError
+
 
 if TYPE_CHECKING:
     from hftransfer.ranking.rank import RankResult
@@ -15,12 +17,11 @@ if TYPE_CHECKING:
 def plot_ranks(result: RankResult, path: Path) -> Path:
     """Write the ranking figure to ``path`` (temporary file, then renamed); needs matplotlib (``report`` extra)."""
     try:
-        import matplotlib
+        import matplotlib  # optional dependency
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # optional dependency
     except ImportError as err:  # pragma: no cover - matplotlib ships with the report extra
-        from hftransfer.errors import ConfigurationError
 
         raise ConfigurationError("rank.png needs matplotlib: pip install 'hftransfer[report]'.") from err
 

@@ -22,7 +22,14 @@ import numpy as np
 
 from hftransfer.errors import ConfigurationError
 from hftransfer.ranking import metrics as M
-from hftransfer.ranking.features import Candidate, CandidateFeatures, candidate_features, check_candidates
+from hftransfer.ranking.features import (
+    Candidate,
+    CandidateFeatures,
+    candidate_features,
+    check_candidates,
+    sample_indices,
+)
+from hftransfer.ranking.plot import plot_ranks
 
 
 logger = logging.getLogger(__name__)
@@ -104,7 +111,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _load(data: Any):
-    from hftransfer.data import DataConfig, LoadedData, load_data
+    from hftransfer.data import DataConfig, LoadedData, load_data  # heavy: loads datasets
 
     if isinstance(data, LoadedData):
         return data, data.description.name
@@ -154,7 +161,7 @@ def _scores(feat: CandidateFeatures, kfold: bool, seed: int) -> dict[str, float 
 
 def _ranks(values: list[float | None]) -> list[int | None]:
     """1 = best (highest); ties share the better rank; None stays None."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # heavy: loaded only when used
 
     present = [i for i, v in enumerate(values) if v is not None]
     ranks: list[int | None] = [None] * len(values)
@@ -165,7 +172,7 @@ def _ranks(values: list[float | None]) -> list[int | None]:
 
 
 def _kendall(a: list[float | None], b: list[float | None]) -> float | None:
-    from scipy.stats import kendalltau
+    from scipy.stats import kendalltau  # heavy: loaded only when used
 
     pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
     if len(pairs) < 2:
@@ -233,7 +240,6 @@ def rank(
     loaded, data_name = _load(data)
     labels = np.asarray(loaded.train.with_format("arrow")["label"], dtype=np.int64)
     size = _check_sample(labels, sample, loaded.num_labels)
-    from hftransfer.ranking.features import sample_indices
 
     indices = sample_indices(labels, size, seed)
     cache = Path(cache_dir) if cache_dir is not None else Path(output_dir) / "features"
@@ -282,8 +288,6 @@ def _assemble(feats: list[CandidateFeatures], scores: list[dict], kfold: bool, s
 
 def write_outputs(result: RankResult, output_dir: Path) -> None:
     """rank.json, rank.md and rank.png in ``output_dir`` (each written to a temporary name, then renamed)."""
-    from hftransfer.ranking.plot import plot_ranks
-
     output_dir.mkdir(parents=True, exist_ok=True)
     result.output_dir = output_dir
     result.files = ["rank.json", "rank.md", "rank.png"]

@@ -1,18 +1,7 @@
-"""Named recipes (one module each): ``hftransfer recipes`` lists them."""
+"""Recipes: ``recipe: <method>`` plus the training defaults registered with the method. ``hftransfer recipes`` lists
+them; ``python -m hftransfer.recipes --config FILE`` (or ``accelerate launch -m hftransfer.recipes ...``) runs one."""
 
-# Registration: importing a recipe module registers it (a method without one still trains, with TrainConfig defaults).
-from hftransfer.recipes import (  # noqa: F401  # noqa: F401
-    adapter,
-    full,
-    linear_probe,
-    lora,
-    p_tuning,
-    peft_catalogue,
-    prefix_tuning,
-    prompt_tuning,
-    vpt,
-)
-from hftransfer.recipes.registry import RECIPES, Recipe, get_recipe, list_recipes, register_recipe
+from hftransfer.recipes.registry import RECIPES, Recipe, as_recipe, get_recipe, list_recipes, with_recipe_defaults
 
 
-__all__ = ["RECIPES", "Recipe", "get_recipe", "list_recipes", "register_recipe"]
+__all__ = ["RECIPES", "Recipe", "as_recipe", "get_recipe", "list_recipes", "with_recipe_defaults"]

@@ -1,10 +1,11 @@
-"""What ``hftransfer recipes`` shows per recipe: method, supported backbones, default hyperparameters, an example."""
+"""What ``hftransfer recipes`` shows per recipe: description, supported backbones, training defaults, an example."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
+from hftransfer.recipes.launch import LAUNCH
 from hftransfer.recipes.registry import get_recipe
 
 
@@ -20,9 +21,7 @@ def _flat(values: dict[str, Any], prefix: str = "") -> list[str]:
 
 def method_option_defaults(method: str) -> dict[str, Any]:
     """The method's options and their defaults (from its config dataclass; fields filled by apply() left out)."""
-    from hftransfer.methods import METHODS
-
-    fields = dataclasses.fields(METHODS[method].config_cls)
+    fields = dataclasses.fields(get_recipe(method).config_cls)
     out = {}
     for f in fields:
         if f.name == "resolved_targets":
@@ -35,25 +34,23 @@ def method_option_defaults(method: str) -> dict[str, Any]:
 def example_yaml(name: str) -> str:
     """A minimal config for ``name`` (one line per key, for the listing)."""
     recipe = get_recipe(name)
-    options = method_option_defaults(recipe.method)
+    options = method_option_defaults(name)
     lines = [f"recipe: {name}"]
     shown = {k: v for k, v in options.items() if v not in (None, [], {}, False)}
     if shown:
         lines.append("method: {" + ", ".join(f"{k}: {v}" for k, v in list(shown.items())[:4]) + "}")
     lines.append(f"model: {{name: {recipe.example_model}}}")
-    return "; ".join(lines)
+    hub = "" if recipe.example_model.startswith("packaged:") else "  (a hub model)"
+    return "; ".join(lines) + hub
 
 
 def recipe_lines(name: str, width: int = 14) -> list[str]:
     """The lines ``hftransfer recipes`` prints for one recipe (its example config files are added by the CLI)."""
-    from hftransfer.methods import METHODS
-
     recipe = get_recipe(name)
-    method_cls = METHODS[recipe.method].method_cls
     pad = " " * width
-    lines = [f"{name:{width}s} method={recipe.method:13s} {recipe.description}",
-             f"{pad}   supports: {method_cls.supported_backbones}"]
-    options = method_option_defaults(recipe.method)
+    lines = [f"{name:{width}s} {recipe.description}",
+             f"{pad}   supports: {recipe.method_cls.supported_backbones}"]
+    options = method_option_defaults(name)
     if options:
         lines.append(f"{pad}   method options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
     defaults = _flat(recipe.defaults)
@@ -61,6 +58,12 @@ def recipe_lines(name: str, width: int = 14) -> list[str]:
     for modality, values in sorted(recipe.family_defaults.items()):
         lines.append(f"{pad}   {modality} backbones: " + " ".join(_flat(values)))
     lines.append(f"{pad}   example: {example_yaml(name)}")
-    if recipe.script:
-        lines.append(f"{pad}   launch: accelerate launch recipes/{recipe.script}.py --config CONFIG.yaml")
     return lines
+
+
+def launch_lines() -> list[str]:
+    """How any recipe config is launched (``hftransfer recipes`` prints it once; works from a wheel install)."""
+    return ["recipes (`recipe: NAME` in a config). Run any config, from a checkout or a wheel install:",
+            "  hftransfer train CONFIG.yaml [key=value ...]",
+            "  python -m hftransfer.recipes --config CONFIG.yaml [key=value ...]",
+            f"  {LAUNCH} --config CONFIG.yaml [key=value ...]   # several processes / GPUs", ""]

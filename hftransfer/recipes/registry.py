@@ -1,78 +1,36 @@
-"""Recipe registry: a recipe = a transfer method + the training hyperparameters that suit it + a launch script.
+"""Recipes: ``recipe: <name>`` trains the registered method ``<name>`` with the training defaults it registered.
 
-One vocabulary: a recipe is named after its method (``recipe: lora`` trains with method ``lora``). Defaults live in
-one place each: a method's own options in its config dataclass (``hftransfer/methods/<name>.py``), the training
-hyperparameters that suit it here (``hftransfer/recipes/<name>.py``), with ``family_defaults`` for what differs between
-text and image backbones. A registered method without a recipe module trains with the plain ``TrainConfig`` defaults.
+A recipe is named after its method, and everything about it is in the method's one registration
+(``@register_method(name, ConfigCls, defaults=..., family_defaults=..., example_model=...)`` in
+``hftransfer/methods/<name>.py``): the method's own options in its config dataclass, the training hyperparameters that
+suit it in ``defaults``, what differs between text and image backbones in ``family_defaults``. This module only reads
+those entries; a method registered without defaults trains with the plain ``TrainConfig`` defaults.
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from hftransfer.errors import ConfigurationError
+from hftransfer.methods.registry import FAMILY_KEYS, METHODS, MODALITIES, MethodEntry, deep_merge, list_methods
 
 
-MODALITIES = ("text", "image")  # the backbone families family_defaults is keyed by (AutoTransfer.modality)
-# What family_defaults may set: values resolved after the data (and so the modality) is known, before the model is
-# built. Settings the accelerator, the data or the output folder depend on are fixed earlier, so they are not here.
-FAMILY_KEYS = ("method", "optim", "scheduler", "epochs", "augment", "label_smoothing", "max_grad_norm",
-               "mixup_alpha", "cutmix_alpha", "early_stopping_patience")
+__all__ = ["FAMILY_KEYS", "MODALITIES", "RECIPES", "Recipe", "as_recipe", "get_recipe", "list_recipes",
+           "with_recipe_defaults"]
 
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    method: str  # registered method (hftransfer.methods)
-    description: str
-    defaults: dict[str, Any] = field(default_factory=dict)  # TrainConfig values the user's config overrides
-    script: str = "finetune"  # recipes/<script>.py for `accelerate launch` (finetune.py takes any recipe)
-    # Per backbone family ("text" / "image"), TrainConfig values layered over ``defaults`` (the user's still win).
-    family_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
-    example_model: str = "packaged:all-MiniLM-L6-v2"  # the backbone `hftransfer recipes` shows in the example
-
-    def __post_init__(self):
-        unknown = sorted(set(self.family_defaults) - set(MODALITIES))
-        if unknown:
-            raise ValueError(f"Recipe {self.name!r}: family_defaults keys {unknown} must be among {list(MODALITIES)}.")
-        for modality, values in self.family_defaults.items():
-            bad = sorted(set(values) - set(FAMILY_KEYS))
-            if bad:
-                raise ValueError(f"Recipe {self.name!r}: family_defaults[{modality!r}] sets {bad}; only {FAMILY_KEYS} "
-                                 "may depend on the backbone family.")
-
-    def defaults_for(self, modality: str | None) -> dict[str, Any]:
-        """The defaults that apply to a backbone of ``modality`` (None: the family-independent ones only)."""
-        base = copy.deepcopy(self.defaults)
-        return _deep_merge(base, copy.deepcopy(self.family_defaults.get(modality or "", {})))
-
-
-RECIPES: dict[str, Recipe] = {}
-
-
-def register_recipe(recipe: Recipe) -> Recipe:
-    if recipe.name in RECIPES:
-        raise ConfigurationError(f"Recipe {recipe.name!r} is already registered.")
-    RECIPES[recipe.name] = recipe
-    return recipe
+Recipe = MethodEntry  # what get_recipe returns: the method's registration (name, description, defaults, ...)
+RECIPES = MappingProxyType(METHODS)  # read-only view: recipe name -> Recipe (every registered method)
 
 
 def list_recipes() -> list[str]:
-    """Every recipe name: the registered recipes plus every registered method (a method is its own recipe)."""
-    from hftransfer.methods import list_methods
-
-    return sorted(set(RECIPES) | set(list_methods()))
+    """Every recipe name: one per registered method."""
+    return list_methods()
 
 
 def get_recipe(name: str) -> Recipe:
-    if name in RECIPES:
-        return RECIPES[name]
-    from hftransfer.methods import METHODS
-
     if name in METHODS:
-        return Recipe(name=name, method=name, description=METHODS[name].description)
+        return METHODS[name]
     raise ConfigurationError(f"Unknown recipe {name!r}. Valid recipes: {', '.join(list_recipes())}. "
                              "List them with `hftransfer recipes`.")
 
@@ -80,7 +38,7 @@ def get_recipe(name: str) -> Recipe:
 def with_recipe_defaults(data: dict[str, Any], modality: str | None = None) -> dict[str, Any]:
     """Deep-merge the recipe's defaults (for a ``modality`` backbone when known) under the user's values."""
     recipe = get_recipe(data.get("recipe", "full"))
-    return _deep_merge(recipe.defaults_for(modality), data)
+    return deep_merge(recipe.defaults_for(modality), data)
 
 
 def as_recipe(data: dict[str, Any], recipe: str) -> tuple[dict[str, Any], list[str]]:
@@ -92,23 +50,12 @@ def as_recipe(data: dict[str, Any], recipe: str) -> tuple[dict[str, Any], list[s
     """
     import dataclasses
 
-    from hftransfer.methods.registry import METHODS
-
-    get_recipe(recipe)
+    config_cls = get_recipe(recipe).config_cls
     data = {**data, "recipe": recipe}
     options = data.get("method") or {}
     if not isinstance(options, dict):
         return data, []
-    accepted = {f.name for f in dataclasses.fields(METHODS[get_recipe(recipe).method].config_cls)}
+    accepted = {f.name for f in dataclasses.fields(config_cls)}
     dropped = sorted(k for k in options if k not in accepted)
     data["method"] = {k: v for k, v in options.items() if k in accepted}
     return data, dropped
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = _deep_merge(base[key], value)
-        else:
-            base[key] = value
-    return base

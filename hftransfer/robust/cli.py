@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from hftransfer.errors import ConfigurationError
+from hftransfer.robust.interpolate import interpolate
+from hftransfer.robust.soup import soup
+
 
 def add_commands(sub: Any) -> None:
     """Add ``interpolate`` and ``soup`` to the ``hftransfer`` sub-command parser."""
@@ -43,9 +47,6 @@ def _data_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_interpolate(args: argparse.Namespace) -> int:
-    from hftransfer.errors import ConfigurationError
-    from hftransfer.robust.interpolate import interpolate
-
     if args.alpha is not None and args.alphas is not None:
         raise ConfigurationError(f"--alpha {args.alpha} and --alphas {args.alphas!r} were both given; pass one.")
     alphas = args.alphas if args.alphas is not None else (0.5 if args.alpha is None else args.alpha)
@@ -57,8 +58,6 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def _cmd_soup(args: argparse.Namespace) -> int:
-    from hftransfer.robust.soup import soup
-
     result = soup(args.models, output_dir=args.output, method="greedy" if args.greedy else "uniform",
                   **_data_options(args))
     for row in result.ingredients:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from hftransfer.errors import ConfigurationError
+from hftransfer.metrics.plots import new_figure, save_figure
+from hftransfer.robust.scoring import SplitScorer
 from hftransfer.robust.weights import (
     as_full_weights,
     check_compatible,
@@ -111,8 +113,6 @@ def interpolate(
     selection = None
     chosen = values[0]
     if data is not None:
-        from hftransfer.robust.scoring import SplitScorer
-
         scorer = SplitScorer(scored_with, data, split, batch_size, progress_bar, **data_options)
         for alpha in values:
             metrics = scorer(mix(alpha))
@@ -133,9 +133,7 @@ def interpolate(
 def plot_curve(curve: list[dict[str, float]], chosen: float, selection: dict[str, Any] | None, path: Path) -> None:
     """Accuracy against alpha, the chosen alpha marked (skipped with a warning without matplotlib)."""
     try:
-        from hftransfer.metrics.plots import _new_figure, _save
-
-        figure = _new_figure((5.0, 3.5))
+        figure = new_figure((5.0, 3.5))
     except ImportError as err:  # matplotlib is the `report` extra
         logger.warning("wise_ft.png skipped: %s", err)
         return
@@ -148,4 +146,4 @@ def plot_curve(curve: list[dict[str, float]], chosen: float, selection: dict[str
     ax.set_title("WiSE-FT interpolation")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(figure, path)
+    save_figure(figure, path)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hftransfer.errors import ConfigurationError
+from hftransfer.modeling import AutoTransfer
 
 
 if TYPE_CHECKING:
@@ -22,8 +23,6 @@ class SplitScorer:
 
     def __init__(self, model: Path | AutoTransfer, data: str | Path, split: str | None, batch_size: int = 32,
                  progress_bar: bool = False, **data_options: Any):
-        from hftransfer.modeling import AutoTransfer
-
         if split is None and not Path(str(data)).exists():
             raise ConfigurationError(
                 f"data={str(data)!r} is not a local path: name the split to choose on with split=... (CLI: --split), "
@@ -36,7 +35,7 @@ class SplitScorer:
         self.num_samples = 0
 
     def __call__(self, state: dict[str, torch.Tensor]) -> dict[str, float]:
-        from hftransfer.inference.evaluation import evaluate
+        from hftransfer.inference.evaluation import evaluate  # heavy: loads datasets
 
         _, unexpected = self.model.load_state_dict(state, strict=False)
         if unexpected:

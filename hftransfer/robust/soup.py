@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hftransfer.errors import ConfigurationError
+from hftransfer.robust.scoring import SplitScorer
 from hftransfer.robust.weights import check_compatible, check_output_dir, read_saved, weighted_average, write_model
 
 
@@ -83,8 +84,6 @@ def soup(
     soup_accuracy, selection = None, None
     scorer = None
     if data is not None:
-        from hftransfer.robust.scoring import SplitScorer
-
         scorer = SplitScorer(saved[0].folder, data, split, batch_size, progress_bar, **data_options)
         accuracies = [scorer(state)["accuracy"] for state in states]
     if method == "uniform":

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hftransfer.errors import ConfigurationError, ForeignFolderError, OutputDirError
+from hftransfer.modeling import AutoTransfer
 from hftransfer.saved_format import BACKBONE_DIR, HFTRANSFER_CONFIG, WEIGHT_FILES, read_model_config
 from hftransfer.utils.io import atomic_directory, load_state_dict, save_state_dict, write_json
 
@@ -72,8 +73,6 @@ def as_full_weights(saved: SavedWeights) -> tuple[SavedWeights, AutoTransfer]:
     """The model of ``saved`` loaded (its base backbone fetched for adapter-only folders) with any adapters merged,
     as full weights: how models saved by different methods (a linear probe and its fine-tuned model) are compared
     and mixed."""
-    from hftransfer.modeling import AutoTransfer
-
     model = AutoTransfer.from_pretrained(saved.folder).merge_adapters()
     return SavedWeights(saved.folder, model.config_dict("full"), dict(model.state_dict())), model
 

@@ -1,4 +1,6 @@
-"""Training checkpoints for resume: model + optimizer + scheduler + RNG + loop position, written atomically."""
+"""Training checkpoints for resume: where they live and what names their files have (both kinds), and the unsharded
+kind itself: model + optimizer + scheduler + RNG + loop position, written atomically. Sharded state (FSDP, ZeRO) is
+written by accelerate, in ``run_checkpoints``."""
 
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ CHECKPOINT_DIR = "checkpoints"  # in output_dir, next to:
 MODEL_DIR = "model"  # the best model
 METRICS_FILE = "metrics.json"  # the run's summary, written last: its presence marks a finished run
 _STEP_RE = re.compile(r"^step_(\d+)$")
+# In each checkpoint folder, both kinds (one process's full state, or sharded state written by accelerate):
+TRAINER_STATE = "trainer_state.json"  # the loop state (TrainState.to_dict); a folder without it is no checkpoint
+OBJECTIVE_STATE = "objective.safetensors"  # the objective's tensors (discriminator, EMA teacher), when it has any
+SHARDING = "sharding.json"  # sharded checkpoints only: {"kind": "fsdp" | "zero<N>", "num_processes": N}
+PROCESS_LOSSES = "process_losses.json"  # sharded checkpoints only: each process's [loss_sum, loss_count], by rank
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -39,7 +46,9 @@ def _tupled(value: Any) -> Any:
     return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
 
 
-OBJECTIVE_STATE = "objective.safetensors"
+def checkpoint_path(output_dir: Path, global_step: int) -> Path:
+    """The folder of the checkpoint taken after optimizer step ``global_step``."""
+    return Path(output_dir) / CHECKPOINT_DIR / f"step_{global_step:08d}"
 
 
 def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict[str, Any], keep: int,
@@ -49,28 +58,37 @@ def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict[s
     ``objective_state``: the training objective's tensors (discriminator, EMA teacher), restored by
     :func:`load_objective_state`.
     """
-    root = Path(output_dir) / CHECKPOINT_DIR
-    final = root / f"step_{state['global_step']:08d}"
+    final = checkpoint_path(output_dir, state["global_step"])
     tensors, plain = _rng_state()
     with atomic_directory(final) as tmp:
         save_state_dict(model.state_dict(), tmp / "model.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
         save_state_dict(tensors, tmp / "rng.safetensors")
-        write_json(tmp / "trainer_state.json", {**state, "rng": plain})
-        if objective_state:
-            save_state_dict({k: v.detach().cpu().contiguous() for k, v in objective_state.items()},
-                            tmp / OBJECTIVE_STATE)
-    for old in list_checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        write_json(tmp / TRAINER_STATE, {**state, "rng": plain})
+        write_objective_state(tmp, objective_state)
+    remove_old_checkpoints(output_dir, keep)
     return final
 
 
+def write_objective_state(folder: Path, objective_state: dict[str, torch.Tensor] | None) -> None:
+    """``folder/objective.safetensors`` when there are tensors (read back by :func:`load_objective_state`)."""
+    if objective_state:
+        save_state_dict({k: v.detach().cpu().contiguous() for k, v in objective_state.items()},
+                        Path(folder) / OBJECTIVE_STATE)
+
+
+def remove_old_checkpoints(output_dir: Path, keep: int) -> None:
+    """Keep only the newest ``keep`` checkpoints (of either kind)."""
+    for old in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints of either kind, oldest first (temp folders of an interrupted save are not listed)."""
     root = Path(output_dir) / CHECKPOINT_DIR
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and _STEP_RE.match(p.name)
-             and (p / "trainer_state.json").is_file()]
+    found = [p for p in root.iterdir() if p.is_dir() and _STEP_RE.match(p.name) and (p / TRAINER_STATE).is_file()]
     return sorted(found, key=lambda p: int(_STEP_RE.match(p.name).group(1)))
 
 
@@ -82,7 +100,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
     opt = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
     optimizer.load_state_dict(opt["optimizer"])
     scheduler.load_state_dict(opt["scheduler"])
-    state = read_json(path / "trainer_state.json")
+    state = read_json(path / TRAINER_STATE)
     rng_tensors = load_state_dict(path / "rng.safetensors")
     torch.set_rng_state(rng_tensors["torch"])
     if torch.cuda.is_available():
@@ -100,3 +118,9 @@ def load_objective_state(path: Path) -> dict[str, torch.Tensor]:
     """The objective's tensors saved with a checkpoint (empty when it had none)."""
     file = Path(path) / OBJECTIVE_STATE
     return load_state_dict(file) if file.is_file() else {}
+
+
+def checkpoint_sharding(path: Path) -> dict[str, Any] | None:
+    """How a checkpoint's state is sharded (``SHARDING``'s content); ``None`` for one process's full state."""
+    file = Path(path) / SHARDING
+    return read_json(file) if file.is_file() else None

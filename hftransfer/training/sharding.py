@@ -83,3 +83,21 @@ def fill_deepspeed_auto(accelerator, batch_size: int, max_grad_norm: float | Non
         filled["gradient_clipping"] = float(max_grad_norm or 0.0)
     config.update(filled)
     return filled
+
+
+def full_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with every DTensor (an FSDP shard) gathered into the whole tensor. A collective when ``state`` holds
+    DTensors: every process calls it with the same keys."""
+    from torch.distributed.tensor import DTensor
+
+    return {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
+
+
+def shaped_like(saved: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+    """A whole ``saved`` tensor ready to load where ``current`` is: sharded like it when it is a DTensor (a
+    collective), else on its device."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(current, DTensor):
+        return distribute_tensor(saved.to(current.device), current.device_mesh, current.placements)
+    return saved.to(current.device)

@@ -1,0 +1,178 @@
+"""LP-FT: the ``lp_ft`` method's options, its head warm-up (a linear probe on frozen features) and a whole run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import hftransfer
+from hftransfer.data import load_data
+from hftransfer.errors import ConfigurationError
+from hftransfer.methods import get_method, list_methods
+from hftransfer.methods.base import HeadWarmup
+from hftransfer.modeling import AutoTransfer
+from hftransfer.training.accelerator import build_accelerator
+from hftransfer.training.callbacks import Callback
+from hftransfer.training.config import TrainConfig
+from hftransfer.training.head_warmup import warm_up_head
+
+from helpers import REPO, accelerate_launch, cpu_env, text_csv, tiny_config
+
+
+def _setup(tmp_path, recipe: str = "lp_ft", **overrides):
+    """A tiny ``recipe`` model fitted to 64 digits, its data, an accelerator and the run config (what the trainer's
+    set-up holds when the head warm-up runs)."""
+    config = TrainConfig.from_dict(tiny_config(tmp_path, recipe=recipe, **overrides))
+    data = load_data(config.data)
+    torch.manual_seed(0)
+    model = AutoTransfer.from_pretrained(config.model.name, num_labels=2, pretrained=False)
+    model.apply_method(recipe, config.method)
+    model.reset_head(data.id2label)
+    model.method.set_trainable(model)
+    if config.model.image_size:
+        model.backbone.preprocessor = model.preprocessor.with_image_size(config.model.image_size)
+    return model, data, build_accelerator("no"), config
+
+
+def test_lp_ft_is_registered_and_asks_for_a_head_warmup():
+    assert "lp_ft" in list_methods()
+    method = get_method("lp_ft", {"probe_epochs": 7, "probe_lr": 0.05, "feature_precision": "fp32"})
+    assert method.head_warmup() == HeadWarmup(epochs=7, lr=0.05, weight_decay=1e-4, feature_precision="fp32")
+    assert method.saves_full_weights and method.trains_backbone
+    assert get_method("full").head_warmup() is None and get_method("linear_probe").head_warmup() is None
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    ({"probe_epochs": 0}, "method.probe_epochs=0"),
+    ({"probe_epochs": 2.5}, "method.probe_epochs"),
+    ({"probe_lr": 0}, "method.probe_lr=0"),
+    ({"probe_weight_decay": -1}, "method.probe_weight_decay=-1"),
+    ({"feature_precision": "fp16"}, "method.feature_precision='fp16'"),
+    ({"probe_epoch": 3}, "method.probe_epoch"),
+])
+def test_invalid_options_are_refused_naming_the_option(options, named):
+    with pytest.raises((ConfigurationError, ValueError)) as err:
+        get_method("lp_ft", options)
+    assert named in str(err.value)
+
+
+def test_probe_fits_the_head_and_leaves_the_backbone_unchanged(tmp_path):
+    model, data, acc, config = _setup(tmp_path, **{"method.probe_epochs": 60})
+    backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    head = {k: v.clone() for k, v in model.head.state_dict().items()}
+    lines = []
+    stats = warm_up_head(model, data, acc, config, "no", lines.append)
+    # The head learned the 10 digit classes from frozen random features (chance: ~0.1).
+    assert stats["probe_train_loss"] < 0.5 * stats["probe_initial_train_loss"]
+    assert stats["probe_train_accuracy"] >= stats["probe_initial_train_accuracy"] + 0.4
+    assert stats["probe_rows"] == len(data.train) and stats["probe_seconds"] > 0
+    assert any(k for k in head if not torch.equal(head[k], model.head.state_dict()[k]))
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, backbone[key]), key
+    assert any(line.startswith("lp_ft: probe fitted") and "train accuracy" in line for line in lines)
+    # Trainability is what the method set: everything, like full.
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_probe_is_seeded_and_leaves_the_global_random_stream(tmp_path):
+    heads = []
+    for run in range(2):
+        model, data, acc, config = _setup(tmp_path / str(run), **{"method.probe_epochs": 5})
+        torch.manual_seed(123)
+        warm_up_head(model, data, acc, config, "no", lambda _: None)
+        heads.append((model.head.fc.weight.detach().clone(), torch.rand(3)))
+    torch.testing.assert_close(heads[0][0], heads[1][0], rtol=0, atol=0)
+    torch.manual_seed(123)
+    assert torch.equal(heads[0][1], torch.rand(3))
+
+
+def test_methods_without_a_warmup_are_untouched(tmp_path):
+    model, data, acc, config = _setup(tmp_path, recipe="full")
+    head = model.head.fc.weight.detach().clone()
+    assert warm_up_head(model, data, acc, config, "no", lambda _: None) is None
+    assert torch.equal(head, model.head.fc.weight)
+
+
+class HeadWarmupAtStart(Callback):
+    """Runs the head warm-up as the engine's set-up will (until it does): before the first step, from the model the
+    trainer built, on its data, accelerator and config."""
+
+    def on_train_begin(self, trainer) -> None:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        self.stats = warm_up_head(model, trainer.data, trainer.accelerator, trainer.config, trainer.mixed_precision,
+                                  trainer._log)
+
+
+@pytest.mark.integration
+def test_a_run_starts_fine_tuning_from_the_fitted_probe(tmp_path):
+    warmup = HeadWarmupAtStart()
+    config = tiny_config(tmp_path, recipe="lp_ft", epochs=1, **{"method.probe_epochs": 60})
+    result = hftransfer.train(config, callbacks=[warmup])
+    assert warmup.stats["probe_train_accuracy"] > warmup.stats["probe_initial_train_accuracy"] + 0.4
+    assert "lp_ft: probe fitted" in (result.output_dir / "train.log").read_text()
+    assert json.loads((result.output_dir / "metrics.json").read_text())["recipe"] == "lp_ft"
+    assert AutoTransfer.from_pretrained(result.model_dir).method.name == "lp_ft"
+
+
+TWO_PROCESS = textwrap.dedent("""
+    import json, sys
+    import torch
+    from accelerate import PartialState
+    sys.path.insert(0, {tests!r})
+    from helpers import tiny_config
+    from hftransfer.data import load_data
+    from hftransfer.modeling import AutoTransfer
+    from hftransfer.training.accelerator import build_accelerator
+    from hftransfer.training.config import TrainConfig
+    from hftransfer.training.head_warmup import warm_up_head
+    from pathlib import Path
+
+    out = Path(sys.argv[1])
+    config = TrainConfig.from_dict(tiny_config(out, recipe="lp_ft", **{{"method.probe_epochs": 20}}))
+    acc = build_accelerator("no")
+    data = load_data(config.data)
+    torch.manual_seed(0)
+    model = AutoTransfer.from_pretrained(config.model.name, num_labels=2, pretrained=False)
+    model.apply_method("lp_ft", config.method)
+    model.reset_head(data.id2label)
+    model.backbone.preprocessor = model.preprocessor.with_image_size(config.model.image_size)
+    stats = warm_up_head(model, data, acc, config, "no", print)
+    torch.save({{k: v for k, v in model.head.state_dict().items()}}, out / f"head{{acc.process_index}}.pt")
+    (out / f"stats{{acc.process_index}}.json").write_text(json.dumps(stats))
+""")
+
+
+@pytest.mark.integration
+def test_two_processes_fit_the_same_head_as_one(tmp_path):
+    script = tmp_path / "warmup.py"
+    script.write_text(TWO_PROCESS.format(tests=str(REPO / "tests")))
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one")], check=True, env=cpu_env(), timeout=600)
+    accelerate_launch(script, str(tmp_path / "two"))
+    runs = (("one", 0), ("two", 0), ("two", 1))
+    one, rank0, rank1 = (torch.load(tmp_path / d / f"head{r}.pt") for d, r in runs)
+    stats = [json.loads((tmp_path / d / f"stats{r}.json").read_text()) for d, r in runs]
+    assert stats[1]["probe_rows"] == stats[2]["probe_rows"] == stats[0]["probe_rows"]  # every row, gathered once
+    for key in one:
+        torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0)  # identical on every rank
+        # Same features up to the sharded batches' float sums: the same probe.
+        torch.testing.assert_close(rank0[key], one[key], rtol=1e-3, atol=1e-4)
+
+
+def test_probe_runs_on_a_text_backbone(tmp_path, tiny_models):
+    # Tokenized, padded batches through the same stage (a tiny random BERT's features barely separate the classes:
+    # only the fitted loss is asserted here; the image tests check the accuracy).
+    model, data, acc, config = _setup(tmp_path, **{
+        "model.name": tiny_models["transformers_bert"], "model.image_size": None,
+        "data": {"source": str(text_csv(tmp_path)), "validation_split": 0.25}, "method.probe_epochs": 20})
+    backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    stats = warm_up_head(model, data, acc, config, "no", lambda _: None)
+    assert stats["probe_rows"] == len(data.train)
+    assert stats["probe_train_loss"] < stats["probe_initial_train_loss"]
+    assert all(torch.equal(v, backbone[k]) for k, v in model.backbone.state_dict().items())
