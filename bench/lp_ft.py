@@ -9,13 +9,14 @@ fixed stratified subsample of each (the same images for every arm and seed). Arm
 - ``lp_ft``: recipe ``lp_ft`` (its defaults: AdamW 1e-4) with its linear probe fitted first by
   ``hftransfer.training.head_warmup.warm_up_head``, called from a Callback at the start of training (the engine's
   set-up has no hook yet; when it has one, the callback sees the stats and does not fit twice).
-- ``full_lr1e-4``: recipe ``full`` at lp_ft's LR: separates the probe's effect from the smaller LR.
+- ``full_lr1e-4``: recipe ``full`` at lp_ft's LR, and ``lp_ft_lr3e-4``: ``lp_ft`` at full's LR: they separate the
+  probe's effect from the LR's.
 - ``linear_probe``: recipe ``linear_probe`` (cached features, no augmentation): LP-FT's stage 1 alone.
 
 The PACS tars are extracted into a temporary folder at run time. Rows merge into ``results/lp_ft.json`` after every
 run; ``results/lp_ft.md`` is the table.
 
-    nice -n 19 env OMP_NUM_THREADS=1 .venv/bin/python bench/lp_ft.py --seeds 1           # ~15 min on 2 shared cores
+    nice -n 19 env OMP_NUM_THREADS=1 .venv/bin/python bench/lp_ft.py --seeds 1           # ~17 min on 2 busy cores
     nice -n 19 env OMP_NUM_THREADS=1 .venv/bin/python bench/lp_ft.py --seeds 3 --first-seed 1   # add seeds 1, 2
     .venv/bin/python bench/lp_ft.py --smoke                                             # minuscule, end to end
     .venv/bin/python bench/lp_ft.py --render-only
@@ -41,7 +42,8 @@ from common import DATA_ROOT, REPO_ROOT, machine_info, offline_env, write_json  
 
 
 TARGETS = ("art_painting", "cartoon", "sketch")
-ARMS = ("full", "lp_ft", "full_lr1e-4", "linear_probe")
+ARMS = ("full", "lp_ft", "full_lr1e-4", "lp_ft_lr3e-4", "linear_probe")
+LR_ARMS = {"full_lr1e-4": ("full", 1e-4), "lp_ft_lr3e-4": ("lp_ft", 3e-4)}  # an arm at the other recipe's LR
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = {
     "bench": {"image_size": 128, "max_train_samples": 600, "max_eval_samples": 200, "epochs": 3, "batch_size": 32,
@@ -70,15 +72,16 @@ def target_subset(folder: Path, out: Path, per_class: int) -> Path:
 
 
 def arm_config(arm: str, seed: int, s: dict[str, Any], photo: Path, out: Path) -> dict[str, Any]:
-    config = {"recipe": {"full_lr1e-4": "full"}.get(arm, arm), "seed": seed, "output_dir": str(out),
+    recipe, lr = LR_ARMS.get(arm, (arm, None))
+    config = {"recipe": recipe, "seed": seed, "output_dir": str(out),
               "overwrite_output_dir": True, "progress_bar": False, "batch_size": s["batch_size"],
               "epochs": s["epochs"], "mixed_precision": "no", "augment": "default",
               "model": {"name": "packaged:efficientnet_lite0", "image_size": s["image_size"]},
               "data": {"source": str(photo), "max_train_samples": s["max_train_samples"],
                        "max_eval_samples": s["max_eval_samples"]}}
-    if arm == "full_lr1e-4":
-        config["optim"] = {"lr": 1e-4}
-    if arm == "lp_ft" and s["probe_epochs"]:
+    if lr is not None:
+        config["optim"] = {"lr": lr}
+    if recipe == "lp_ft" and s["probe_epochs"]:
         config["method"] = {"probe_epochs": s["probe_epochs"]}
     if arm == "linear_probe":
         config.update(augment="none", epochs=s["linear_probe_epochs"])
@@ -105,7 +108,7 @@ def run_arm(arm: str, seed: int, s: dict[str, Any], photo: Path, targets: dict[s
     start = time.perf_counter()
     warmup = HeadWarmupAtStart()
     result = hftransfer.train(arm_config(arm, seed, s, photo, work / f"{arm}_seed{seed}"),
-                              callbacks=[warmup] if arm == "lp_ft" else [])
+                              callbacks=[warmup] if arm.startswith("lp_ft") else [])
     train_s = time.perf_counter() - start
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     row = {"arm": arm, "seed": seed, "photo_val_accuracy": metrics["final_eval"]["accuracy"],
@@ -135,12 +138,12 @@ def render(results: dict[str, Any], mode: str) -> str:
             cells.append(f"{statistics.mean(values):.1f} ± {statistics.pstdev(values):.1f}")
         train = statistics.mean(r["train_s"] for r in mine)
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {len(mine)} | {train:.0f} |")
-    probes = [r for r in rows if r["arm"] == "lp_ft" and "probe_train_accuracy" in r]
+    probes = [r for r in rows if "probe_train_accuracy" in r]
     if probes:
         lines += ["", "lp_ft probe (stage 1, photo train split, un-augmented): train accuracy "
                   + ", ".join(f"{100 * r['probe_train_accuracy']:.1f}% (untrained head "
                               f"{100 * r['probe_initial_train_accuracy']:.1f}%, {r['probe_seconds']:.0f} s incl. "
-                              f"features, seed {r['seed']})" for r in probes)]
+                              f"features, {r['arm']} seed {r['seed']})" for r in probes)]
     return "\n".join(lines)
 
 
@@ -191,7 +194,8 @@ def write_page(path: Path, results: dict[str, Any], table: str) -> None:
              "(`photo_val`, the selection split); art_painting / cartoon / sketch are held-out target domains, never "
              "used for training or selection, each scored once on a fixed stratified subsample (the same images for "
              "every arm). Accuracy in %, mean ± std over seeds. Arms and protocol: `bench/lp_ft.py` docstring.", "",
-             table, "", f"Settings: `{json.dumps(SETTINGS['bench'])}`; EfficientNet-Lite0 (packaged ImageNet "
+             table, "", "Settings (probe_epochs null: lp_ft's default): "
+             f"`{json.dumps(SETTINGS['bench'])}`; EfficientNet-Lite0 (packaged ImageNet "
              "weights), fp32, augment default (linear_probe: none).", "",
              f"Machine: {results.get('machine', {}).get('cpu_model', '?')}; dates: {', '.join(dates)}; commands: "
              + ", ".join(f"`{c}`" for c in results.get("commands", [])), "", NOTES_MARKER]

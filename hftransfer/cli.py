@@ -60,7 +60,7 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 def _print_objectives(configs: list[Path]) -> None:
     """The registered training objectives (domain adaptation), what they combine with and their example configs."""
     from hftransfer.objectives import OBJECTIVES
-    from hftransfer.recipes.launch import LAUNCH
+    from hftransfer.recipes.registry import LAUNCH
 
     print(f"\nobjectives (objective.name=..., with any recipe; run with `hftransfer train` or `{LAUNCH} --config "
           "...`):")

@@ -126,16 +126,16 @@ def test_a_config_for_one_recipe_runs_as_another():
 
 def test_the_launch_module_refuses_bad_input_before_training(capsys, monkeypatch):
     # python -m hftransfer.recipes: errors name the setting (exit 2, no traceback) before any data or model loads.
-    import hftransfer.training
+    from hftransfer.recipes import launch
     from hftransfer.recipes.launch import main
 
-    monkeypatch.setattr(hftransfer.training, "train", lambda data: pytest.fail(f"trained {data}"))
+    monkeypatch.setattr(launch, "train", lambda data: pytest.fail(f"trained {data}"))
     assert main(["--config", "demo_digits", "recipe=nope"]) == 2
     assert "python -m hftransfer.recipes: error: Unknown recipe 'nope'" in capsys.readouterr().err
     assert main(["--config", "no_such_config.yaml"]) == 2
     assert "config='no_such_config.yaml' is not a file or a shipped example" in capsys.readouterr().err
     trained = []
-    monkeypatch.setattr(hftransfer.training, "train", trained.append)
+    monkeypatch.setattr(launch, "train", trained.append)
     lora = str(REPO / "recipes" / "configs" / "efficientnet_lite0_hymenoptera_lora.yaml")
     assert main(["--config", lora, "recipe=linear_probe", "epochs=2"]) == 0
     assert trained[0]["recipe"] == "linear_probe" and trained[0]["method"] == {} and trained[0]["epochs"] == 2

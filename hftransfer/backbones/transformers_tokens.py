@@ -53,9 +53,7 @@ class _TransformersTokens(TokenInterface):
         return bool(getattr(block, "gradient_checkpointing", False)) and block.training
 
     def _pooled(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        from hftransfer.backbones.transformers_backbone import (
-            POOLERS,  # import cycle: transformers_backbone imports this module
-        )
+        from hftransfer.backbones.transformers_backbone import POOLERS  # import cycle: it imports this module
 
         pooling = self.backbone.pooling
         pooler = getattr(self.model, "pooler", None)

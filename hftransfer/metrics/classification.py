@@ -66,7 +66,7 @@ def load_metric(name: str, **kwargs: Any) -> evaluate.EvaluationModule:
     """
     if name not in METRIC_REGISTRY:
         raise ValueError(f"Unknown metric name {name!r}. Available metrics: {', '.join(available_metrics())}.")
-    import evaluate  # heavy: loaded only when used
+    import evaluate  # heavy: pulls in datasets, which would slow `import hftransfer`
 
     return evaluate.load(str(METRIC_REGISTRY[name]), **kwargs)
 

@@ -1,6 +1,7 @@
 """The one entry point of every recipe config: ``python -m hftransfer.recipes --config FILE [key=value ...]``.
 
-Works from a wheel install and under accelerate (``accelerate launch -m hftransfer.recipes --config FILE``). The
+An entry point like the CLI (it sits above ``training``). Works from a wheel install and under accelerate
+(``accelerate launch -m hftransfer.recipes --config FILE``). The
 config names the recipe; a ``recipe=NAME`` override runs another one, keeping every option except the ``method``
 options NAME's method does not take (dropped, with a note).
 """
@@ -10,17 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-PROG = "python -m hftransfer.recipes"
-LAUNCH = "accelerate launch -m hftransfer.recipes"  # how the listing, README and config headers launch a config
+from hftransfer.errors import HFTransferError
+from hftransfer.recipes.registry import LAUNCH, PROG, as_recipe
+from hftransfer.training import train
+from hftransfer.training.config import apply_overrides, read_yaml_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hftransfer.errors import HFTransferError
-    from hftransfer.recipes.registry import as_recipe
-    from hftransfer.training import train
-    from hftransfer.training.config import apply_overrides, read_yaml_config
-
     parser = argparse.ArgumentParser(prog=PROG, description="Train the recipe a YAML config names (on one CPU/GPU, "
                                      f"or many processes with `{LAUNCH}`).")
     parser.add_argument("--config", required=True, help="YAML config, e.g. recipes/configs/demo_digits.yaml (or a "

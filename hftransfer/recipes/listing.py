@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from hftransfer.recipes.launch import LAUNCH
-from hftransfer.recipes.registry import get_recipe
+from hftransfer.recipes.registry import LAUNCH, get_recipe
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> list[str]:

@@ -16,6 +16,10 @@ from hftransfer.errors import ConfigurationError
 from hftransfer.methods.registry import FAMILY_KEYS, METHODS, MODALITIES, MethodEntry, deep_merge, list_methods
 
 
+PROG = "python -m hftransfer.recipes"  # the module that runs any recipe config (hftransfer/recipes/launch.py)
+LAUNCH = "accelerate launch -m hftransfer.recipes"  # how the listing, README and config headers launch a config
+
+
 __all__ = ["FAMILY_KEYS", "MODALITIES", "RECIPES", "Recipe", "as_recipe", "get_recipe", "list_recipes",
            "with_recipe_defaults"]
 

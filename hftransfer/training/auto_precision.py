@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from torch import nn
 
 from hftransfer.errors import PerformanceWarning
 from hftransfer.utils.hardware import fast_bf16
+from hftransfer.utils.io import read_json, write_json
 
 
 CHOICE_FILE = "mixed_precision_auto.json"  # in output_dir: a resumed run keeps the precision it started with
@@ -91,10 +94,7 @@ def resolve_auto_precision(model: nn.Module, output_dir: Path, batch_size: int, 
                            image_size: int | None, resuming: bool, cpu_only: bool) -> PrecisionChoice:
     """``mixed_precision: auto`` on every process: the main process's measured choice (written to ``CHOICE_FILE``),
     or, when ``resuming`` a run that stored one, the precision it started with."""
-    from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
 
-    from hftransfer.utils.io import read_json, write_json
 
     stored = Path(output_dir) / CHOICE_FILE
     state = PartialState(cpu=cpu_only)

@@ -12,9 +12,17 @@ from typing import Any
 
 import yaml
 
+from hftransfer.augment import AUGMENTATION_PRESETS
 from hftransfer.data import DataConfig
-from hftransfer.errors import ConfigurationError
+from hftransfer.errors import ConfigurationError, InputFileError
+from hftransfer.methods.registry import METHODS
+from hftransfer.metrics.classification import classification_metric_names
+from hftransfer.objectives import normalize_objective
+from hftransfer.recipes import get_recipe, registry
+from hftransfer.recipes.examples import example_configs, resolve_config
+from hftransfer.training.domain import check_domain_config
 from hftransfer.utils.config_values import coerce_value, load_yaml
+from hftransfer.utils.hub_ids import is_repo_id
 
 
 OPTIMIZER_NAMES = ("adamw", "sgd")  # hftransfer.training.optim.OPTIMIZERS implements each
@@ -286,8 +294,6 @@ class TrainConfig:
 
     def __post_init__(self):
         self._check_domain()
-        from hftransfer.augment import AUGMENTATION_PRESETS
-        from hftransfer.utils.hub_ids import is_repo_id
 
         check_values("", self, {
             "epochs": (_is_int(self.epochs) and self.epochs >= 1, "use a positive integer."),
@@ -324,7 +330,6 @@ class TrainConfig:
             "hub_repo_id": (self.hub_repo_id is None or is_repo_id(self.hub_repo_id),
                             "use 'namespace/name' (letters, digits, '-', '_', '.')."),
         })
-        from hftransfer.metrics.classification import classification_metric_names
 
         metrics = ["loss", *classification_metric_names()]
         check_values("", self, {"metric_for_best": (self.metric_for_best in metrics, f"use one of {metrics}.")})
@@ -335,15 +340,11 @@ class TrainConfig:
 
     def method_config(self) -> Any:
         """The recipe's method config built from ``method`` (raises on unknown options or invalid values)."""
-        from hftransfer.methods.registry import METHODS
-        from hftransfer.recipes import get_recipe
 
         entry = METHODS[get_recipe(self.recipe).method]
         return entry.config_cls.from_dict(self.method, context=f"recipe={self.recipe!r}")
 
     def _check_domain(self) -> None:
-        from hftransfer.objectives import normalize_objective
-        from hftransfer.training.domain import check_domain_config
 
         self.objective = normalize_objective(self.objective)
         check_domain_config(self.objective, self.target, self.target_eval, self.model_selection)
@@ -359,8 +360,6 @@ class TrainConfig:
                   ) -> TrainConfig:
         """Build from plain data; the recipe's default hyperparameters (for a ``modality`` backbone: "text" or
         "image", when known) fill what ``data`` leaves out."""
-        from hftransfer.recipes import registry
-
         config = _build(cls, registry.with_recipe_defaults(data, modality) if recipe_defaults else data, "")
         # What the user set, so the trainer can add the recipe's per-family defaults once the modality is known.
         config._user_values = copy.deepcopy(data) if recipe_defaults and modality is None else None
@@ -369,8 +368,6 @@ class TrainConfig:
     def for_modality(self, modality: str) -> TrainConfig:
         """This config with the recipe's defaults for a ``modality`` backbone filled in; ``self`` when nothing changes
         (the config was not built from user values, or the recipe has no per-family defaults)."""
-        from hftransfer.recipes import get_recipe
-
         user = getattr(self, "_user_values", None)
         if user is None or not get_recipe(self.recipe).family_defaults.get(modality):
             return self
@@ -386,8 +383,6 @@ def config_help() -> str:
 
     Generated from the dataclass fields' ``metadata["help"]``, so it cannot drift from the code.
     """
-    from hftransfer.methods.registry import METHODS
-
     lines = ["Training config options (YAML keys; dotted keys as key=value overrides):", ""]
     lines += _field_lines(TrainConfig, "", skip=("method",))
     for name, entry in sorted(METHODS.items()):
@@ -429,8 +424,6 @@ def _field_lines(cls: type, prefix: str, skip: tuple[str, ...] = ()) -> list[str
 
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
     """The plain options of a YAML config file or shipped example (not yet merged with recipe defaults)."""
-    from hftransfer.errors import InputFileError
-    from hftransfer.recipes.examples import example_configs, resolve_config
 
     if not resolve_config(path).is_file():
         raise InputFileError(f"config={str(path)!r} is not a file or a shipped example config. Pass a YAML file, or "

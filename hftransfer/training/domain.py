@@ -14,12 +14,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hftransfer.data import DataConfig, DataError, LoadedData, load_data
+from hftransfer.data.images import encode_image_arrays, image_dataset, scan_class_folders
+from hftransfer.data.sources import ARRAY_KEYS
+from hftransfer.data.tables import TABLE_SUFFIXES, read_table, text_dataset
 from hftransfer.errors import ConfigurationError
-from hftransfer.objectives import StepInfo, get_objective
+from hftransfer.objectives import StepInfo, get_objective, objective_entry
 from hftransfer.objectives.base import STRONG_SUFFIX
 from hftransfer.training.loaders import EpochBatchSampler, ImageDataset, intra_op_threads, split_inputs, split_loader
 from hftransfer.training.run_data import WeightShare
 from hftransfer.training.scoring import score
+from hftransfer.utils.io import read_json
 
 
 if TYPE_CHECKING:
@@ -42,8 +46,6 @@ def check_domain_config(objective: dict[str, Any], target: DataConfig | None, ta
                         model_selection: str) -> None:
     """Errors before anything is loaded: an objective that needs target data without any, a selection rule that
     needs what is missing."""
-    from hftransfer.objectives import objective_entry
-
     entry = objective_entry(objective["name"])
     if entry.objective_cls.needs_target and target is None:
         raise ConfigurationError(
@@ -62,8 +64,6 @@ def check_domain_config(objective: dict[str, Any], target: DataConfig | None, ta
 
 def read_baseline(path: str) -> dict[str, Any]:
     """Source and target metrics of a finished ``source_only`` run (its output_dir or metrics.json)."""
-    from hftransfer.utils.io import read_json
-
     file = Path(path) / "metrics.json" if Path(path).is_dir() else Path(path)
     if not file.is_file():
         raise ConfigurationError(f"source_only_baseline={path!r} is not a finished run: {str(file)!r} is missing. "
@@ -83,9 +83,6 @@ def read_baseline(path: str) -> dict[str, Any]:
 def _unlabelled_source(config: DataConfig, label_names: list[str], modality: str) -> datasets.Dataset | None:
     """A flat image folder, a .npz without labels, or a table without a label column, as a dataset whose labels are
     all ``UNLABELLED``; None when ``config`` names labelled data (read by the ordinary loaders)."""
-    from hftransfer.data.images import encode_image_arrays, image_dataset, scan_class_folders
-    from hftransfer.data.sources import ARRAY_KEYS
-    from hftransfer.data.tables import TABLE_SUFFIXES, read_table, text_dataset
 
     where = config.source or config.train
     if where is None:

@@ -56,8 +56,10 @@ def fit_model(model: AutoTransfer, config: TrainConfig, data: LoadedData, accele
     if cfg.model.gradient_checkpointing:
         model.backbone.set_grad_checkpointing(True)
     if cfg.model.channels_last and model.modality == "image":
-        if sharding_kind(accelerator) == "fsdp":  # FSDP2 shards only contiguous parameters
-            log("model.channels_last skipped: FSDP shards contiguous (NCHW) parameters only")
+        if (kind := sharding_kind(accelerator)) is not None:
+            # FSDP2 shards only contiguous parameters; DeepSpeed's broadcast views each one as bytes (fails on
+            # channels-last conv weights: "stride(-1) must be 1").
+            log(f"model.channels_last skipped: {kind} needs contiguous (NCHW) parameters")
         else:
             model.to(memory_format=torch.channels_last)
     if cfg.model.cpu_fast_path and accelerator.device.type == "cpu":

@@ -9,14 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hftransfer.data.report import format_data_report_markdown
+from hftransfer.hub.card import CardInfo, DatasetInfo, write_model_card
+from hftransfer.recipes import get_recipe
+
 
 logger = logging.getLogger("hftransfer")
 _CARD_KINDS = {"imagefolder": "imagefolder", "csv": "csv", "json": "json", "hub": "hub"}
 
 
 def dataset_info(description) -> Any:
-    from hftransfer.hub.card import DatasetInfo
-
     return DatasetInfo(name=description.name, kind=_CARD_KINDS.get(description.kind, "arrays"),
                        path=description.path, num_samples=dict(description.num_samples),
                        label_names=list(description.label_names))
@@ -47,8 +49,6 @@ def run_summary(trainer, state, final: dict[str, Any], test: dict[str, Any] | No
 
 def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:
     """Plots (when matplotlib is installed) and the model card, written into ``model_dir``."""
-    from hftransfer.data.report import format_data_report_markdown
-    from hftransfer.hub.card import CardInfo, write_model_card
 
     cfg = trainer.config
     final = summary["final_eval"]
@@ -111,8 +111,6 @@ def _hyperparameters(cfg, precision_choice: Any = None) -> dict[str, Any]:
 
 def _defaults_note(recipe: str, modality: str) -> str:
     """Where the values the user did not set came from (recipes may default differently per backbone family)."""
-    from hftransfer.recipes import get_recipe
-
     per_family = bool(get_recipe(recipe).family_defaults.get(modality))
     return f"recipe {recipe!r}" + (f" for {modality} backbones" if per_family else "") + " (see `hftransfer recipes`)"
 

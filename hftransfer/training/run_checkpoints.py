@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from accelerate.utils import broadcast_object_list, gather_object
 from torch import nn
 
 from hftransfer.errors import ConfigurationError
@@ -80,8 +81,6 @@ class RunCheckpoints:
           process's running loss of the epoch) and ``sharding.json`` (kind and number of processes, checked on
           resume).
         """
-        from accelerate.utils import broadcast_object_list, gather_object
-
         acc = self.accelerator
         extra = full_tensors(_objective_extra_state(objective))  # a collective for FSDP shards
         losses = gather_object([[state.loss_sum, state.loss_count]])  # per process (TrainState: rank 0's)

@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from torch import nn
 
 
 def sharding_kind(accelerator) -> str | None:
     """``"fsdp"``, ``"zero1"``/``"zero2"``/``"zero3"`` when state is split across processes; ``None`` otherwise."""
-    from accelerate.utils import DistributedType
-
     if accelerator.distributed_type == DistributedType.FSDP:
         return "fsdp"
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
