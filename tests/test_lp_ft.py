@@ -17,7 +17,6 @@ from hftransfer.methods import get_method, list_methods
 from hftransfer.methods.base import HeadWarmup
 from hftransfer.modeling import AutoTransfer
 from hftransfer.training.accelerator import build_accelerator
-from hftransfer.training.callbacks import Callback
 from hftransfer.training.config import TrainConfig
 from hftransfer.training.head_warmup import warm_up_head
 
@@ -98,25 +97,18 @@ def test_methods_without_a_warmup_are_untouched(tmp_path):
     assert torch.equal(head, model.head.fc.weight)
 
 
-class HeadWarmupAtStart(Callback):
-    """Runs the head warm-up as the engine's set-up will (until it does): before the first step, from the model the
-    trainer built, on its data, accelerator and config."""
-
-    def on_train_begin(self, trainer) -> None:
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        self.stats = warm_up_head(model, trainer.data, trainer.accelerator, trainer.config, trainer.mixed_precision,
-                                  trainer._log)
-
-
 @pytest.mark.integration
 def test_a_run_starts_fine_tuning_from_the_fitted_probe(tmp_path):
-    warmup = HeadWarmupAtStart()
+    # the engine's set-up fits the probe before the optimizer exists; its stats reach metrics.json and the log
     config = tiny_config(tmp_path, recipe="lp_ft", epochs=1, **{"method.probe_epochs": 60})
-    result = hftransfer.train(config, callbacks=[warmup])
-    assert warmup.stats["probe_train_accuracy"] > warmup.stats["probe_initial_train_accuracy"] + 0.4
+    result = hftransfer.train(config)
+    stats = json.loads((result.output_dir / "metrics.json").read_text())["head_warmup"]
+    assert stats["probe_train_accuracy"] > stats["probe_initial_train_accuracy"] + 0.4
+    assert stats["probe_epochs"] == 60
     assert "lp_ft: probe fitted" in (result.output_dir / "train.log").read_text()
-    assert json.loads((result.output_dir / "metrics.json").read_text())["recipe"] == "lp_ft"
     assert AutoTransfer.from_pretrained(result.model_dir).method.name == "lp_ft"
+    plain = hftransfer.train(tiny_config(tmp_path / "full", recipe="full", epochs=1))
+    assert "head_warmup" not in json.loads((plain.output_dir / "metrics.json").read_text())
 
 
 TWO_PROCESS = textwrap.dedent("""

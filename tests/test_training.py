@@ -21,6 +21,7 @@ from hftransfer.training.optim import build_optimizer, build_scheduler, param_gr
 from helpers import (
     REPO,
     assert_same_weights,
+    cpu_env,
     launch_single_and_two_process,
     run_killed_and_resumed,
     saved_weights,
@@ -362,6 +363,27 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
     assert strip(ma["history"]) == strip(mb["history"])
     assert ma["final_eval"] == mb["final_eval"]
+
+
+@pytest.mark.integration
+def test_two_process_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    # DDP (2 processes, gloo): every process's running loss and RNG come back, so the resumed epoch's train_loss, the
+    # metrics and the weights equal the uninterrupted run's (dropout draws from each process's own RNG).
+    common = {"epochs": 3, "checkpoint_every_steps": 2, "model.head_dropout": 0.1, "optim.name": "sgd",
+              "optim.lr": 0.05}
+    clean = tiny_config(tmp_path / "clean", **common)
+    killed = tiny_config(tmp_path / "killed", **common)
+
+    def inspect(last: Path) -> None:
+        assert len(json.loads((last / "process_losses.json").read_text())) == 2
+
+    run_killed_and_resumed(tmp_path, clean, killed, kill_step=7, last_checkpoint=6, env=cpu_env(),
+                           after_kill=inspect, launcher=("--multi_gpu",))
+    assert_same_weights(saved_weights(clean["output_dir"]), saved_weights(killed["output_dir"]))
+    ma, mb = (json.loads((Path(c["output_dir"]) / "metrics.json").read_text()) for c in (clean, killed))
+    drop = ("train_samples_per_s", "train_time_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in ma["history"]] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in mb["history"]]
 
 
 @pytest.mark.integration

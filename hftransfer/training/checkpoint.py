@@ -52,11 +52,12 @@ def checkpoint_path(output_dir: Path, global_step: int) -> Path:
 
 
 def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict[str, Any], keep: int,
-                    objective_state: dict[str, torch.Tensor] | None = None) -> Path:
+                    objective_state: dict[str, torch.Tensor] | None = None,
+                    process_losses: list[list[float]] | None = None) -> Path:
     """Write ``checkpoints/step_<global_step>`` atomically and keep only the newest ``keep`` checkpoints.
 
     ``objective_state``: the training objective's tensors (discriminator, EMA teacher), restored by
-    :func:`load_objective_state`.
+    :func:`load_objective_state`. ``process_losses``: every process's running loss of the epoch (several processes).
     """
     final = checkpoint_path(output_dir, state["global_step"])
     tensors, plain = _rng_state()
@@ -66,6 +67,8 @@ def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict[s
         save_state_dict(tensors, tmp / "rng.safetensors")
         write_json(tmp / TRAINER_STATE, {**state, "rng": plain})
         write_objective_state(tmp, objective_state)
+        if process_losses is not None:
+            write_json(tmp / PROCESS_LOSSES, process_losses)
     remove_old_checkpoints(output_dir, keep)
     return final
 

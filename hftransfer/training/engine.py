@@ -32,6 +32,7 @@ from hftransfer.training.callbacks import Callback
 from hftransfer.training.config import TrainConfig, apply_overrides
 from hftransfer.training.domain import DomainRun, selection_key
 from hftransfer.training.freezing import apply_stage, depth_map, set_train_mode, stage_at
+from hftransfer.training.head_warmup import warm_up_head
 from hftransfer.training.mixup import MixFn, build_mixup
 from hftransfer.training.model_setup import fit_model, load_model_with_method
 from hftransfer.training.optim import add_module_groups, build_optimizer, build_scheduler
@@ -104,6 +105,7 @@ class TransferTrainer:
         self.domain: DomainRun | None = None
         self.feature_mode = False  # linear probe on cached backbone features
         self.feature_precision: str | None = None  # feature_mode only
+        self.head_warmup: dict[str, Any] | None = None  # probe_* stats of a method's head-only stage (lp_ft)
         self.train_loader: DataLoader | None = None
         self.eval_loader: DataLoader | None = None
         self.train_sampler: EpochBatchSampler | None = None
@@ -156,6 +158,7 @@ class TransferTrainer:
         self.objective = self.domain.objective
         self._setup_loaders()
         self.domain.setup(acc, self.model, self.data)
+        self.head_warmup = warm_up_head(self.model, self.data, acc, cfg, self.mixed_precision, self._log)
         self.depths = depth_map(self.model)
         self.optimizer = build_optimizer(self.model, self.model.method, self.depths, cfg.optim,
                                          fsdp=sharding_kind(acc) == "fsdp")

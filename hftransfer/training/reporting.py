@@ -43,6 +43,8 @@ def run_summary(trainer, state, final: dict[str, Any], test: dict[str, Any] | No
         summary["compile_time_s"] = trainer.compile_timer.seconds
     if trainer.feature_mode:
         summary["feature_precision"] = trainer.feature_precision
+    if trainer.head_warmup:
+        summary["head_warmup"] = trainer.head_warmup
     summary.update(trainer.domain.summary(trainer.predict_eval))
     return summary
 

@@ -62,9 +62,14 @@ class RunCheckpoints:
             state.target_stream = domain.state_dict()  # the main process writes trainer_state.json
         if self._sharding() is not None:
             self._save_sharded(state, objective)
-        elif acc.is_main_process:
+            acc.wait_for_everyone()
+            return
+        # Several processes: each one's running loss of the epoch (TrainState holds the main process's).
+        losses = gather_object([[state.loss_sum, state.loss_count]]) if acc.num_processes > 1 else None
+        if acc.is_main_process:
             ckpt.save_checkpoint(self.output_dir, acc.unwrap_model(model), optimizer.optimizer, scheduler.scheduler,
-                                 state.to_dict(), self.keep, objective_state=objective.state_dict())
+                                 state.to_dict(), self.keep, objective_state=objective.state_dict(),
+                                 process_losses=losses)
         acc.wait_for_everyone()
 
     def _save_sharded(self, state: TrainState, objective: Objective) -> None:
@@ -118,6 +123,8 @@ class RunCheckpoints:
             objective_state = ckpt.load_objective_state(found[-1])
             if objective_state:
                 objective.load_state_dict({k: v.to(acc.device) for k, v in objective_state.items()})
+            if (found[-1] / ckpt.PROCESS_LOSSES).is_file():
+                state.loss_sum, state.loss_count = read_json(found[-1] / ckpt.PROCESS_LOSSES)[acc.process_index]
         domain.load_state_dict(state.target_stream)
         self._log(f"resumed from {found[-1]} (epoch {state.epoch}, step {state.global_step}, "
                   f"{state.batches_done} batches into the epoch)")
