@@ -43,7 +43,13 @@ from common import DATA_ROOT, REPO_ROOT, machine_info, offline_env, write_json  
 
 
 TARGETS = ("art_painting", "cartoon", "sketch")
-ARMS = ("full", "lp_ft", "full_lr1e-4", "lp_ft_lr3e-4", "linear_probe")
+ARMS = ("full", "lp_ft", "lp_ft_bn_update", "frozen_bn_no_probe", "full_lr1e-4", "lp_ft_lr3e-4", "linear_probe")
+# Arms with method options: BatchNorm statistics updated (the old default); no probe (a 1-pass probe at LR 1e-12
+# leaves the head as initialised), to separate the probe's effect from that of frozen statistics.
+METHOD_OPTIONS = {
+    "lp_ft_bn_update": ("lp_ft", {"norm_statistics": "update"}),
+    "frozen_bn_no_probe": ("lp_ft", {"norm_statistics": "frozen", "probe_epochs": 1, "probe_lr": 1e-12}),
+}
 LR_ARMS = {"full_lr1e-4": ("full", 1e-4), "lp_ft_lr3e-4": ("lp_ft", 3e-4)}  # an arm at the other recipe's LR
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = {
@@ -73,7 +79,7 @@ def target_subset(folder: Path, out: Path, per_class: int) -> Path:
 
 
 def arm_config(arm: str, seed: int, s: dict[str, Any], photo: Path, out: Path) -> dict[str, Any]:
-    recipe, lr = LR_ARMS.get(arm, (arm, None))
+    recipe, lr = LR_ARMS.get(arm, (METHOD_OPTIONS.get(arm, (arm,))[0], None))
     config = {"recipe": recipe, "seed": seed, "output_dir": str(out),
               "overwrite_output_dir": True, "progress_bar": False, "batch_size": s["batch_size"],
               "epochs": s["epochs"], "mixed_precision": "no", "augment": "default",
@@ -84,6 +90,8 @@ def arm_config(arm: str, seed: int, s: dict[str, Any], photo: Path, out: Path) -
         config["optim"] = {"lr": lr}
     if recipe == "lp_ft" and s["probe_epochs"]:
         config["method"] = {"probe_epochs": s["probe_epochs"]}
+    if arm in METHOD_OPTIONS:
+        config["method"] = {**config.get("method", {}), **METHOD_OPTIONS[arm][1]}
     if arm == "linear_probe":
         config.update(augment="none", epochs=s["linear_probe_epochs"])
     return config

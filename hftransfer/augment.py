@@ -27,7 +27,7 @@ def register_augmentation(name: str):
 
 
 def _eval_transform(cfg: dict[str, Any]):
-    from timm.data import create_transform
+    from timm.data import create_transform  # heavy: timm.data, ~2.5 s
 
     return create_transform(input_size=cfg["input_size"], is_training=False, interpolation=cfg["interpolation"],
                             mean=cfg["mean"], std=cfg["std"], crop_pct=cfg["crop_pct"],
@@ -48,7 +48,7 @@ UPRIGHT_CROP_SCALE = (0.5, 1.0)
 
 def _train_transform(cfg: dict[str, Any], **options: Any):
     """timm's training transform (random-resized-crop, then ``options``) with the backbone's normalisation."""
-    from timm.data import create_transform
+    from timm.data import create_transform  # heavy: timm.data, ~2.5 s
 
     return create_transform(input_size=cfg["input_size"], is_training=True, interpolation=cfg["interpolation"],
                             mean=cfg["mean"], std=cfg["std"], color_jitter=None, **options)

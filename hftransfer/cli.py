@@ -15,16 +15,32 @@ import argparse
 import sys
 from pathlib import Path
 
+from hftransfer._version import __version__
+from hftransfer.compare import add_compare_parser  # compare (recipes / backbones side by side)
+from hftransfer.demo.cli import add_demo_parser  # demo (Gradio app, --write-space)
+from hftransfer.errors import HFTransferError
+from hftransfer.export.cli import add_export_parser  # export (ONNX, parity check, int8)
+from hftransfer.hub.pull import pull
+from hftransfer.hub.push import push_folder
+from hftransfer.objectives import OBJECTIVES
+from hftransfer.ranking.cli import add_rank_parser  # rank (transferability metrics before training)
+from hftransfer.recipes import list_recipes
+from hftransfer.recipes.examples import EXAMPLES_PREFIX, example_configs
+from hftransfer.recipes.listing import launch_lines, recipe_lines
+from hftransfer.recipes.registry import LAUNCH
+from hftransfer.robust.cli import add_commands as add_robust_commands  # interpolate (WiSE-FT), soup
+from hftransfer.saved_format import HFTRANSFER_CONFIG
+
 
 COMPILE_HELP = ("torch.compile the model first (in place, dynamic shapes); pays off on large inputs, and where it "
                 "cannot apply the reason is printed and it runs eagerly")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from hftransfer.training import train
+    from hftransfer.training import train  # heavy: the training stack (accelerate, datasets, timm)
 
     if args.help_config:
-        from hftransfer.training.config import config_help
+        from hftransfer.training.config import config_help  # heavy: the training stack
 
         print(config_help())
         return 0
@@ -42,10 +58,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
-    from hftransfer.recipes import list_recipes
-    from hftransfer.recipes.examples import EXAMPLES_PREFIX, example_configs
-    from hftransfer.recipes.listing import launch_lines, recipe_lines
-
     configs = list(example_configs().values())
     print("\n".join(launch_lines()))
     for name in list_recipes():
@@ -59,9 +71,6 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 def _print_objectives(configs: list[Path]) -> None:
     """The registered training objectives (domain adaptation), what they combine with and their example configs."""
-    from hftransfer.objectives import OBJECTIVES
-    from hftransfer.recipes.registry import LAUNCH
-
     print(f"\nobjectives (objective.name=..., with any recipe; run with `hftransfer train` or `{LAUNCH} --config "
           "...`):")
     for name in sorted(OBJECTIVES):
@@ -76,7 +85,7 @@ def _print_objectives(configs: list[Path]) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from hftransfer.inference import predict_file
+    from hftransfer.inference import predict_file  # heavy: datasets, PIL (the data loaders)
 
     rows = predict_file(args.model, args.inputs, args.output, top_k=args.top_k, batch_size=args.batch_size,
                         text_column=args.text_column, image_column=args.image_column,
@@ -95,7 +104,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from hftransfer.inference import evaluate
+    from hftransfer.inference import evaluate  # heavy: datasets, PIL (the data loaders)
 
     label_names = [n.strip() for n in args.label_names.split(",")] if args.label_names else None
     text_column = args.text_column.split(",") if args.text_column and "," in args.text_column else args.text_column
@@ -106,7 +115,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                       compile=args.compile, format=args.format, text_column=text_column,
                       label_column=args.label_column, image_column=args.image_column, label_names=label_names,
                       hub_subset=args.hub_subset, backend=args.backend)
-    from accelerate import PartialState
+    from accelerate import PartialState  # heavy: accelerate, kept off `hftransfer --help`
 
     if PartialState().is_main_process:
         shown = " | ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
@@ -124,9 +133,6 @@ def _slug(text: str) -> str:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from hftransfer.hub.push import push_folder
-    from hftransfer.saved_format import HFTRANSFER_CONFIG
-
     folder = Path(args.output_dir)
     if (folder / "model" / HFTRANSFER_CONFIG).is_file():
         folder = folder / "model"
@@ -137,8 +143,6 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_pull(args: argparse.Namespace) -> int:
-    from hftransfer.hub.pull import pull
-
     result = pull(args.repo_id, args.local_dir, revision=args.revision, token=args.token, overwrite=args.overwrite)
     print(result.summary())
     return 0
@@ -147,8 +151,6 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hftransfer", description="Transfer learning on timm and transformers "
                                      "models: recipes, accelerate, hub, model cards.")
-    from hftransfer._version import __version__
-
     parser.add_argument("--version", action="version", version=f"hftransfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -226,31 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR once the new copy is complete")
     p.set_defaults(func=_cmd_pull)
 
-    from hftransfer.robust.cli import add_commands as add_robust_commands  # interpolate (WiSE-FT), soup
-
     add_robust_commands(sub)
-
-    from hftransfer.export.cli import add_export_parser  # export (ONNX, parity check, int8)
 
     add_export_parser(sub)
 
-    from hftransfer.demo.cli import add_demo_parser  # demo (Gradio app, --write-space)
-
     add_demo_parser(sub)
 
-    from hftransfer.ranking.cli import add_rank_parser  # rank (transferability metrics before training)
-
     add_rank_parser(sub)
-
-    from hftransfer.compare import add_compare_parser  # compare (recipes / backbones side by side)
 
     add_compare_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hftransfer.errors import HFTransferError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

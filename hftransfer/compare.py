@@ -21,8 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
+from hftransfer.backbones import check_backbone_name
 from hftransfer.errors import ConfigurationError
+from hftransfer.recipes import list_recipes
+from hftransfer.utils.hub_ids import is_repo_id
 
 
 LAUNCHERS = ("python", "accelerate")
@@ -96,9 +100,7 @@ def _slug(text: str) -> str:
 def _plan(config: str | Path | dict, recipes: Sequence[str] | None, models: Sequence[str] | None, seeds: int,
           overrides: Sequence[str]) -> tuple[dict, list[tuple[str, str, int, dict]]]:
     """Every run's full config, validated (unknown recipes, models, options) before anything runs."""
-    from hftransfer.backbones import check_backbone_name
-    from hftransfer.recipes import list_recipes
-    from hftransfer.training.config import TrainConfig, apply_overrides, read_yaml_config
+    from hftransfer.training.config import TrainConfig, apply_overrides, read_yaml_config  # heavy: training stack
 
     raw = read_yaml_config(config) if isinstance(config, (str, Path)) else dict(config)
     raw = apply_overrides(raw, list(overrides))
@@ -185,13 +187,9 @@ def compare(
         card: add the table as a section of the best run's model card (``runs/<best>/model/README.md``).
         push_to: then push that model folder to this hub repo id.
     """
-    import yaml
-
     if launcher not in LAUNCHERS:
         raise ConfigurationError(f"launcher={launcher!r} is invalid; choose one of {list(LAUNCHERS)}.")
     if push_to is not None:
-        from hftransfer.utils.hub_ids import is_repo_id
-
         if not is_repo_id(push_to, namespaced=True):
             raise ConfigurationError(f"push_to={push_to!r} is not a hub repo id; use 'namespace/name'.")
         card = True
@@ -230,7 +228,7 @@ def compare(
         model_dir = Path(best_run.run_dir) / "model"
         result.card_path = add_card_section(model_dir / "README.md", result.markdown())
         if push_to is not None:
-            from hftransfer.hub.push import push_folder
+            from hftransfer.hub.push import push_folder  # heavy: huggingface_hub, only when pushing
 
             result.pushed_url = push_folder(model_dir, push_to, commit_message="hftransfer compare: add comparison")
     return result
@@ -288,10 +286,10 @@ def _write(result: CompareResult) -> None:
 
 
 def _plot(result: CompareResult, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # optional dependency
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional dependency
 
     rows = [r for r in result.table if r["validation"] and r["wall_s"]]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))

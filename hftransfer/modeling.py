@@ -23,6 +23,7 @@ from hftransfer.backbones import (
 )
 from hftransfer.errors import ConfigurationError, ForeignFolderError, ModelNameError, OfflineError
 from hftransfer.heads import ClassificationHead
+from hftransfer.hub.fetch import fetch_snapshot
 from hftransfer.methods import TransferMethod, get_method
 from hftransfer.saved_format import (
     BACKBONE_DIR,
@@ -123,8 +124,6 @@ class AutoTransfer(nn.Module):
         if resolved.kind == "hftransfer":
             folder = Path(resolved.location)
             if resolved.source == "hub":
-                from hftransfer.hub.fetch import fetch_snapshot
-
                 folder = fetch_snapshot(resolved.location, revision=revision, token=token).local_dir
             origin = str(model_name) + (f"@{revision}" if revision and resolved.source == "hub" else "")
             model = cls._from_saved(folder, token=token, trust_remote_code=trust_remote_code,
@@ -398,7 +397,7 @@ class AutoTransfer(nn.Module):
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         """Upload this model in one commit (see :func:`hftransfer.hub.push_model`)."""
-        from hftransfer.hub.push import push_model
+        from hftransfer.hub.push import push_model  # heavy: hub upload code, kept out of import hftransfer
 
         return push_model(self, repo_id, **kwargs)
 

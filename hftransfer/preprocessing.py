@@ -46,7 +46,7 @@ class ImagePreprocessor:
 
     def transform(self, train: bool = False, augment: str | None = "default"):
         """A per-image callable PIL.Image -> Tensor[3, H, W]."""
-        from hftransfer.augment import build_image_transform
+        from hftransfer.augment import build_image_transform  # heavy: timm transforms, kept out of import hftransfer
 
         return build_image_transform(self.data_config, train=train, augment=augment)
 
@@ -83,7 +83,7 @@ class TextPreprocessor:
 
 
 def _to_rgb(img: Any):
-    from PIL import Image
+    from PIL import Image  # heavy: PIL, kept out of import hftransfer
 
     if isinstance(img, Image.Image):
         return img if img.mode == "RGB" else img.convert("RGB")

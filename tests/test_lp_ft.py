@@ -168,3 +168,24 @@ def test_probe_runs_on_a_text_backbone(tmp_path, tiny_models):
     assert stats["probe_rows"] == len(data.train)
     assert stats["probe_train_loss"] < stats["probe_initial_train_loss"]
     assert all(torch.equal(v, backbone[k]) for k, v in model.backbone.state_dict().items())
+
+
+@pytest.mark.parametrize("stats", ["update", "frozen"])
+def test_norm_statistics_frozen_keeps_batchnorm_in_eval_mode_while_its_affine_parameters_train(stats):
+    from torch import nn
+
+    from hftransfer.methods import get_method
+    from hftransfer.training.freezing import set_train_mode
+
+    model = AutoTransfer.from_pretrained("timm:test_efficientnet", pretrained=False, num_labels=3)
+    model.method = get_method("lp_ft", {"norm_statistics": stats})
+    model.method.apply(model)
+    set_train_mode(model, "all")
+    norms = [m for m in model.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(p.requires_grad for m in norms for p in m.parameters(recurse=False))
+    assert all(m.training == (stats == "update") for m in norms)
+    assert get_method("lp_ft").freezes_norm_statistics and not get_method("full").freezes_norm_statistics
+    before = [m.running_mean.clone() for m in norms]
+    model(pixel_values=torch.randn(4, 3, 32, 32))
+    changed = [not torch.equal(b, m.running_mean) for b, m in zip(before, norms)]
+    assert all(changed) if stats == "update" else not any(changed)

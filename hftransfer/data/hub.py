@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import datasets
 import numpy as np
 import pandas as pd
+from huggingface_hub import constants
 
 from .config import DataConfig
 from .errors import DataError
@@ -55,8 +56,6 @@ def _load(config: DataConfig) -> datasets.DatasetDict:
     dataset_id = config.source
     subset = f" (hub_subset={config.hub_subset!r})" if config.hub_subset else ""
     if not datasets.config.HF_HUB_OFFLINE and not Path(str(dataset_id)).exists():  # local dirs need no hub
-        from huggingface_hub import constants
-
         if not hub_reachable(constants.ENDPOINT):
             raise DataError(
                 f"cannot load hub dataset {dataset_id!r}{subset}: {constants.ENDPOINT} is unreachable. "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
 from . import hub, sources  # noqa: F401  (importing them registers their source loaders)
 from .config import DataConfig
@@ -130,8 +131,6 @@ def remap_labels(
     ids = mapping[np.asarray(dataset.with_format("arrow")["label"], dtype=np.int64)]
     features = dataset.features.copy()
     features["label"] = datasets.ClassLabel(names=list(target))
-    from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
     quiet = are_progress_bars_disabled()
     disable_progress_bars()  # a sub-second cast: no "Casting the dataset" bar in evaluate/predict output
     try:

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+import datasets
+import numpy as np
+from PIL import Image
+
+from .images import parallel_map
 
 
 @dataclass
@@ -76,15 +87,11 @@ _TOKEN_SAMPLE = 5000  # texts per split tokenized (untruncated) to measure the s
 
 def _content_hashes(split: Any, modality: str) -> list[str]:
     """A blake2b digest of each row's content: the image file bytes, or the text (and text pair)."""
-    import hashlib
-
     if modality == "text":
         pairs = split["text_pair"] if "text_pair" in split.column_names else None
         texts = list(split["text"])
         rows = [f"{t}\x00{p}" for t, p in zip(texts, pairs)] if pairs is not None else texts
         return [hashlib.blake2b(r.encode("utf-8"), digest_size=16).hexdigest() for r in rows]
-    import datasets
-
     raw = split.cast_column("image", datasets.Image(decode=False))["image"]
 
     def digest(item: dict[str, Any]) -> str:
@@ -94,20 +101,11 @@ def _content_hashes(split: Any, modality: str) -> list[str]:
                 data = handle.read()
         return hashlib.blake2b(data, digest_size=16).hexdigest()
 
-    from .images import parallel_map
-
     return parallel_map(digest, list(raw))
 
 
 def _image_sizes(split: Any) -> list[tuple[int, int]]:
     """(width, height) of each image from its header only (no decoding)."""
-    import io
-
-    import datasets
-    from PIL import Image
-
-    from .images import parallel_map
-
     def size(item: dict[str, Any]) -> tuple[int, int]:
         source = io.BytesIO(item["bytes"]) if item.get("bytes") is not None else item["path"]
         with Image.open(source) as image:
@@ -117,8 +115,6 @@ def _image_sizes(split: Any) -> list[tuple[int, int]]:
 
 
 def _distribution(values: list[float]) -> dict[str, float]:
-    import numpy as np
-
     if not values:
         return {}
     array = np.asarray(values, dtype=np.float64)
@@ -281,10 +277,6 @@ def format_data_report_markdown(report: dict[str, Any]) -> str:
 
 def write_data_report(report: dict[str, Any], folder: str | Any) -> None:
     """`data_report.json` and `data_report.md` in `folder` (each written to a temp file, then renamed)."""
-    import json
-    import os
-    from pathlib import Path
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     texts = (json.dumps(report, indent=2, default=str) + "\n",

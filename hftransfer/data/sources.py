@@ -313,7 +313,7 @@ def load_arrays(config: DataConfig, arrays: Any = None) -> SourceData:
 @register_source("sklearn_digits")
 def load_sklearn_digits(config: DataConfig, arrays: Any = None) -> SourceData:
     """scikit-learn's 1,797 8x8 grayscale digits (pixels 0..16 scaled to 0..255), classes "0".."9"; no download."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # heavy: sklearn.datasets (scipy), ~1 s, only this source
 
     digits = load_digits()
     pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hftransfer.errors import ModelCardError
+from hftransfer.metrics.classification import format_report_markdown
 from hftransfer.utils.hub_ids import is_repo_id
 
 
@@ -401,8 +402,6 @@ def _params_line(info: CardInfo) -> str:
 
 
 def _template_kwargs(info: CardInfo) -> dict[str, Any]:
-    from hftransfer.metrics.classification import format_report_markdown
-
     hub_id = _hub_base_model(info.base_model)
     command = redact_secrets(info.command.strip()) if info.command else ""
     config_yaml = redact_secrets(info.config_yaml.strip()) if info.config_yaml else ""

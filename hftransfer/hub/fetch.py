@@ -30,7 +30,7 @@ class FetchedRepo:
 
 
 def hub_offline_forced() -> bool:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # heavy: huggingface_hub
 
     return bool(constants.HF_HUB_OFFLINE)
 
@@ -53,7 +53,7 @@ def hub_reachable() -> bool:
     """
     if hub_offline_forced():
         return False
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # heavy: huggingface_hub
 
     return _endpoint_reachable(constants.ENDPOINT)
 
@@ -69,8 +69,8 @@ def _commit_from_snapshot_path(path: Path) -> str | None:
 
 def fetch_file(repo_id: str, filename: str, revision: str | None = None, token: str | bool | None = None) -> Path:
     """Download (or read from cache) one file; fail in seconds with :class:`OfflineError` when unreachable."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
+    from huggingface_hub import hf_hub_download  # heavy: huggingface_hub
+    from huggingface_hub.errors import (  # heavy: huggingface_hub
         EntryNotFoundError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
@@ -100,7 +100,7 @@ def fetch_file(repo_id: str, filename: str, revision: str | None = None, token: 
 
 
 def _cached_as_missing(repo_id: str, filename: str, revision: str | None) -> bool:
-    from huggingface_hub import _CACHED_NO_EXIST, try_to_load_from_cache
+    from huggingface_hub import _CACHED_NO_EXIST, try_to_load_from_cache  # heavy: huggingface_hub
 
     return try_to_load_from_cache(repo_id, filename, revision=revision) is _CACHED_NO_EXIST
 
@@ -112,8 +112,8 @@ def fetch_snapshot(
     allow_pickle: bool = False,
 ) -> FetchedRepo:
     """Download the metadata and safetensors weights of a repo (pickle weights only with ``allow_pickle``)."""
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub import HfApi, snapshot_download  # heavy: huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError  # heavy: huggingface_hub
 
     online = hub_reachable()
     patterns = list(SAFE_PATTERNS)
@@ -155,7 +155,7 @@ def not_found_message(repo_id: str) -> str:
 
 
 def _endpoint() -> str:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # heavy: huggingface_hub
 
     return constants.ENDPOINT
 

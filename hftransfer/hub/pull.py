@@ -27,7 +27,15 @@ from hftransfer.errors import (
     OutputDirError,
     UnsafeCheckpointError,
 )
-from hftransfer.hub.fetch import SAFE_PATTERNS, FetchedRepo, fetch_file, fetch_snapshot, not_found_message
+from hftransfer.hub.fetch import (
+    SAFE_PATTERNS,
+    FetchedRepo,
+    fetch_file,
+    fetch_snapshot,
+    hub_offline_forced,
+    hub_reachable,
+    not_found_message,
+)
 from hftransfer.saved_format import BACKBONE_DIR, HFTRANSFER_CONFIG, WEIGHT_FILES, read_model_config
 from hftransfer.utils.hub_ids import is_repo_id
 from hftransfer.utils.io import PICKLE_SUFFIXES, atomic_directory, read_json
@@ -157,9 +165,7 @@ def _check_target(target: Path, overwrite: bool) -> Path:
 
 
 def _check_online(repo_id: str) -> None:
-    from huggingface_hub import constants
-
-    from hftransfer.hub.fetch import hub_offline_forced, hub_reachable
+    from huggingface_hub import constants  # heavy: huggingface_hub
 
     if hub_offline_forced():
         raise OfflineError(
@@ -175,8 +181,8 @@ def _check_online(repo_id: str) -> None:
 
 def _list_repo(repo_id: str, revision: str | None, token: str | bool | None) -> tuple[list[str], str]:
     """The repo's file names and the exact commit ``revision`` points at."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub import HfApi  # heavy: huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError  # heavy: huggingface_hub
 
     try:
         info = HfApi().model_info(repo_id, revision=revision, token=token)
@@ -243,7 +249,7 @@ def _fetch_base(repo_id: str, config: dict[str, Any],
     """The base backbone an adapter-only repo needs, into the hub cache, by the calls offline loading repeats."""
     if config.get("weights") != "trained":
         return None, None
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError  # heavy: huggingface_hub
 
     backbone = config.get("backbone") or {}
     name, revision, source = str(backbone.get("name")), backbone.get("revision"), backbone.get("source")
@@ -272,7 +278,7 @@ def _fetch_base(repo_id: str, config: dict[str, Any],
 
 
 def _download(repo_id: str, commit: str, token: str | bool | None, folder: Path, patterns: list[str]) -> None:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # heavy: huggingface_hub
 
     snapshot_download(repo_id, revision=commit, local_dir=folder, allow_patterns=patterns,
                       ignore_patterns=NEVER_PULLED, token=token)

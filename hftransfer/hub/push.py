@@ -24,6 +24,7 @@ from hftransfer.errors import (
     OfflineError,
     UnsafeCheckpointError,
 )
+from hftransfer.hub.fetch import hub_offline_forced, hub_reachable
 from hftransfer.saved_format import BACKBONE_DIR, HFTRANSFER_CONFIG, WEIGHT_FILES, read_model_config
 from hftransfer.utils.hub_ids import is_repo_id
 from hftransfer.utils.io import PICKLE_SUFFIXES
@@ -168,8 +169,8 @@ def push_folder(
     >>> push_folder("outputs/digits/model", "me/digits-lite0", private=True, revision="v1")
     ```
     """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi  # heavy: huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError  # heavy: huggingface_hub
 
     plan = plan_upload(folder)
     repo_id = _check_repo_id(repo_id)
@@ -274,7 +275,7 @@ def push_model(
     >>> model.push_to_hub("me/resnet18-merged", merge=True)  # standalone full model
     ```
     """
-    from hftransfer.hub.card import write_model_card
+    from hftransfer.hub.card import write_model_card  # heavy: hub.card imports huggingface_hub
 
     method_name = model.method.name
     if merge:
@@ -330,15 +331,13 @@ def check_push_target(repo_id: str, revision: str | None = None) -> None:
 
 
 def _check_online(repo_id: str) -> None:
-    from hftransfer.hub.fetch import hub_offline_forced, hub_reachable
-
     if hub_offline_forced():
         raise OfflineError(
             f"Cannot push to {repo_id!r}: HF_HUB_OFFLINE is set. Unset it (or set HF_HUB_OFFLINE=0) to upload; the "
             "model folder is unchanged."
         )
     if not hub_reachable():
-        from huggingface_hub import constants
+        from huggingface_hub import constants  # heavy: huggingface_hub
 
         raise OfflineError(
             f"Cannot push to {repo_id!r}: the hub ({constants.ENDPOINT}) cannot be reached. Check the network or "
@@ -347,7 +346,7 @@ def _check_online(repo_id: str) -> None:
 
 
 def _default_card_info(model: AutoTransfer, repo_id: str, method_name: str, merged: bool) -> CardInfo:
-    from hftransfer.hub.card import CardInfo
+    from hftransfer.hub.card import CardInfo  # heavy: hub.card imports huggingface_hub
 
     spec = model.backbone.spec
     summary = model.trainable_summary()
@@ -376,7 +375,7 @@ def _method_options(config: dict[str, Any]) -> dict[str, Any]:
 
 def _card_from_config(config: dict[str, Any], repo_id: str) -> str:
     """A minimal card for a folder saved without one (``save_pretrained`` writes no README)."""
-    from hftransfer.hub.card import CardInfo, render_model_card
+    from hftransfer.hub.card import CardInfo, render_model_card  # heavy: hub.card imports huggingface_hub
 
     backbone = config.get("backbone") or {}
     method = config.get("method") or {}
@@ -397,9 +396,9 @@ def _card_from_config(config: dict[str, Any], repo_id: str) -> str:
 
 def _card_for_upload(plan: PushPlan, existing: str | None, repo_id: str) -> str:
     """The README to upload: the local card merged into the remote one, so the user's edits there survive."""
-    from huggingface_hub import ModelCard
+    from huggingface_hub import ModelCard  # heavy: huggingface_hub
 
-    from hftransfer.hub.card import merge_cards
+    from hftransfer.hub.card import merge_cards  # heavy: hub.card imports huggingface_hub
 
     local_path = plan.folder / README
     local = local_path.read_text(encoding="utf-8") if local_path.is_file() else _card_from_config(plan.config, repo_id)
@@ -411,7 +410,7 @@ def _card_for_upload(plan: PushPlan, existing: str | None, repo_id: str) -> str:
 
 def _refuse_token_in_files(plan: PushPlan, card_text: str, token: str | bool | None) -> None:
     """Last line of defence: refuse to upload a text file (or card) that contains the hub token."""
-    from huggingface_hub import get_token
+    from huggingface_hub import get_token  # heavy: huggingface_hub
 
     secret = token if isinstance(token, str) else (get_token() if token is not False else None)
     if not secret or len(secret) < 8:

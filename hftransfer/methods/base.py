@@ -102,6 +102,12 @@ class TransferMethod(abc.ABC):
         return []
 
     @property
+    def freezes_norm_statistics(self) -> bool:
+        """Whether BatchNorm layers keep their running statistics while training (eval mode; their affine
+        parameters still train). Frozen BatchNorm layers always do."""
+        return False
+
+    @property
     def caches_features(self) -> bool:
         """Whether the head should train on backbone features computed once (the trainer decides whether it can:
         a frozen backbone, deterministic inputs, no target batches)."""

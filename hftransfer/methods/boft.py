@@ -59,7 +59,7 @@ class BOFT(PeftMethod):
             super().apply(model)
 
     def peft_config(self, targets: list[str]):
-        from peft import BOFTConfig
+        from peft import BOFTConfig  # heavy: loaded only when used
 
         cfg = self.config
         return BOFTConfig(boft_block_size=cfg.block_size, boft_block_num=0,

@@ -35,7 +35,7 @@ class LoHa(PeftMethod):
     config: LoHaMethodConfig
 
     def peft_config(self, targets: list[str]):
-        from peft import LoHaConfig
+        from peft import LoHaConfig  # heavy: loaded only when used
 
         cfg = self.config
         return LoHaConfig(r=cfg.r, alpha=cfg.alpha, rank_dropout=cfg.rank_dropout, module_dropout=cfg.module_dropout,

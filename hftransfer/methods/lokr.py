@@ -37,7 +37,7 @@ class LoKr(PeftMethod):
     config: LoKrMethodConfig
 
     def peft_config(self, targets: list[str]):
-        from peft import LoKrConfig
+        from peft import LoKrConfig  # heavy: loaded only when used
 
         cfg = self.config
         return LoKrConfig(r=cfg.r, alpha=cfg.alpha, rank_dropout=cfg.rank_dropout, module_dropout=cfg.module_dropout,

@@ -42,7 +42,7 @@ class Lora(PeftMethod):
     config: LoraMethodConfig
 
     def peft_config(self, targets: list[str]):
-        from peft import LoraConfig
+        from peft import LoraConfig  # heavy: loaded only when used
 
         cfg = self.config
         return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,

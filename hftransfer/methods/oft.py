@@ -41,7 +41,7 @@ class OFT(PeftMethod):
         return super().accepts(module) and pointwise_or_linear(module)
 
     def peft_config(self, targets: list[str]):
-        from peft import OFTConfig
+        from peft import OFTConfig  # heavy: loaded only when used
 
         cfg = self.config
         return OFTConfig(r=0, oft_block_size=cfg.block_size, module_dropout=cfg.module_dropout, coft=cfg.coft,

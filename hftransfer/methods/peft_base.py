@@ -18,6 +18,7 @@ from torch import nn
 
 from hftransfer.errors import ConfigurationError
 from hftransfer.methods.base import MethodConfig, TransferMethod
+from hftransfer.methods.registry import working_methods
 from hftransfer.methods.targets import default_target_modules
 from hftransfer.saved_format import HEAD_PREFIX
 
@@ -85,8 +86,6 @@ class PeftMethod(TransferMethod):
             )
         if not names:
             if wanted is None:
-                from hftransfer.methods.registry import working_methods
-
                 found = sorted({type(m).__name__ for m in modules.values() if isinstance(m, (nn.Linear, nn.Conv2d))})
                 raise ConfigurationError(
                     f"method {self.name!r} cannot act on backbone {model.backbone.spec.name!r}: {self.name} adapts "
@@ -104,7 +103,7 @@ class PeftMethod(TransferMethod):
     # --- the TransferMethod interface -----------------------------------------------------------------------------
 
     def apply(self, model: AutoTransfer) -> None:
-        from peft import get_peft_model
+        from peft import get_peft_model  # heavy: loaded only when used
 
         cfg = self.config
         cfg.resolved_targets = self.resolve_targets(model)
@@ -122,7 +121,7 @@ class PeftMethod(TransferMethod):
         return self.config.train_norms and is_norm_param(name)
 
     def merge(self, model: AutoTransfer) -> bool:
-        from peft import PeftModel
+        from peft import PeftModel  # heavy: loaded only when used
 
         if not isinstance(model.backbone.model, PeftModel):
             return False
@@ -152,6 +151,6 @@ def _describe(names: list[str], modules: dict[str, nn.Module]) -> str:
 
 
 def _peft_version() -> str:
-    import peft
+    import peft  # heavy: loaded only when used
 
     return peft.__version__

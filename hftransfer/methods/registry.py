@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hftransfer.errors import ConfigurationError
+from hftransfer.errors import ConfigurationError, HFTransferError
 from hftransfer.methods.base import MethodConfig, TransferMethod
 
 
@@ -120,8 +120,6 @@ def get_method(name: str, config: dict[str, Any] | MethodConfig | None = None) -
 
 def working_methods(model: AutoTransfer, exclude: str = "") -> list[str]:
     """Registered methods whose pre-flight :meth:`~TransferMethod.check_backbone` accepts ``model`` (for hints)."""
-    from hftransfer.errors import HFTransferError
-
     global _probing
     if _probing:  # a refusal inside this probe must not probe again
         return []

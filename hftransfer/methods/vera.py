@@ -38,7 +38,7 @@ class Vera(PeftMethod):
     config: VeraMethodConfig
 
     def peft_config(self, targets: list[str]):
-        from peft import VeraConfig
+        from peft import VeraConfig  # heavy: loaded only when used
 
         cfg = self.config
         # save_projection=False: the projections come back from projection_prng_key, so only trained vectors save.

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
@@ -173,8 +174,6 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
         world, rank = dist.get_world_size(), dist.get_rank()
         sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world)]
         dist.all_gather(sizes, torch.tensor([x.shape[0]], device=x.device))
@@ -197,8 +196,6 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
     Batch-level losses (MMD, CORAL) are then computed on the global batch, so 2 processes optimise what 1 does.
     """
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
     return _GatherWithGrad.apply(x)
@@ -206,8 +203,6 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     """Sum of a (no-grad) tensor over processes; ``x`` on one process."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         x = x.clone()
         dist.all_reduce(x)

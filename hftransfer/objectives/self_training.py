@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch.nn import functional as F
 
 from hftransfer.objectives.base import (
@@ -299,7 +300,5 @@ class SelfTraining(Objective):
 
 
 def _log(message: str) -> None:
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
         logger.info(message)

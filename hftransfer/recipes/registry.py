@@ -9,6 +9,7 @@ those entries; a method registered without defaults trains with the plain ``Trai
 
 from __future__ import annotations
 
+import dataclasses
 from types import MappingProxyType
 from typing import Any
 
@@ -52,8 +53,6 @@ def as_recipe(data: dict[str, Any], recipe: str) -> tuple[dict[str, Any], list[s
     method does not take: those are dropped and returned, so the caller can say so. The new recipe's own defaults
     fill what the options leave out, as for any config.
     """
-    import dataclasses
-
     config_cls = get_recipe(recipe).config_cls
     data = {**data, "recipe": recipe}
     options = data.get("method") or {}

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from hftransfer.methods.linear_probe import FEATURE_PRECISIONS
+from hftransfer.utils.hardware import fast_bf16
 from hftransfer.utils.io import load_state_dict, save_state_dict
 
 
@@ -42,8 +44,6 @@ def feature_precision(requested: str, mixed_precision: str | None, device: torch
     features differ from fp32 ones by about 1e-2 relative, below what a linear head resolves. On other devices it
     follows the run's ``mixed_precision``.
     """
-    from hftransfer.utils.hardware import fast_bf16
-
     if requested not in FEATURE_PRECISIONS:
         raise ValueError(f"method.feature_precision={requested!r} is invalid; choose one of {FEATURE_PRECISIONS}.")
     if requested != "auto":
@@ -55,8 +55,6 @@ def feature_precision(requested: str, mixed_precision: str | None, device: torch
 def extract_features(accelerator, model, loader, desc: str, progress: bool,
                      precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Run the frozen backbone over ``loader`` (sharded across processes) and gather features on every rank."""
-    from tqdm.auto import tqdm
-
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
     device_type = accelerator.device.type

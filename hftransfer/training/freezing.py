@@ -86,9 +86,10 @@ def set_train_mode(model: nn.Module, stage: str) -> None:
     statistics, and a frozen backbone (head-only stage, a method that trains no backbone or keeps it in eval mode)
     runs in eval mode around the method's trained modules."""
     model.train()
+    frozen_stats = model.method.freezes_norm_statistics
     for module in model.backbone.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
-                p.requires_grad for p in module.parameters(recurse=False)):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (frozen_stats or not any(
+                p.requires_grad for p in module.parameters(recurse=False))):
             module.eval()
     if not model.method.trains_backbone or stage == "head" or model.method.keeps_backbone_eval:
         model.backbone.eval()

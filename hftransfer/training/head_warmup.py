@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import broadcast
 
 from hftransfer.training.feature_cache import extract_features, feature_precision
 from hftransfer.training.loaders import split_loader
@@ -121,7 +122,6 @@ def _broadcast_from_main(head: torch.nn.Module, accelerator: Accelerator) -> Non
     """The main process's head (parameters and buffers) on every process."""
     if accelerator.num_processes == 1:
         return
-    from accelerate.utils import broadcast
 
     for tensor in [*head.parameters(), *head.buffers()]:
         tensor.copy_(broadcast(tensor.detach().clone(), from_process=0))

@@ -11,6 +11,7 @@ from typing import Any
 
 from hftransfer.data.report import format_data_report_markdown
 from hftransfer.hub.card import CardInfo, DatasetInfo, write_model_card
+from hftransfer.metrics.plots import plot_confusion_matrix, plot_training_curves
 from hftransfer.recipes import get_recipe
 
 
@@ -59,8 +60,6 @@ def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:
     shown, shown_split = (test, "test") if test is not None else (final, "validation")
     images = {}
     try:
-        from hftransfer.metrics.plots import plot_confusion_matrix, plot_training_curves
-
         plot_confusion_matrix(shown["confusion_matrix"], trainer.data.label_names, model_dir / "confusion_matrix.png")
         plot_training_curves(summary["history"], model_dir / "training_curves.png")
         images = {"confusion_matrix_image": "confusion_matrix.png", "training_curves_image": "training_curves.png"}

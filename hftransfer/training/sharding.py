@@ -47,8 +47,8 @@ def load_full_state_dict(accelerator, model: nn.Module, state: dict[str, torch.T
     """
     kind = sharding_kind(accelerator)
     if kind == "fsdp":
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-        from torch.distributed.fsdp import FSDPModule
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict  # heavy: FSDP only
+        from torch.distributed.fsdp import FSDPModule  # heavy: torch.distributed.fsdp, FSDP only
 
         # After a forward pass the root keeps its parameters gathered; loading needs every parameter as its shard.
         for module in model.modules():
@@ -56,7 +56,7 @@ def load_full_state_dict(accelerator, model: nn.Module, state: dict[str, torch.T
                 module.reshard()
         set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=strict))
     elif kind == "zero3":
-        import deepspeed
+        import deepspeed  # optional dependency
 
         unwrapped = accelerator.unwrap_model(model)
         with deepspeed.zero.GatheredParameters(list(unwrapped.parameters()), modifier_rank=0):
@@ -87,7 +87,7 @@ def fill_deepspeed_auto(accelerator, batch_size: int, max_grad_norm: float | Non
 def full_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state`` with every DTensor (an FSDP shard) gathered into the whole tensor. A collective when ``state`` holds
     DTensors: every process calls it with the same keys."""
-    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor import DTensor  # heavy: torch.distributed.tensor, FSDP only
 
     return {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
 
@@ -95,7 +95,7 @@ def full_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def shaped_like(saved: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
     """A whole ``saved`` tensor ready to load where ``current`` is: sharded like it when it is a DTensor (a
     collective), else on its device."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
+    from torch.distributed.tensor import DTensor, distribute_tensor  # heavy: torch.distributed.tensor, FSDP only
 
     if isinstance(current, DTensor):
         return distribute_tensor(saved.to(current.device), current.device_mesh, current.placements)

@@ -46,7 +46,7 @@ def tracker_init_kwargs(names: list[str], output_dir: Path) -> dict[str, dict[st
     kwargs: dict[str, dict[str, Any]] = {}
     if "mlflow" in names:
         if not os.environ.get("MLFLOW_TRACKING_URI"):
-            import mlflow
+            import mlflow  # optional dependency
 
             # MLflow 3 refuses the file store unless allowed; it is the only backend mlflow-skinny can write alone.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")

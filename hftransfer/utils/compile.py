@@ -67,7 +67,7 @@ def cpp_build_problem(compiler: str) -> str | None:
 
 def _inductor_compilers() -> list[str]:
     """The C++ compilers inductor is configured to try (``torch._inductor.config.cpp.cxx``, from ``CXX``)."""
-    from torch._inductor import config
+    from torch._inductor import config  # heavy: torch._inductor, loaded only when compiling
 
     configured = config.cpp.cxx if isinstance(config.cpp.cxx, (list, tuple)) else (config.cpp.cxx,)
     return [c for c in configured if c]
@@ -105,7 +105,7 @@ def choose_cpp_compiler() -> tuple[str | None, str | None]:
 def compile_unavailable_reason() -> str | None:
     """Why this torch and Python cannot run ``torch.compile`` at all (None when they can)."""
     try:
-        import torch._dynamo as dynamo
+        import torch._dynamo as dynamo  # heavy: torch._dynamo, loaded only when compiling
     except ImportError as err:  # pragma: no cover - builds without dynamo
         return f"this torch build has no torch._dynamo ({err})"
     if not dynamo.is_dynamo_supported():
@@ -125,7 +125,7 @@ def compile_in_place(module: nn.Module, device: torch.device | str, **options: A
         if compiler is None:
             return CompileOutcome(False, note)
         if note is not None:  # the configured compiler was swapped for a working one
-            from torch._inductor import config
+            from torch._inductor import config  # heavy: torch._inductor, loaded only when compiling
 
             config.cpp.cxx = (None, compiler)
     module.compile(**options)
@@ -148,14 +148,14 @@ class CompileTimer:
             self._started = None
 
     def __enter__(self) -> CompileTimer:
-        from torch._dynamo.callback import callback_handler
+        from torch._dynamo.callback import callback_handler  # heavy: torch._dynamo, loaded only when compiling
 
         callback_handler.register_start_callback(self._start)
         callback_handler.register_end_callback(self._end)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        from torch._dynamo.callback import callback_handler
+        from torch._dynamo.callback import callback_handler  # heavy: torch._dynamo, loaded only when compiling
 
         callback_handler.remove_start_callback(self._start)
         callback_handler.remove_end_callback(self._end)
