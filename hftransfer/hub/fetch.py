@@ -58,6 +58,17 @@ def hub_reachable() -> bool:
     return _endpoint_reachable(constants.ENDPOINT)
 
 
+def require_hub(action: str, offline_fix: str, unreachable_fix: str) -> None:
+    """Raise :class:`OfflineError` before an upload or download when ``HF_HUB_OFFLINE`` is set or the hub cannot be
+    reached; ``action`` starts the message (``"Cannot push to 'me/model'"``), the fixes end it."""
+    if hub_offline_forced():
+        raise OfflineError(f"{action}: HF_HUB_OFFLINE is set. {offline_fix}")
+    if not hub_reachable():
+        from huggingface_hub import constants  # heavy: huggingface_hub
+
+        raise OfflineError(f"{action}: the hub ({constants.ENDPOINT}) cannot be reached. {unreachable_fix}")
+
+
 def _commit_from_snapshot_path(path: Path) -> str | None:
     parts = Path(path).parts
     if "snapshots" in parts:

@@ -23,7 +23,6 @@ from hftransfer.errors import (
     ForeignFolderError,
     HFTransferError,
     ModelNameError,
-    OfflineError,
     OutputDirError,
     UnsafeCheckpointError,
 )
@@ -32,9 +31,8 @@ from hftransfer.hub.fetch import (
     FetchedRepo,
     fetch_file,
     fetch_snapshot,
-    hub_offline_forced,
-    hub_reachable,
     not_found_message,
+    require_hub,
 )
 from hftransfer.saved_format import BACKBONE_DIR, HFTRANSFER_CONFIG, WEIGHT_FILES, read_model_config
 from hftransfer.utils.hub_ids import is_repo_id
@@ -165,18 +163,8 @@ def _check_target(target: Path, overwrite: bool) -> Path:
 
 
 def _check_online(repo_id: str) -> None:
-    from huggingface_hub import constants  # heavy: huggingface_hub
-
-    if hub_offline_forced():
-        raise OfflineError(
-            f"Cannot pull {repo_id!r}: HF_HUB_OFFLINE is set. Pulling downloads from the hub: run it with "
-            "HF_HUB_OFFLINE unset (or 0), then use the pulled folder offline."
-        )
-    if not hub_reachable():
-        raise OfflineError(
-            f"Cannot pull {repo_id!r}: the hub ({constants.ENDPOINT}) cannot be reached. Check the network or "
-            "HF_ENDPOINT and pull again."
-        )
+    require_hub(f"Cannot pull {repo_id!r}", "Pulling downloads from the hub: run it with HF_HUB_OFFLINE unset (or 0), "
+                "then use the pulled folder offline.", "Check the network or HF_ENDPOINT and pull again.")
 
 
 def _list_repo(repo_id: str, revision: str | None, token: str | bool | None) -> tuple[list[str], str]:

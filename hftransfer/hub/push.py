@@ -21,10 +21,9 @@ from hftransfer.errors import (
     ConfigurationError,
     ForeignFolderError,
     HFTransferError,
-    OfflineError,
     UnsafeCheckpointError,
 )
-from hftransfer.hub.fetch import hub_offline_forced, hub_reachable
+from hftransfer.hub.fetch import require_hub
 from hftransfer.saved_format import BACKBONE_DIR, HFTRANSFER_CONFIG, WEIGHT_FILES, read_model_config
 from hftransfer.utils.hub_ids import is_repo_id
 from hftransfer.utils.io import PICKLE_SUFFIXES
@@ -331,18 +330,8 @@ def check_push_target(repo_id: str, revision: str | None = None) -> None:
 
 
 def _check_online(repo_id: str) -> None:
-    if hub_offline_forced():
-        raise OfflineError(
-            f"Cannot push to {repo_id!r}: HF_HUB_OFFLINE is set. Unset it (or set HF_HUB_OFFLINE=0) to upload; the "
-            "model folder is unchanged."
-        )
-    if not hub_reachable():
-        from huggingface_hub import constants  # heavy: huggingface_hub
-
-        raise OfflineError(
-            f"Cannot push to {repo_id!r}: the hub ({constants.ENDPOINT}) cannot be reached. Check the network or "
-            "HF_ENDPOINT and push again; the model folder is unchanged."
-        )
+    require_hub(f"Cannot push to {repo_id!r}", "Unset it (or set HF_HUB_OFFLINE=0) to upload; the model folder is "
+                "unchanged.", "Check the network or HF_ENDPOINT and push again; the model folder is unchanged.")
 
 
 def _default_card_info(model: AutoTransfer, repo_id: str, method_name: str, merged: bool) -> CardInfo:
