@@ -126,8 +126,8 @@ class AutoTransfer(nn.Module):
             if resolved.source == "hub":
                 folder = fetch_snapshot(resolved.location, revision=revision, token=token).local_dir
             origin = str(model_name) + (f"@{revision}" if revision and resolved.source == "hub" else "")
-            model = cls._from_saved(folder, token=token, trust_remote_code=trust_remote_code,
-                                    allow_pickle=allow_pickle, origin=origin)
+            model = _load_saved(cls, folder, token=token, trust_remote_code=trust_remote_code,
+                                allow_pickle=allow_pickle, origin=origin)
             if task is not None and task != model.task:
                 raise ConfigurationError(
                     f"task={task!r} but the saved model at {str(model_name)!r} does {model.task!r}.")
@@ -160,54 +160,6 @@ class AutoTransfer(nn.Module):
         backbone.pretrained_head = None
         if method is not None:
             model.apply_method(method, method_config)
-        return model
-
-    @classmethod
-    def _from_saved(cls, folder: Path, token: str | bool | None, trust_remote_code: bool,
-                    allow_pickle: bool, origin: str | None = None) -> AutoTransfer:
-        origin = origin or str(folder)
-        config = read_model_config(folder, origin, "Load the backbone by its own name instead.")
-        if int(config.get("format_version", 0)) > FORMAT_VERSION:
-            raise ConfigurationError(
-                f"{str(folder)!r} was saved by hftransfer {config.get('hftransfer_version')} (format "
-                f"{config['format_version']}); this is hftransfer {__version__}. Upgrade hftransfer."
-            )
-        spec = BackboneSpec.from_dict(config["backbone"])
-        if config["weights"] == "full":
-            family = BACKBONE_FAMILIES[spec.family]
-            backbone = family.from_architecture(folder / BACKBONE_DIR, spec, trust_remote_code=trust_remote_code)
-        else:
-            try:
-                base = resolve_name(spec.name, revision=spec.revision, token=token)
-                backbone = load_backbone(base, revision=spec.revision, token=token, pretrained=True,
-                                         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                                         pooling=spec.options.get("pooling"),
-                                         max_length=config.get("preprocessing", {}).get("max_length", 128),
-                                         modality=config["task"].split("-")[0],
-                                         model_args=spec.options.get("model_args") or None)
-            except (ModelNameError, ForeignFolderError, OfflineError) as err:
-                raise type(err)(
-                    f"{origin!r} holds only the weights trained by method {config['method']['name']!r}; its base "
-                    f"backbone {spec.name!r} (revision {spec.revision!r}, named in {HFTRANSFER_CONFIG}) could not be "
-                    f"loaded: {err}\nMake the base available (same name and revision), or push the model with full "
-                    "weights (model.push_to_hub(..., merge=True) or save_pretrained(..., full_weights=True))."
-                ) from err
-            backbone.pretrained_head = None
-        method = get_method(config["method"]["name"], config["method"]["config"])
-        head_options = {k: config["head"][k] for k in ("bottleneck_dim", "bottleneck_norm") if k in config["head"]}
-        model = cls(backbone, {int(k): v for k, v in config["id2label"].items()},
-                    head_dropout=config["head"].get("dropout", 0.0), method=method, head_options=head_options)
-        weights_file = folder / (FULL_WEIGHTS if config["weights"] == "full" else TRAINED_WEIGHTS)
-        if not weights_file.is_file():
-            raise ForeignFolderError(
-                f"{origin!r} lacks {weights_file.name}; the save was incomplete. Save (or push) the model again."
-            )
-        state = load_state_dict(weights_file)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or (config["weights"] == "full" and missing):
-            raise ConfigurationError(
-                f"Weights in {weights_file} do not fit the model: missing={missing[:5]} unexpected={unexpected[:5]}."
-            )
         return model
 
     # --- methods and heads ----------------------------------------------------------------------------------------
@@ -405,6 +357,56 @@ class AutoTransfer(nn.Module):
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _load_saved(cls: type[AutoTransfer], folder: Path, token: str | bool | None, trust_remote_code: bool,
+                allow_pickle: bool, origin: str | None = None) -> AutoTransfer:
+    """An hftransfer folder (``save_pretrained``'s) -> the model: its backbone (saved, or the recorded base for an
+    adapter-only save), method, head and weights."""
+    origin = origin or str(folder)
+    config = read_model_config(folder, origin, "Load the backbone by its own name instead.")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise ConfigurationError(
+            f"{str(folder)!r} was saved by hftransfer {config.get('hftransfer_version')} (format "
+            f"{config['format_version']}); this is hftransfer {__version__}. Upgrade hftransfer."
+        )
+    spec = BackboneSpec.from_dict(config["backbone"])
+    if config["weights"] == "full":
+        family = BACKBONE_FAMILIES[spec.family]
+        backbone = family.from_architecture(folder / BACKBONE_DIR, spec, trust_remote_code=trust_remote_code)
+    else:
+        try:
+            base = resolve_name(spec.name, revision=spec.revision, token=token)
+            backbone = load_backbone(base, revision=spec.revision, token=token, pretrained=True,
+                                     allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                                     pooling=spec.options.get("pooling"),
+                                     max_length=config.get("preprocessing", {}).get("max_length", 128),
+                                     modality=config["task"].split("-")[0],
+                                     model_args=spec.options.get("model_args") or None)
+        except (ModelNameError, ForeignFolderError, OfflineError) as err:
+            raise type(err)(
+                f"{origin!r} holds only the weights trained by method {config['method']['name']!r}; its base "
+                f"backbone {spec.name!r} (revision {spec.revision!r}, named in {HFTRANSFER_CONFIG}) could not be "
+                f"loaded: {err}\nMake the base available (same name and revision), or push the model with full "
+                "weights (model.push_to_hub(..., merge=True) or save_pretrained(..., full_weights=True))."
+            ) from err
+        backbone.pretrained_head = None
+    method = get_method(config["method"]["name"], config["method"]["config"])
+    head_options = {k: config["head"][k] for k in ("bottleneck_dim", "bottleneck_norm") if k in config["head"]}
+    model = cls(backbone, {int(k): v for k, v in config["id2label"].items()},
+                head_dropout=config["head"].get("dropout", 0.0), method=method, head_options=head_options)
+    weights_file = folder / (FULL_WEIGHTS if config["weights"] == "full" else TRAINED_WEIGHTS)
+    if not weights_file.is_file():
+        raise ForeignFolderError(
+            f"{origin!r} lacks {weights_file.name}; the save was incomplete. Save (or push) the model again."
+        )
+    state = load_state_dict(weights_file)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or (config["weights"] == "full" and missing):
+        raise ConfigurationError(
+            f"Weights in {weights_file} do not fit the model: missing={missing[:5]} unexpected={unexpected[:5]}."
+        )
+    return model
 
 
 def _pretrained_labels(head) -> dict[int, str]:

@@ -329,7 +329,7 @@ class Interrupt(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("recipe", ["full", "lora"])
+@pytest.mark.parametrize("recipe", ["full", "lora", "lp_ft"])
 def test_an_interrupted_run_resumes_in_process_to_the_uninterrupted_weights(tmp_path, recipe):
     # The quick-tier guard of checkpoint save/restore (the SIGKILL version is in the second tier): model, optimizer,
     # scheduler, RNG and the position in the epoch all come back.
