@@ -23,7 +23,7 @@ from hub_server import HubServer, hf_env
 pytestmark = pytest.mark.integration
 
 TOKEN, BASES = HUB_TOKEN, HUB_BASES
-METHODS = ["full", "linear_probe", "lora"]
+METHODS = ["full", "linear_probe", "lp_ft", "lora"]  # lora last: the branch and switch pushes reuse it
 LOGS = SUBPROCESS_LOGS  # every subprocess's output, grepped for the token at the end
 
 
@@ -124,7 +124,8 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def pushed(hub: HubServer, work: Path) -> dict:
-    """full / linear_probe / lora on both hub bases pushed with push_to_hub; lora also merged; one private branch."""
+    """full / linear_probe / lp_ft / lora on both hub bases pushed with push_to_hub; lora also merged; one private
+    branch."""
     since = len(hub.requests)
     result = run_py(PUSH_CODE.format(work=str(work), bases=BASES, methods=METHODS), hf_env(hub, work / "push-cache"))
     result["requests_since"] = since
