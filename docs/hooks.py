@@ -18,8 +18,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"^<!-- gen:([a-z_]+) -->$", re.MULTILINE)
-BENCH_GLOBS = ("README.md", "results/*.md", "results/*.png", "results/*.json", "results/rank/*.md",
-               "results/rank/*.png", "results/rank/*.json")
+BENCH_GLOBS = ("README.md", "results/*.md", "results/*.png", "results/*.json", "results/*/*.md", "results/*/*.png",
+               "results/*/*.json", "results/rank/*/*.md", "results/rank/*/*.png", "results/rank/*/*.json")
 
 
 def _cell(text: object) -> str:

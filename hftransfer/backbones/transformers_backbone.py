@@ -163,6 +163,25 @@ class TransformersBackbone(Backbone):
         return cls(model, spec, modality, preprocessor, pooling)
 
 
+    @classmethod
+    def random_from_local_dir(cls, directory: Path, spec: BackboneSpec, modality: str | None = None,
+                              pooling: str | None = None, trust_remote_code: bool = False, max_length: int = 128,
+                              config_overrides: dict[str, Any] | None = None) -> TransformersBackbone:
+        """The architecture of a transformers folder with freshly initialised weights (``pretrained=False``)."""
+        from transformers import AutoConfig, AutoModel  # heavy: loaded only when used
+
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        load_kwargs = apply_config_overrides(config, config_overrides, spec.name)
+        if config_overrides:
+            spec.options["model_args"] = dict(config_overrides)
+        modality = modality or modality_of_config(config) or "text"
+        pooling = pooling or default_pooling(config, modality)
+        model = AutoModel.from_config(config, trust_remote_code=trust_remote_code,
+                                      **pooling_layer_kwargs(config, pooling), **load_kwargs)
+        preprocessor = load_preprocessor(Path(directory), config, modality, {"max_length": max_length})
+        return cls(model, spec, modality, preprocessor, pooling)
+
+
 # Passed to ``from_pretrained`` / ``from_config`` instead of being set on the config object.
 LOAD_KWARGS = ("attn_implementation",)
 
