@@ -293,3 +293,16 @@ def test_packaged_lite1_lite2_classify_imagenet(name, params, size):
     assert model.preprocessor.to_dict()["data_config"]["input_size"] == [3, size, size]
     top = [p["label"] for p in model.predict([Image.fromarray(load_sample_image("china.jpg"))], top_k=3)[0]]
     assert {"church", "palace", "bell cote", "monastery"} & set(top), top
+
+
+def test_the_figure_names_a_local_folder_by_its_name(tmp_path):
+    # rank.png labels: a saved model folder by its name (a full path filled the figure), hub ids and packaged names
+    # as given, the random prefix kept.
+    from hftransfer.ranking.plot import short_label
+
+    (tmp_path / "minilm_3_layers").mkdir()
+    assert short_label(str(tmp_path / "minilm_3_layers")) == "minilm_3_layers"
+    assert short_label(f"random:{tmp_path / 'minilm_3_layers'}") == "random:minilm_3_layers"
+    assert short_label("./outputs/run1/model") == "model"
+    assert short_label("google/vit-base-patch16-224") == "google/vit-base-patch16-224"
+    assert short_label("random:packaged:all-MiniLM-L6-v2") == "random:packaged:all-MiniLM-L6-v2"

@@ -8,13 +8,19 @@ from hftransfer.objectives.base import Objective, ObjectiveConfig, ObjectiveOutp
 from hftransfer.objectives.registry import (
     DEFAULT_OBJECTIVE,
     OBJECTIVES,
+    check_modality_defaults,
     get_objective,
     list_objectives,
+    modality_defaults,
     normalize_objective,
     objective_entry,
     register_objective,
 )
 
 
+check_modality_defaults()
+
+
 __all__ = ["DEFAULT_OBJECTIVE", "OBJECTIVES", "Objective", "ObjectiveConfig", "ObjectiveOutput", "StepInfo",
-           "get_objective", "list_objectives", "normalize_objective", "objective_entry", "register_objective"]
+           "get_objective", "list_objectives", "modality_defaults", "normalize_objective", "objective_entry",
+           "register_objective"]

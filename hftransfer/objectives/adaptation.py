@@ -19,6 +19,7 @@ class AlignmentConfig(ObjectiveConfig):
     norm: str = field(default="batch", metadata={"help": "Norm of the bottleneck/discriminator: batch|layer|none."})
 
     def __post_init__(self):
+        super().__post_init__()
         if self.norm not in BOTTLENECK_NORMS:
             raise ValueError(f"objective.norm={self.norm!r} is not supported; use one of {list(BOTTLENECK_NORMS)}.")
         if self.bottleneck_dim is not None and self.bottleneck_dim < 1:

@@ -7,6 +7,12 @@ Adding an objective = one module with a config and an ``Objective`` subclass, re
 by ``accelerate``), :meth:`Objective.bind` (the prepared modules), then :meth:`Objective.compute_loss` every
 micro-batch and :meth:`Objective.after_update` after every optimizer step. :meth:`Objective.state_dict` is saved in
 checkpoints so a killed run resumes exactly.
+
+Every objective has a source warm-up (``objective.source_warmup``, a share of the planned optimizer steps): until it
+ends the engine trains the plain source loss (:meth:`Objective.warmup_loss`, no target batch drawn or forwarded);
+after it :meth:`Objective.compute_loss` sees steps counted from the warm-up's end (:meth:`Objective.adaptation_step`),
+so schedules such as DANN's GRL ramp still go from 0 to their maximum. The warm-up is a function of the step, so a
+resumed run needs no extra state.
 """
 
 from __future__ import annotations
@@ -38,6 +44,16 @@ class ObjectiveConfig:
     """Base for objective configs (``objective: {name: dann, weight: 1.0, ...}`` in a run config)."""
 
     weight: float = field(default=1.0, metadata={"help": "Weight of the adaptation loss beside the source loss."})
+    source_warmup: float = field(
+        default=0.0, metadata={"help": "Share of the planned optimizer steps, in [0, 1), trained on the source loss "
+                                       "alone before the adaptation term switches on (no target batches read); "
+                                       "schedules such as the GRL ramp start at its end."})
+
+    def __post_init__(self):
+        value = self.source_warmup
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0):
+            raise ValueError(f"objective.source_warmup={value!r} must be a share of the training steps in [0, 1) (e.g. "
+                             "0.5: the first half trains on the source alone); use 0 for no warm-up.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -64,6 +80,11 @@ class StepInfo:
     @property
     def progress(self) -> float:
         return min(1.0, self.step / max(1, self.total_steps))
+
+
+def adaptation_start(source_warmup: float, total_steps: int) -> int:
+    """The first optimizer step with the adaptation term on: ``source_warmup`` of ``total_steps``, rounded down."""
+    return int(source_warmup * total_steps)
 
 
 @dataclass
@@ -112,6 +133,19 @@ class Objective(abc.ABC):
         self.modules = modules
 
     # --- training -------------------------------------------------------------------------------------------------
+
+    def adaptation_step(self, info: StepInfo) -> StepInfo | None:
+        """``info`` counted from the end of the source warm-up (``objective.source_warmup``); None during it."""
+        start = adaptation_start(self.config.source_warmup, info.total_steps)
+        if info.step < start:
+            return None
+        return StepInfo(info.step - start, info.total_steps - start)
+
+    def warmup_loss(self, model: nn.Module, source: dict[str, torch.Tensor],
+                    targets: torch.Tensor) -> ObjectiveOutput:
+        """The source classification loss alone (the warm-up's loss): what ``source_only`` trains."""
+        cls = self.classification_loss(model(**source).logits, targets)
+        return ObjectiveOutput(cls, {"cls_loss": float(cls.detach())})
 
     @abc.abstractmethod
     def compute_loss(self, model: nn.Module, source: dict[str, torch.Tensor], targets: torch.Tensor,

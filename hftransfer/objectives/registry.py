@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hftransfer.errors import ConfigurationError
+from hftransfer.methods.registry import MODALITIES
 from hftransfer.objectives.base import Objective, ObjectiveConfig
+from hftransfer.objectives.modality_defaults import MODALITY_DEFAULTS
 
 
 DEFAULT_OBJECTIVE = "source_only"
@@ -69,7 +71,27 @@ def normalize_objective(spec: str | dict[str, Any] | None) -> dict[str, Any]:
     return {"name": entry.name, **spec}
 
 
-def get_objective(spec: str | dict[str, Any] | None) -> Objective:
+def modality_defaults(name: str, modality: str | None) -> dict[str, Any]:
+    """Objective ``name``'s options for a ``modality`` backbone (:data:`MODALITY_DEFAULTS`; None: none)."""
+    return dict(MODALITY_DEFAULTS.get(objective_entry(name).name, {}).get(modality or "", {}))
+
+
+def check_modality_defaults() -> None:
+    """:data:`MODALITY_DEFAULTS` names registered objectives, known modalities and valid options (run at import)."""
+    for name, per_modality in MODALITY_DEFAULTS.items():
+        if name not in OBJECTIVES:
+            raise ConfigurationError(f"MODALITY_DEFAULTS names {name!r}, which is not a registered objective; "
+                                     f"registered: {list_objectives()}.")
+        unknown = sorted(set(per_modality) - set(MODALITIES))
+        if unknown:
+            raise ConfigurationError(f"MODALITY_DEFAULTS[{name!r}] keys {unknown} must be among {list(MODALITIES)}.")
+        for values in per_modality.values():
+            OBJECTIVES[name].config_cls.from_dict(values, name)
+
+
+def get_objective(spec: str | dict[str, Any] | None, modality: str | None = None) -> Objective:
+    """The objective ``spec`` names, its options the user's over the defaults for a ``modality`` backbone."""
     spec = normalize_objective(spec)
     entry = objective_entry(spec.pop("name"))
-    return entry.objective_cls(entry.config_cls.from_dict(spec, entry.name))
+    options = {**modality_defaults(entry.name, modality), **spec}
+    return entry.objective_cls(entry.config_cls.from_dict(options, entry.name))

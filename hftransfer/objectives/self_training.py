@@ -78,6 +78,7 @@ class SelfTrainingConfig(ObjectiveConfig):
                                        "them)."})
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"objective.threshold={self.threshold!r} must be a probability in [0, 1].")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:

@@ -8,10 +8,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hftransfer.errors import ConfigurationError
+from hftransfer.ranking.features import RANDOM_PREFIX
 
 
 if TYPE_CHECKING:
     from hftransfer.ranking.rank import RankResult
+
+
+def short_label(label: str) -> str:
+    """A candidate's label for the figure: a local folder by its name (``random:`` kept), anything else as given."""
+    prefix = RANDOM_PREFIX if label.startswith(RANDOM_PREFIX) else ""
+    rest = label[len(prefix):]
+    local = rest.startswith(("/", "./", "../", "~")) or Path(rest).is_dir()
+    return prefix + (Path(rest).name if local else rest)
 
 
 def plot_ranks(result: RankResult, path: Path) -> Path:
@@ -25,7 +34,7 @@ def plot_ranks(result: RankResult, path: Path) -> Path:
 
         raise ConfigurationError("rank.png needs matplotlib: pip install 'hftransfer[report]'.") from err
 
-    names = [row["candidate"] for row in result.rows]
+    names = [short_label(row["candidate"]) for row in result.rows]
     metrics = result.metrics
     grid = np.array([[np.nan if row["ranks"][m] is None else row["ranks"][m] for m in metrics] for row in result.rows],
                     dtype=float)
@@ -48,7 +57,7 @@ def plot_ranks(result: RankResult, path: Path) -> Path:
         seconds = "" if row["feature_seconds"] is None else f" {row['feature_seconds']:.1f}s"
         right.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, seconds, va="center", fontsize=8)
     right.set_xlim(0, max(average) * 1.35)
-    right.set_title(f"recommended: {result.recommendation}\nconfidence {result.confidence}", fontsize=9)
+    right.set_title(f"recommended: {short_label(result.recommendation)}\nconfidence {result.confidence}", fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)

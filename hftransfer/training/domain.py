@@ -19,7 +19,7 @@ from hftransfer.data.sources import ARRAY_KEYS
 from hftransfer.data.tables import TABLE_SUFFIXES, read_table, text_dataset
 from hftransfer.errors import ConfigurationError
 from hftransfer.objectives import StepInfo, get_objective, objective_entry
-from hftransfer.objectives.base import STRONG_SUFFIX
+from hftransfer.objectives.base import STRONG_SUFFIX, adaptation_start
 from hftransfer.training.loaders import EpochBatchSampler, ImageDataset, intra_op_threads, split_inputs, split_loader
 from hftransfer.training.run_data import WeightShare
 from hftransfer.training.scoring import score
@@ -270,6 +270,7 @@ class DomainRun:
     def __init__(self, config: TrainConfig, objective: Objective, log: Callable[[str], None]):
         self.config, self.objective, self._log = config, objective, log
         self.logs: dict[str, float] = {}  # the last micro-batch's loss parts (to trackers with report_to)
+        self.adaptation_start: int | None = None  # the first step with the adaptation term on (set by plan())
         self.baseline = read_baseline(config.source_only_baseline) if config.source_only_baseline else None
         self.stream: TargetStream | None = None
         self.entropy_loader = None  # the unlabelled target in the eval view (model_selection=target_entropy)
@@ -282,7 +283,7 @@ class DomainRun:
                 accelerator: Accelerator, log: Callable[[str], None]) -> DomainRun:
         """Build the run's objective (it may reshape the model, e.g. a bottleneck in the head, before the optimizer)
         and the domain run that feeds it."""
-        objective = get_objective(config.objective)
+        objective = get_objective(config.objective, model.modality)  # the user's options over the modality's
         objective.label_smoothing = config.label_smoothing
         # class_weights (auto or given) weigh the supervised part; the share keeps N processes equal to one.
         objective.class_weight = class_weights
@@ -300,11 +301,30 @@ class DomainRun:
                    for name, module in self.objective.trainable_modules().items()}
         self.objective.bind(modules, accelerator.unwrap_model(model), accelerator.device)
 
+    def plan(self, total_steps: int) -> None:
+        """Record (and log) the optimizer step at which the source warm-up ends and the adaptation term switches on."""
+        if not self.objective.needs_target:
+            return
+        self.adaptation_start = adaptation_start(self.objective.config.source_warmup, total_steps)
+        if self.adaptation_start:
+            self._log(f"objective {self.objective.name}: source warm-up for the first {self.adaptation_start} of "
+                      f"{total_steps} optimizer steps (objective.source_warmup="
+                      f"{self.objective.config.source_warmup}); the adaptation term switches on at step "
+                      f"{self.adaptation_start}")
+
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], targets: torch.Tensor,
              step: StepInfo) -> torch.Tensor:
-        """The objective's loss on a source batch and the next target batch (none without a target stream)."""
-        out = self.objective.compute_loss(model, batch, targets, self.next_batch(), step)
-        self.logs = out.logs
+        """The objective's loss on a source batch and the next target batch (none without a target stream); during
+        the source warm-up the source loss alone, with no target batch drawn."""
+        adapting = self.objective.adaptation_step(step)
+        if adapting is None:
+            out = self.objective.warmup_loss(model, batch, targets)
+        else:
+            if adapting.step == 0 and self.adaptation_start and self.logs.get("adapting") != 1.0:
+                self._log(f"objective {self.objective.name}: source warm-up over; adaptation term on from step "
+                          f"{step.step}")
+            out = self.objective.compute_loss(model, batch, targets, self.next_batch(), adapting)
+        self.logs = {**out.logs, "adapting": float(adapting is not None)} if self.objective.needs_target else out.logs
         return out.loss
 
     def setup(self, accelerator: Accelerator, model: AutoTransfer, data: LoadedData) -> None:
@@ -376,7 +396,10 @@ class DomainRun:
         """What metrics.json says about the objective and the target domain (``predict`` runs the best model)."""
         cfg = self.config
         key, _ = selection_key(cfg)
-        out: dict[str, Any] = {"objective": self.objective.to_dict(), "model_selection": cfg.model_selection,
+        objective = self.objective.to_dict()
+        if self.adaptation_start is not None:
+            objective["adaptation_start_step"] = self.adaptation_start
+        out: dict[str, Any] = {"objective": objective, "model_selection": cfg.model_selection,
                                "selected_on": key,
                                "selection_uses_target_labels": cfg.model_selection == "target_eval"}
         if self.baseline is not None:

@@ -169,6 +169,7 @@ class TransferTrainer:
         total = self.updates_per_epoch * cfg.epochs
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
         self.scheduler = build_scheduler(self.optimizer, cfg.scheduler, self.total_steps, self.updates_per_epoch)
+        self.domain.plan(self.total_steps)
         self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler = acc.prepare(
             self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler)
         self.domain.bind(acc, self.model)
