@@ -285,6 +285,11 @@ def _write(result: CompareResult) -> None:
     _plot(result, out / "compare.png")
 
 
+def plotted_split(rows: list[dict]) -> str:
+    """The plot shows held-out test accuracy when every row has it, else the validation (selection) metric."""
+    return "test" if rows and all(r["test"] for r in rows) else "validation"
+
+
 def _plot(result: CompareResult, path: Path) -> None:
     import matplotlib  # optional dependency
 
@@ -292,10 +297,11 @@ def _plot(result: CompareResult, path: Path) -> None:
     import matplotlib.pyplot as plt  # optional dependency
 
     rows = [r for r in result.table if r["validation"] and r["wall_s"]]
+    split = plotted_split(rows)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for row in rows:
         label = f"{row['model']} / {row['recipe']}"
-        y, err = row["validation"]["mean"], row["validation"]["std"]
+        y, err = row[split]["mean"], row[split]["std"]
         axes[0].errorbar(row["wall_s"]["mean"], y, yerr=err, fmt="o", capsize=3, label=label)
         if row["trainable_params"]:
             axes[1].errorbar(row["trainable_params"], y, yerr=err, fmt="o", capsize=3, label=label)
@@ -304,7 +310,7 @@ def _plot(result: CompareResult, path: Path) -> None:
     axes[1].set_xlabel("trainable parameters")
     axes[1].set_xscale("log")
     for ax in axes:
-        ax.set_ylabel(f"validation {metric}")
+        ax.set_ylabel("test accuracy (held out)" if split == "test" else f"validation {metric} (selection split)")
         ax.grid(alpha=0.3)
     if rows:
         axes[0].legend(fontsize=7)

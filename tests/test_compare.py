@@ -64,6 +64,9 @@ def test_finished_rows_are_kept_and_only_missing_ones_run(tmp_path, monkeypatch)
     assert full["train_samples_per_s"]["mean"] == pytest.approx(15.0) and full["trainable_params"] == 1234
     assert result.best == "timm:test_convnext / full"
     assert sorted(p.name for p in out.glob("compare.*")) == ["compare.json", "compare.md", "compare.png"]
+    # The plot shows the held-out split when every row has it, never the selection split beside it.
+    assert compare_module.plotted_split(result.table) == "test"
+    assert compare_module.plotted_split([{**full, "test": None}, probe]) == "validation"
     table = (out / "compare.md").read_text()
     assert "| `timm:test_convnext` | full | 2/2 | 0.8500 +- 0.0707 (accuracy, validation) | 0.7500 +- 0.0707 |" in (
         table)

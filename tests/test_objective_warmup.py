@@ -1,0 +1,167 @@
+"""The source warm-up of the adaptation objectives (``objective.source_warmup``) and the per-modality objective
+defaults (``hftransfer/objectives/modality_defaults.py``): the warm-up trains the plain source loss without drawing or
+forwarding target batches, the adaptation term and its schedules start at its end, bad values fail clearly, text
+backbones get the text defaults (the user's values win) and image backbones keep the dataclass defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import hftransfer
+from hftransfer import AutoTransfer
+from hftransfer.errors import ConfigurationError
+from hftransfer.objectives import OBJECTIVES, StepInfo, get_objective
+from hftransfer.objectives.layers import grl_coefficient
+from hftransfer.objectives.modality_defaults import MODALITY_DEFAULTS, TEXT_SOURCE_WARMUP
+from hftransfer.training import Callback, TrainConfig
+from hftransfer.training.domain import DomainRun
+
+from test_domain_adaptation import da_config
+
+
+class Counting(nn.Module):
+    """The model, recording the batch size of every forward."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.batch_sizes = model, []
+
+    def forward(self, **inputs):
+        self.batch_sizes.append(next(iter(inputs.values())).shape[0])
+        return self.model(**inputs)
+
+
+class CountingStream:
+    """An endless target stream that counts the batches drawn."""
+
+    def __init__(self):
+        self.drawn = 0
+
+    def __next__(self):
+        self.drawn += 1
+        return {"pixel_values": torch.randn(8, 3, 32, 32) * 2 + 1}
+
+
+class StepLogs(Callback):
+    def __init__(self):
+        self.steps: list[dict] = []
+
+    def on_step_end(self, trainer, state):
+        self.steps.append({"step": state.global_step, **trainer.domain.logs,
+                           "position": trainer.domain.stream.state_dict()["position"]})
+
+
+def _domain_run(objective) -> tuple[DomainRun, Counting, CountingStream, list[str]]:
+    torch.manual_seed(0)
+    model = AutoTransfer.from_pretrained("timm:test_convnext", num_labels=3, pretrained=False)
+    objective.prepare_model(model)
+    objective.bind(objective.trainable_modules(), model, torch.device("cpu"))
+    messages: list[str] = []
+    run = DomainRun(SimpleNamespace(source_only_baseline=None), objective, messages.append)
+    run.stream = CountingStream()
+    return run, Counting(model), run.stream, messages
+
+
+def test_warmup_trains_the_source_loss_alone_then_the_grl_ramp_starts_at_its_end():
+    # Fails when the warm-up forwards or draws target batches, adds the adaptation term, or when the GRL schedule is
+    # not measured from the warm-up's end (0 there, then 2/(1+exp(-alpha p))-1 over the remaining steps).
+    objective = get_objective({"name": "dann", "hidden_dim": 16, "source_warmup": 0.5})
+    run, model, stream, messages = _domain_run(objective)
+    run.plan(10)
+    assert run.adaptation_start == 5 and any("switches on at step 5" in m for m in messages)
+    source = {"pixel_values": torch.randn(8, 3, 32, 32)}
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    for step in range(5):
+        loss = run.loss(model, source, labels, StepInfo(step, 10))
+        with torch.no_grad():
+            plain = F.cross_entropy(model.model(**source).logits.float(), labels)
+        assert loss.item() == pytest.approx(plain.item(), rel=1e-6)
+        assert run.logs["adapting"] == 0.0 and "domain_loss" not in run.logs
+    assert stream.drawn == 0 and set(model.batch_sizes) == {8}  # no target batch drawn, none forwarded
+
+    model.batch_sizes.clear()
+    loss = run.loss(model, source, labels, StepInfo(5, 10))
+    assert stream.drawn == 1 and model.batch_sizes == [16]  # source and target in one forward
+    assert run.logs["adapting"] == 1.0 and run.logs["grl_coefficient"] == 0.0
+    assert loss.item() == pytest.approx(run.logs["cls_loss"] + objective.config.weight * run.logs["domain_loss"],
+                                        rel=1e-5)
+    assert run.logs["domain_loss"] > 0
+    assert any("adaptation term on from step 5" in m for m in messages)
+    run.loss(model, source, labels, StepInfo(7, 10))
+    assert run.logs["grl_coefficient"] == pytest.approx(grl_coefficient(2 / 5))
+
+
+def test_no_warmup_keeps_the_old_schedule():
+    objective = get_objective({"name": "dann", "hidden_dim": 16})
+    assert objective.adaptation_step(StepInfo(3, 10)) == StepInfo(3, 10)
+    run, _, _, messages = _domain_run(objective)
+    run.plan(10)
+    assert run.adaptation_start == 0 and not messages
+
+
+def test_a_run_with_warmup_reads_no_target_until_it_ends_and_records_the_switch(tmp_path):
+    # 64 digits / batch 16 = 4 steps per epoch, 2 epochs: warm-up 0.5 -> the adaptation starts at step 4.
+    config = da_config(tmp_path, {"name": "dann", "hidden_dim": 16, "source_warmup": 0.5})
+    logs = StepLogs()
+    result = hftransfer.train(config, callbacks=[logs])
+    assert [s["adapting"] for s in logs.steps] == [0.0] * 4 + [1.0] * 4
+    assert [s["position"] for s in logs.steps] == [0, 0, 0, 0, 1, 2, 3, 4]
+    assert logs.steps[4]["grl_coefficient"] == 0.0
+    metrics = json.loads((result.output_dir / "metrics.json").read_text())
+    assert metrics["objective"]["source_warmup"] == 0.5 and metrics["objective"]["adaptation_start_step"] == 4
+    assert "adaptation term on from step 4" in (result.output_dir / "train.log").read_text()
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 2, True, "half"])
+def test_invalid_source_warmup_is_a_clear_configuration_error(tmp_path, value):
+    config = da_config(tmp_path, {"name": "mmd", "source_warmup": value})
+    with pytest.raises(ConfigurationError, match="objective.source_warmup"):
+        TrainConfig.from_dict(config)
+
+
+def test_text_backbones_get_the_text_defaults_and_user_values_win():
+    for name in OBJECTIVES:
+        text = get_objective(name, "text").config
+        expected = {**get_objective(name).config.to_dict(), **MODALITY_DEFAULTS.get(name, {}).get("text", {})}
+        assert text.to_dict() == expected
+    assert get_objective("dann", "text").config.source_warmup == TEXT_SOURCE_WARMUP > 0
+    assert get_objective("dann", "text").config.weight < 1.0
+    user = get_objective({"name": "dann", "weight": 1.0, "source_warmup": 0.0}, "text").config
+    assert (user.weight, user.source_warmup) == (1.0, 0.0)
+
+
+def test_image_backbones_keep_the_dataclass_defaults():
+    for name, entry in OBJECTIVES.items():
+        defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                    for f in dataclasses.fields(entry.config_cls)}
+        assert get_objective(name, "image").config.to_dict() == defaults
+        assert defaults["source_warmup"] == 0.0
+    assert "image" not in {m for per in MODALITY_DEFAULTS.values() for m in per}
+
+
+def test_a_text_run_picks_up_the_text_defaults(tmp_path, tiny_models):
+    rows = ["text,label"] + [f"the movie was very {w},{lab}" for w, lab in
+                             [("good", "pos"), ("bad", "neg"), ("great", "pos"), ("awful", "neg")] * 8]
+    (tmp_path / "src.csv").write_text("\n".join(rows) + "\n")
+    target = ["text"] + [f"a film is not {w}" for w in ("fun", "dull", "good", "bad")] * 8
+    (tmp_path / "tgt.csv").write_text("\n".join(target) + "\n")
+    config = da_config(tmp_path, {"name": "dann", "hidden_dim": 16}, **{
+        "model.name": tiny_models["transformers_bert"], "model.image_size": None,
+        "data.source": str(tmp_path / "src.csv"), "data.max_train_samples": None, "data.max_eval_samples": None,
+        "target.source": str(tmp_path / "tgt.csv"), "epochs": 2})
+    del config["target_eval"]
+    logs = StepLogs()
+    result = hftransfer.train(config, callbacks=[logs])
+    metrics = json.loads((result.output_dir / "metrics.json").read_text())
+    text = MODALITY_DEFAULTS["dann"]["text"]
+    assert metrics["objective"]["weight"] == text["weight"]
+    assert metrics["objective"]["source_warmup"] == text["source_warmup"]
+    start = metrics["objective"]["adaptation_start_step"]
+    assert start > 0 and [s["adapting"] for s in logs.steps] == [0.0] * start + [1.0] * (len(logs.steps) - start)
