@@ -107,8 +107,10 @@ def test_no_warmup_keeps_the_old_schedule():
 
 
 def test_a_run_with_warmup_reads_no_target_until_it_ends_and_records_the_switch(tmp_path):
-    # 64 digits / batch 16 = 4 steps per epoch, 2 epochs: warm-up 0.5 -> the adaptation starts at step 4.
-    config = da_config(tmp_path, {"name": "dann", "hidden_dim": 16, "source_warmup": 0.5})
+    # 32 digits / batch 8 = 4 steps per epoch, 2 epochs: warm-up 0.5 -> the adaptation starts at step 4.
+    config = da_config(tmp_path, {"name": "dann", "hidden_dim": 16, "source_warmup": 0.5}, batch_size=8,
+                       **{"data.max_train_samples": 32, "data.max_eval_samples": 8})
+    del config["target_eval"]
     logs = StepLogs()
     result = hftransfer.train(config, callbacks=[logs])
     assert [s["adapting"] for s in logs.steps] == [0.0] * 4 + [1.0] * 4

@@ -228,6 +228,34 @@ def test_rank_text_candidates(tmp_path, tiny_models):
         assert (first["candidate"], first["scores"]) == (second["candidate"], pytest.approx(second["scores"]))
 
 
+def test_rank_scores_at_the_input_size_training_will_use(tmp_path, tiny_models, monkeypatch):
+    # image_size / max_length = training's model.image_size / model.max_length: the features (and their cache
+    # entries) are those of that input size, not the candidate's pretrained one.
+    import hftransfer.training.feature_cache as feature_cache
+    from hftransfer import rank
+
+    from helpers import text_csv
+
+    seen = []
+    real = feature_cache.extract_features
+
+    def spy(accelerator, model, loader, *args, **kwargs):
+        batch = next(iter(loader))
+        seen.append(tuple(batch["pixel_values"].shape[-2:]) if "pixel_values" in batch
+                    else model.preprocessor.max_length)
+        return real(accelerator, model, loader, *args, **kwargs)
+
+    monkeypatch.setattr(feature_cache, "extract_features", spy)
+    for size in (None, 32):
+        rank(DIGITS, TINY, sample=20, output_dir=None, cache_dir=tmp_path / "c", image_size=size, progress=False)
+    assert seen[2:] == [(32, 32), (32, 32)] and seen[0] != (32, 32)
+    assert len(list((tmp_path / "c").glob("features-*.safetensors"))) == 4  # one entry per candidate and size
+    bert = tiny_models["transformers_bert"]
+    rank(str(text_csv(tmp_path)), [bert, "random:" + bert], sample=30, output_dir=None, cache_dir=tmp_path / "t",
+         max_length=9, progress=False)
+    assert seen[4:] == [9, 9]
+
+
 def test_rank_bad_input_fails_before_any_forward_pass(tmp_path, count_forward):
     from hftransfer import rank
 
@@ -247,6 +275,10 @@ def test_rank_bad_input_fails_before_any_forward_pass(tmp_path, count_forward):
         rank({"source": str(csv)}, TINY, output_dir=tmp_path)
     with pytest.raises(ConfigurationError, match="unknown option"):
         rank({"source": "sklearn_digits", "colour": 1}, TINY, output_dir=tmp_path)
+    with pytest.raises(ConfigurationError, match="image_size=0 must be a positive integer"):
+        rank(DIGITS, TINY, image_size=0, output_dir=tmp_path)
+    with pytest.raises(ConfigurationError, match="max_length='64' must be a positive integer"):
+        rank(DIGITS, TINY, max_length="64", output_dir=tmp_path)
     assert count_forward == []
     assert not (tmp_path / "rank.json").exists()
 

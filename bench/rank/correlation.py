@@ -2,9 +2,10 @@
 
 For each dataset (hymenoptera, the CIFAR-10 subset, PACS photo, SST-2):
 
-1. `hftransfer.rank` over the candidates on the training split the recipes train on (all of it: it is smaller than
-   the default sample of 2000), timed from a cold feature cache without the k-fold probe (what `hftransfer rank`
-   costs a user); then again from the cache with the k-fold probe, which writes `results/rank/<dataset>/rank.*`.
+1. `hftransfer.rank` over the candidates on the training split the recipes train on (all of it: it is not larger
+   than the default sample of 2000), at the input size the training uses (`image_size` / `max_length`), timed from
+   a cold feature cache without the k-fold probe (what `hftransfer rank` costs a user); then again from the cache
+   with the k-fold probe, which writes `results/rank/<dataset>/rank.*`.
 2. One `linear_probe` and one `full` run per candidate with the same data, seed and budget (recipe defaults unless
    the dataset names a shipped config). The checkpoint is picked on the validation split (carved from train); the
    truth is the accuracy of that checkpoint on the dataset's **test** split, which neither ranking nor selection saw.
@@ -59,16 +60,18 @@ def datasets(work: Path) -> dict[str, dict[str, Any]]:
         "hymenoptera": {
             "data": {"train": str(HYMENOPTERA / "train"), "test": str(HYMENOPTERA / "val")},
             "candidates": VISION,
+            "rank": {"image_size": 224},
             "runs": {"linear_probe": {"config": "efficientnet_lite0_hymenoptera_linear_probe.yaml"},
                      "full": {"config": "efficientnet_lite0_hymenoptera_full.yaml"}},
-            "about": "245 train images (208 train, 37 carved off for validation), test = the 153 `val` images; 224 px; the "
-                     "shipped configs `efficientnet_lite0_hymenoptera_{linear_probe,full}.yaml` (only model and data "
-                     "changed)",
+            "about": "245 train images (208 train, 37 carved off for validation), test = the 153 `val` images; "
+                     "224 px; the shipped configs `efficientnet_lite0_hymenoptera_{linear_probe,full}.yaml` "
+                     "(only model and data changed)",
         },
         "cifar10": {
             "data": {"source": str(work / "cifar10_train.npz"), "test": str(work / "cifar10_test.npz")},
             "prepare": prepare_cifar,
             "candidates": VISION,
+            "rank": {"image_size": 96},
             "runs": {"linear_probe": {"overrides": {"epochs": 10}},
                      "full": {"overrides": {"epochs": 3}}},
             "common": {"model": {"image_size": 96}, "batch_size": 32},
@@ -80,12 +83,13 @@ def datasets(work: Path) -> dict[str, dict[str, Any]]:
                      "max_train_samples": 600},
             "prepare": prepare_pacs_photo,
             "candidates": VISION,
+            "rank": {"image_size": 128},
             "runs": {"linear_probe": {"overrides": {"epochs": 10}},
                      "full": {"overrides": {"epochs": 3}}},
             "common": {"model": {"image_size": 128}, "batch_size": 32},
             "about": "PACS photo (7 classes) split 80/20 per class into train/test; 600 train images (validation: "
-                     "201 other train images), test = 333 images; 128 px; recipe defaults, linear_probe 10 epochs, full 3 "
-                     "epochs",
+                     "201 other train images), test = 333 images; 128 px; recipe defaults, linear_probe 10 epochs, "
+                     "full 3 epochs",
         },
         "sst2": {
             "data": {"train": str(SST2 / "train.csv"), "test": str(SST2 / "dev.csv"), "text_column": "text",
@@ -93,11 +97,13 @@ def datasets(work: Path) -> dict[str, dict[str, Any]]:
                      "max_eval_samples": 500},
             "prepare": prepare_text_candidates,
             "candidates": text,
+            "rank": {"max_length": 66},
             "runs": {"linear_probe": {"overrides": {"epochs": 10}},
                      "full": {"overrides": {"epochs": 2}}},
             "common": {"model": {"max_length": 66}, "batch_size": 32},
             "about": "2000 SST-2 train sentences (validation: 500 other train sentences), test = the 872 dev "
-                     "sentences (GLUE's test labels are private); recipe defaults, linear_probe 10 epochs, full 2 epochs",
+                     "sentences (GLUE's test labels are private); recipe defaults, linear_probe 10 epochs, full 2 "
+                     "epochs",
         },
     }
 
@@ -192,21 +198,24 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
             "seconds": seconds, "epochs": config.get("epochs")}
 
 
-def run_dataset(name: str, ds: dict[str, Any], work: Path, results: dict[str, Any], recipes: tuple[str, ...]) -> None:
+def run_dataset(name: str, ds: dict[str, Any], work: Path, results: dict[str, Any], recipes: tuple[str, ...],
+                redo_rank: bool = False) -> None:
     from hftransfer import rank
 
     if "prepare" in ds:
         ds["prepare"](work)
     entry = results.setdefault(name, {"runs": {}})
+    if redo_rank:
+        entry.pop("rank", None)
     entry["about"] = ds["about"]
     if "rank" not in entry:
         cache = work / "features" / name
         start = time.perf_counter()
-        rank(ds["data"], ds["candidates"], output_dir=None, cache_dir=cache, progress=False)
+        rank(ds["data"], ds["candidates"], output_dir=None, cache_dir=cache, progress=False, **ds["rank"])
         cold = time.perf_counter() - start
         start = time.perf_counter()
         ranked = rank(ds["data"], ds["candidates"], output_dir=RESULTS / "rank" / name, cache_dir=cache,
-                      kfold=True, progress=False)
+                      kfold=True, progress=False, **ds["rank"])
         entry["rank"] = ranked.to_dict()
         entry["rank_seconds_cold"] = cold
         entry["rank_kfold_from_cache_seconds"] = time.perf_counter() - start
@@ -217,7 +226,8 @@ def run_dataset(name: str, ds: dict[str, Any], work: Path, results: dict[str, An
             if key in entry["runs"]:
                 continue
             print(f"[{name}] {key}", flush=True)
-            config = train_config(ds, recipe, candidate, work / "runs" / name / key.replace(" ", "_").replace(":", "_"))
+            run_dir = work / "runs" / name / key.replace(" ", "_").replace(":", "_")
+            config = train_config(ds, recipe, candidate, run_dir)
             entry["runs"][key] = run_training(config)
             save(results)
 
@@ -290,7 +300,8 @@ def render(results: dict[str, Any]) -> str:
             cells += [fmt(r["feature_seconds"], ".1f")]
             lines.append("| " + " | ".join(cells) + " |")
         taus = correlations(entry)
-        lines += ["", "| metric | " + " | ".join(f"tau vs {r}" for r in RECIPES) + " |", "|---|" + "---|" * len(RECIPES)]
+        lines += ["", "| metric | " + " | ".join(f"tau vs {r}" for r in RECIPES) + " |",
+                  "|---|" + "---|" * len(RECIPES)]
         for metric, by_recipe in taus.items():
             lines.append(f"| {metric} | " + " | ".join(fmt(by_recipe[r]) for r in RECIPES) + " |")
             for r in RECIPES:
@@ -339,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/hftransfer_rank_bench"),
                         help="prepared data, feature caches and runs (kept between calls)")
     parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--redo-rank", action="store_true", help="rank again (the finished training runs are kept)")
+    parser.add_argument("--redo-runs", default="", help="comma-separated candidates whose training runs run again")
     args = parser.parse_args(argv)
     results = json.loads(JSON_PATH.read_text()) if JSON_PATH.is_file() else {}
     if not args.render_only:
@@ -351,8 +364,12 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [n for n in names if n not in specs]
         if unknown:
             parser.error(f"--dataset {unknown}: choose from {list(specs)} or all")
+        redo = set(filter(None, args.redo_runs.split(",")))
         for name in names:
-            run_dataset(name, specs[name], args.work_dir, results, tuple(args.recipes.split(",")))
+            runs = results.get(name, {}).get("runs", {})
+            for key in [k for k in runs if k.split(" ", 1)[1] in redo]:
+                del runs[key]
+            run_dataset(name, specs[name], args.work_dir, results, tuple(args.recipes.split(",")), args.redo_rank)
     write_page(results)
     print((RESULTS / "rank_correlation.md").read_text())
     return 0

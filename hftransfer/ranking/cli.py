@@ -26,6 +26,10 @@ def add_rank_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sample, the mixture and the folds")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="feature precision; auto: bf16 where it is fast")
+    p.add_argument("--image-size", type=int, default=None, help="score image candidates at this size, as training's "
+                   "model.image_size (default: each candidate's pretrained resolution)")
+    p.add_argument("--max-length", type=int, default=None, help="truncate text at this many tokens, as training's "
+                   "model.max_length (default 128)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_rank)
 
@@ -35,7 +39,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
     data = {"source": args.data, "format": args.format, "text_column": text_column, "label_column": args.label_column}
     result = rank(data, [c for c in args.candidates.split(",") if c.strip()], sample=args.sample,
                   output_dir=args.output_dir, cache_dir=args.cache_dir, kfold=args.kfold, batch_size=args.batch_size,
-                  seed=args.seed, precision=args.precision, progress=not args.no_progress)
+                  seed=args.seed, precision=args.precision, image_size=args.image_size,
+                  max_length=args.max_length, progress=not args.no_progress)
     print(result.table())
     print(f"\nrecommended: {result.recommendation} (confidence {result.confidence}: {result.confidence_reason})")
     print(f"rank.json, rank.md, rank.png in {result.output_dir} ({result.seconds:.1f}s)")

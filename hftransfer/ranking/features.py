@@ -82,7 +82,7 @@ def check_candidates(candidates: list[Candidate]) -> None:
         check_backbone_name(candidate.name, pretrained=candidate.pretrained)
 
 
-def load_candidate(candidate: Candidate):
+def load_candidate(candidate: Candidate, image_size: int | None = None, max_length: int | None = None):
     """The candidate as an ``AutoTransfer`` and its pretrained classifier ``(weight, bias)`` (None without one).
 
     A backbone with a source classifier (a timm ImageNet model, a packaged EfficientNet) gives it for LEEP / NCE; one
@@ -90,15 +90,21 @@ def load_candidate(candidate: Candidate):
     only, so the model carries a fixed 2-label head that no score depends on.
     """
     resolved = resolve_name(candidate.name)
-    if resolved.kind == "hftransfer":
-        return AutoTransfer.from_pretrained(candidate.name, num_labels=2), None
-    backbone = load_backbone(resolved, pretrained=candidate.pretrained)
-    head, backbone.pretrained_head = backbone.pretrained_head, None
     source = None
-    if head is not None:
-        bias = head.bias.detach().double().numpy() if head.bias is not None else None
-        source = (head.weight.detach().double().numpy(), bias)
-    return AutoTransfer(backbone, {0: "0", 1: "1"}), source
+    if resolved.kind == "hftransfer":
+        model = AutoTransfer.from_pretrained(candidate.name, num_labels=2)
+    else:
+        backbone = load_backbone(resolved, pretrained=candidate.pretrained)
+        head, backbone.pretrained_head = backbone.pretrained_head, None
+        if head is not None:
+            bias = head.bias.detach().double().numpy() if head.bias is not None else None
+            source = (head.weight.detach().double().numpy(), bias)
+        model = AutoTransfer(backbone, {0: "0", 1: "1"})
+    if image_size is not None and model.modality == "image":  # as training's model.image_size does
+        model.backbone.preprocessor = model.preprocessor.with_image_size(image_size)
+    if max_length is not None and model.modality == "text":
+        model.preprocessor.max_length = int(max_length)
+    return model, source
 
 
 def sample_indices(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -134,6 +140,7 @@ def _loader(model, split, batch_size: int, seed: int):
 
 def candidate_features(candidate: Candidate, train_split, indices: np.ndarray, cache_dir: Path, *,
                        batch_size: int = 32, seed: int = 0, precision: str = "auto",
+                       image_size: int | None = None, max_length: int | None = None,
                        progress: bool = True) -> CandidateFeatures:
     """Features of ``train_split`` rows ``indices`` from the frozen candidate, from the cache when present."""
     from accelerate import Accelerator  # heavy: loaded only when used
@@ -146,7 +153,7 @@ def candidate_features(candidate: Candidate, train_split, indices: np.ndarray, c
 
     with torch.random.fork_rng(devices=[]):  # a random init is drawn from ``seed``; the global RNG is left alone
         torch.manual_seed(seed)
-        model, source_head = load_candidate(candidate)
+        model, source_head = load_candidate(candidate, image_size, max_length)
     accelerator = Accelerator()
     precision = feature_precision(precision, None, accelerator.device)
     fingerprint = getattr(train_split, "_fingerprint", str(len(train_split)))

@@ -216,6 +216,8 @@ def rank(
     batch_size: int = 32,
     seed: int = 0,
     precision: str = "auto",
+    image_size: int | None = None,
+    max_length: int | None = None,
     progress: bool = True,
 ) -> RankResult:
     """Rank ``candidates`` (model names; ``random:<name>`` for a random init) on ``data`` before training.
@@ -229,12 +231,18 @@ def rank(
             a ``linear_probe`` run with ``method.cache_dir`` set to it reuses them when the sample is the whole split.
         kfold: also measure a 5-fold logistic-regression probe's accuracy on the features (a cheap ground truth).
         precision: feature precision, "auto" (bf16 where fast), "bf16" or "fp32".
+        image_size / max_length: the input size the training will use (``model.image_size`` /
+            ``model.max_length``): image candidates are scored at ``image_size`` pixels (None: each candidate's
+            pretrained resolution), text candidates truncate at ``max_length`` tokens (None: 128).
     """
     start = time.perf_counter()
     parsed = [Candidate.parse(c) for c in (candidates.split(",") if isinstance(candidates, str) else candidates)]
     check_candidates(parsed)
     if precision not in ("auto", "bf16", "fp32"):
         raise ConfigurationError(f"precision={precision!r} is invalid; choose 'auto', 'bf16' or 'fp32'.")
+    for name, value in (("image_size", image_size), ("max_length", max_length)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise ConfigurationError(f"{name}={value!r} must be a positive integer or None (the model's default).")
     if output_dir is None and cache_dir is None:
         raise ConfigurationError("output_dir=None needs a cache_dir for the features; pass one or an output_dir.")
     loaded, data_name = _load(data)
@@ -244,7 +252,8 @@ def rank(
     indices = sample_indices(labels, size, seed)
     cache = Path(cache_dir) if cache_dir is not None else Path(output_dir) / "features"
     feats = [candidate_features(c, loaded.train, indices, cache, batch_size=batch_size, seed=seed,
-                                precision=precision, progress=progress) for c in parsed]
+                                precision=precision, image_size=image_size, max_length=max_length,
+                                progress=progress) for c in parsed]
     for feat in feats:
         if feat.features.shape[0] != size:
             raise RuntimeError(f"{feat.candidate.label}: {feat.features.shape[0]} feature rows for {size} samples.")

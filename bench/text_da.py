@@ -1,0 +1,208 @@
+"""Text domain-adaptation bench (issue 22): every objective on review domains, as a user configures it.
+
+MiniLM (``packaged:all-MiniLM-L6-v2``), recipe ``full`` with its text defaults (lr 5e-5), 2 epochs, batch 32,
+max_length 128. Source = one domain's ``train`` CSV, selected on its ``dev`` CSV (never on target labels); target =
+the other domain's ``train`` texts (labels dropped by the ``target:`` loader); the number reported is the selected
+model's accuracy on the target's ``test`` CSV (``target_eval:``, reported only). Data: ``<shared>/data/
+reviews_dvd_electronics`` (dvd, electronics, airline; see its SOURCE.md).
+
+Every adaptation row is the source-only config plus one line, ``objective: {name: <objective>}``: exactly what a
+user writes, so the objective's own defaults (its text defaults, ``hftransfer/objectives/modality_defaults.py``) are
+what is measured. Rows merge into ``results/text_da.json`` after every run (a stopped run continues where it left:
+finished rows are skipped unless ``--rerun``); ``results/text_da.md`` is the table (mean ± std over seeds, delta vs
+source-only, training time) with the issue 22 goals marked.
+
+    nice -n 19 .venv/bin/python bench/text_da.py --seeds 3                      # the full bench
+    nice -n 19 .venv/bin/python bench/text_da.py --seeds 1 --pairs dvd-electronics --objectives source_only,dann
+    nice -n 19 .venv/bin/python bench/text_da.py --smoke --out /tmp/text-da-smoke  # minuscule, end to end
+    .venv/bin/python bench/text_da.py --render-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA_ROOT, machine_info, offline_env, write_json  # noqa: E402
+
+
+REVIEWS = DATA_ROOT / "reviews_dvd_electronics"
+PAIRS = ("dvd-electronics", "electronics-dvd", "electronics-airline")  # source-target
+OBJECTIVES = ("source_only", "dann", "mmd", "coral", "self_training")
+ADAPTATION = OBJECTIVES[1:]
+MODEL = "packaged:all-MiniLM-L6-v2"
+# What a user writes for a source-only run (the recipe fills the rest: its text lr 5e-5, AdamW, 5% LR warm-up).
+BASE = {"recipe": "full", "model": {"name": MODEL}, "epochs": 2, "batch_size": 32, "max_length": 128}
+# --smoke: a few rows of each file, short texts; the same code path end to end.
+SMOKE = {"epochs": 2, "batch_size": 8, "max_length": 32,
+         "caps": {"data": {"max_train_samples": 32, "max_eval_samples": 16},
+                  "target": {"max_train_samples": 40, "max_eval_samples": 8},
+                  "target_eval": {"max_train_samples": 16, "max_eval_samples": 8}}}
+
+
+def run_config(pair: str, objective: str, seed: int, out_dir: Path, smoke: bool) -> dict[str, Any]:
+    """The source-only config of ``pair``, plus ``objective: {name: <objective>}`` for an adaptation row."""
+    source, target = pair.split("-")
+    config = copy.deepcopy(BASE)
+    config.update(data={"train": str(REVIEWS / f"{source}_train.csv"),
+                        "validation": str(REVIEWS / f"{source}_dev.csv")},
+                  target={"train": str(REVIEWS / f"{target}_train.csv")},
+                  target_eval={"train": str(REVIEWS / f"{target}_test.csv")},
+                  seed=seed, output_dir=str(out_dir), overwrite_output_dir=True, progress_bar=False)
+    if smoke:
+        config.update({k: v for k, v in SMOKE.items() if k != "caps"})
+        for key, caps in SMOKE["caps"].items():
+            config[key].update(caps)
+    if objective != "source_only":
+        config["objective"] = {"name": objective}  # the one line a user adds
+    return config
+
+
+def run_row(pair: str, objective: str, seed: int, work: Path, smoke: bool) -> dict[str, Any]:
+    import hftransfer
+
+    out_dir = work / f"{pair}_{objective}_seed{seed}"
+    start = time.perf_counter()
+    result = hftransfer.train(run_config(pair, objective, seed, out_dir, smoke))
+    metrics = json.loads((result.output_dir / "metrics.json").read_text())
+    last = metrics["history"][-1]
+    row = {"pair": pair, "objective": objective, "seed": seed, "smoke": smoke,
+           "target_test_accuracy": metrics["target_eval"]["accuracy"],
+           "source_dev_accuracy": metrics["final_eval"]["accuracy"], "best_epoch": metrics["best_epoch"],
+           "selected_on": metrics["selected_on"], "objective_options": metrics["objective"],
+           "train_time_s": round(last["train_time_s"], 1), "wall_s": round(time.perf_counter() - start, 1)}
+    shutil.rmtree(out_dir, ignore_errors=True)  # a saved MiniLM per row would fill the disk
+    return row
+
+
+def row_key(pair: str, objective: str, seed: int) -> str:
+    return f"{pair}/{objective}/seed{seed}"
+
+
+def _stats(values: list[float]) -> tuple[float, float, int]:
+    return statistics.mean(values), statistics.pstdev(values) if len(values) > 1 else 0.0, len(values)
+
+
+def render(results: dict[str, Any]) -> str:
+    rows = list(results.get("rows", {}).values())
+    pairs = [p for p in PAIRS if any(r["pair"] == p for r in rows)] + sorted(
+        {r["pair"] for r in rows} - set(PAIRS))
+    cell: dict[tuple[str, str], dict[str, tuple[float, float, int]]] = {}
+    for pair in pairs:
+        for objective in OBJECTIVES:
+            done = [r for r in rows if (r["pair"], r["objective"]) == (pair, objective)]
+            if done:
+                cell[pair, objective] = {
+                    "target": _stats([100 * r["target_test_accuracy"] for r in done]),
+                    "source": _stats([100 * r["source_dev_accuracy"] for r in done]),
+                    "time": _stats([r["train_time_s"] for r in done])}
+    smoke = any(r.get("smoke") for r in rows)
+    lines = ["# Text domain adaptation: review domains" + (" (SMOKE: minuscule subsets, numbers meaningless)"
+                                                          if smoke else ""), "",
+             f"MiniLM (`{MODEL}`), recipe `full` (its text defaults), {BASE['epochs']} epochs, batch "
+             f"{BASE['batch_size']}, max_length {BASE['max_length']}. Source: `<domain>_train.csv`, model selected on "
+             "`<domain>_dev.csv`; target: the other domain's `train` texts without labels; reported: the selected "
+             "model's accuracy on the target's `test.csv` (never used for selection). Each adaptation row is the "
+             "source-only config plus `objective: {name: <objective>}` (the objective's own text defaults). Mean ± "
+             "std over seeds (n); Δ: mean minus source-only's mean on the pair.", "",
+             "| pair | objective | target test acc (%) | Δ vs source-only | source dev acc (%) | train time (s) |",
+             "|:--|:--|--:|--:|--:|--:|"]
+    for pair in pairs:
+        base = cell.get((pair, "source_only"))
+        for objective in OBJECTIVES:
+            if (pair, objective) not in cell:
+                continue
+            c = cell[pair, objective]
+            delta = "–" if base is None or objective == "source_only" else f"{c['target'][0] - base['target'][0]:+.1f}"
+            lines.append(f"| {pair} | {objective} | {c['target'][0]:.1f} ± {c['target'][1]:.1f} ({c['target'][2]}) | "
+                         f"{delta} | {c['source'][0]:.1f} ± {c['source'][1]:.1f} | {c['time'][0]:.0f} |")
+    complete = [p for p in pairs if all((p, o) in cell for o in OBJECTIVES)]
+    lines += ["", "Goals (issue 22), on the pairs with every objective measured:"]
+    if complete:
+        below = [f"{p}/{o} ({cell[p, o]['target'][0] - cell[p, 'source_only']['target'][0]:+.1f})"
+                 for p in complete for o in ADAPTATION
+                 if cell[p, o]["target"][0] < cell[p, "source_only"]["target"][0]]
+        lines.append(f"- no objective below source-only on any pair (mean over seeds): "
+                     f"**{'met' if not below else 'missed'}**" + (f" — below: {', '.join(below)}" if below else ""))
+        dann = statistics.mean(cell[p, "dann"]["target"][0] - cell[p, "source_only"]["target"][0] for p in complete)
+        lines.append(f"- DANN >= source-only + 1 point on the text average ({len(complete)} pair(s)): {dann:+.2f} "
+                     f"-> **{'met' if dann >= 1.0 else 'missed'}**")
+    else:
+        lines.append("- not measurable yet (no pair has every objective)")
+    options = {o: next((r["objective_options"] for r in rows if r["objective"] == o), None) for o in OBJECTIVES}
+    machine = results.get("machine", {})
+    lines += ["", "Objective options as resolved in the runs (metrics.json): " + "; ".join(
+                  f"`{json.dumps(v)}`" for v in options.values() if v), "",
+              f"Machine: {machine.get('cpu_model', '?')}, {machine.get('nproc', '?')} CPUs, torch threads "
+              f"{machine.get('torch_threads', '?')}, hftransfer {machine.get('versions', {}).get('hftransfer', '?')} "
+              f"(git {machine.get('git_commit', '?')}).", "",
+              "Commands (in order): " + ", ".join(f"`{c}`" for c in results.get("commands", [])), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    parser.add_argument("--pairs", default=",".join(PAIRS), help="comma-separated source-target, of: "
+                                                                   + ", ".join(PAIRS))
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated, of: "
+                                                                             + ", ".join(OBJECTIVES))
+    parser.add_argument("--smoke", action="store_true", help="minuscule subsets, 1 seed and one pair by default: "
+                                                             "checks the script end to end")
+    parser.add_argument("--rerun", action="store_true", help="run rows that are already in the results again")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "hftransfer-bench-text-da")
+    parser.add_argument("--render-only", action="store_true")
+    args = parser.parse_args(argv)
+    offline_env()
+    explicit = sys.argv[1:] if argv is None else argv
+    if args.smoke and "--seeds" not in explicit:
+        args.seeds = 1
+    if args.smoke and "--pairs" not in explicit:
+        args.pairs = PAIRS[0]
+    pairs, objectives = args.pairs.split(","), args.objectives.split(",")
+    for name, given, valid in (("--pairs", pairs, PAIRS), ("--objectives", objectives, OBJECTIVES)):
+        bad = sorted(set(given) - set(valid))
+        if bad:
+            parser.error(f"{name} {bad} unknown; choose from {list(valid)}")
+    stem = "text_da_smoke" if args.smoke else "text_da"
+    results_file, table_file = args.out / f"{stem}.json", args.out / f"{stem}.md"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {"rows": {}}
+    if not args.render_only:
+        if not REVIEWS.is_dir():
+            parser.error(f"data not found at {REVIEWS} (set HFTRANSFER_BENCH_DATA)")
+        results["machine"] = machine_info()
+        results.setdefault("commands", []).append(
+            " ".join(["nice -n 19 .venv/bin/python bench/text_da.py", *explicit]))
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=args.work_dir, prefix="runs-") as work:
+            for seed in range(args.seeds):  # seed-major: a stopped run has whole seeds of every row
+                for pair in pairs:
+                    for objective in objectives:
+                        key = row_key(pair, objective, seed)
+                        if key in results["rows"] and not args.rerun:
+                            continue
+                        row = run_row(pair, objective, seed, Path(work), args.smoke)
+                        results["rows"][key] = row
+                        write_json(results_file, results)
+                        table_file.write_text(render(results), encoding="utf-8")
+                        print(json.dumps({k: v for k, v in row.items() if k != "objective_options"}), flush=True)
+    text = render(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table_file.write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
