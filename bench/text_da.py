@@ -42,9 +42,9 @@ OBJECTIVES = ("source_only", "dann", "mmd", "coral", "self_training")
 ADAPTATION = OBJECTIVES[1:]
 MODEL = "packaged:all-MiniLM-L6-v2"
 # What a user writes for a source-only run (the recipe fills the rest: its text lr 5e-5, AdamW, 5% LR warm-up).
-BASE = {"recipe": "full", "model": {"name": MODEL}, "epochs": 2, "batch_size": 32, "max_length": 128}
+BASE = {"recipe": "full", "model": {"name": MODEL, "max_length": 128}, "epochs": 2, "batch_size": 32}
 # --smoke: a few rows of each file, short texts; the same code path end to end.
-SMOKE = {"epochs": 2, "batch_size": 8, "max_length": 32,
+SMOKE = {"epochs": 2, "batch_size": 8, "model": {"name": MODEL, "max_length": 32},
          "caps": {"data": {"max_train_samples": 32, "max_eval_samples": 16},
                   "target": {"max_train_samples": 40, "max_eval_samples": 8},
                   "target_eval": {"max_train_samples": 16, "max_eval_samples": 8}}}
@@ -107,10 +107,12 @@ def render(results: dict[str, Any]) -> str:
                     "source": _stats([100 * r["source_dev_accuracy"] for r in done]),
                     "time": _stats([r["train_time_s"] for r in done])}
     smoke = any(r.get("smoke") for r in rows)
+    settings = SMOKE if smoke else BASE
     lines = ["# Text domain adaptation: review domains" + (" (SMOKE: minuscule subsets, numbers meaningless)"
                                                           if smoke else ""), "",
-             f"MiniLM (`{MODEL}`), recipe `full` (its text defaults), {BASE['epochs']} epochs, batch "
-             f"{BASE['batch_size']}, max_length {BASE['max_length']}. Source: `<domain>_train.csv`, model selected on "
+             f"MiniLM (`{MODEL}`), recipe `full` (its text defaults), {settings['epochs']} epochs, batch "
+             f"{settings['batch_size']}, max_length {settings['model']['max_length']}"
+             + (", a few rows of each file" if smoke else "") + ". Source: `<domain>_train.csv`, model selected on "
              "`<domain>_dev.csv`; target: the other domain's `train` texts without labels; reported: the selected "
              "model's accuracy on the target's `test.csv` (never used for selection). Each adaptation row is the "
              "source-only config plus `objective: {name: <objective>}` (the objective's own text defaults). Mean ± "

@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +30,31 @@ def tiny_config(tmp_path: Path, **overrides) -> dict:
         "output_dir": str(tmp_path / "run"),
         "progress_bar": False,
     }
+    return with_overrides(config, overrides)
+
+
+def digit_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target
+
+
+def target_files(root: Path) -> dict[str, str]:
+    """A shifted target domain: inverted digits (unlabelled) and a labelled evaluation part."""
+    x, y = digit_arrays()
+    root.mkdir(parents=True, exist_ok=True)
+    np.savez(root / "target.npz", x=255 - x[:400])
+    np.savez(root / "target_eval.npz", x=255 - x[400:520], y=y[400:520])
+    return {"target": str(root / "target.npz"), "target_eval": str(root / "target_eval.npz")}
+
+
+def da_config(tmp_path: Path, objective: str | dict, **overrides) -> dict:
+    """``tiny_config`` with a shifted target domain (inverted digits) and ``objective``."""
+    files = target_files(tmp_path / "domains")
+    config = tiny_config(tmp_path, **{"target": {"source": files["target"]},
+                                      "target_eval": {"source": files["target_eval"]},
+                                      "objective": objective if isinstance(objective, dict) else {"name": objective}})
     return with_overrides(config, overrides)
 
 
@@ -228,6 +255,8 @@ SUBPROCESS_LOGS: list[str] = []  # stdout + stderr of every run_py child (greppe
 PY_PRELUDE = """
 import json, logging, os, sys
 from pathlib import Path
+
+import numpy as np
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 

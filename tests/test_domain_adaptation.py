@@ -37,11 +37,12 @@ from hftransfer.training.loaders import ImageDataset
 
 from helpers import (
     assert_same_weights,
+    da_config,
+    digit_arrays,
     launch_single_and_two_process,
     run_killed_and_resumed,
     saved_weights,
-    tiny_config,
-    with_overrides,
+    target_files,
 )
 
 
@@ -61,31 +62,6 @@ class LossParts(Callback):
 
     def on_step_end(self, trainer, state):
         self.steps.append(dict(trainer.domain.logs))
-
-
-def digit_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    return np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target
-
-
-def target_files(root: Path) -> dict[str, str]:
-    """A shifted target domain: inverted digits (unlabelled) and a labelled evaluation part."""
-    x, y = digit_arrays()
-    root.mkdir(parents=True, exist_ok=True)
-    np.savez(root / "target.npz", x=255 - x[:400])
-    np.savez(root / "target_eval.npz", x=255 - x[400:520], y=y[400:520])
-    return {"target": str(root / "target.npz"), "target_eval": str(root / "target_eval.npz")}
-
-
-def da_config(tmp_path: Path, objective: str | dict, **overrides) -> dict:
-    """``tiny_config`` with a shifted target domain (inverted digits) and ``objective``."""
-    files = target_files(tmp_path / "domains")
-    config = tiny_config(tmp_path, **{"target": {"source": files["target"]},
-                                      "target_eval": {"source": files["target_eval"]},
-                                      "objective": objective if isinstance(objective, dict) else {"name": objective}})
-    return with_overrides(config, overrides)
 
 
 # --- building blocks ------------------------------------------------------------------------------------------------

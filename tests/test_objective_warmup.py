@@ -23,7 +23,7 @@ from hftransfer.objectives.modality_defaults import MODALITY_DEFAULTS, TEXT_SOUR
 from hftransfer.training import Callback, TrainConfig
 from hftransfer.training.domain import DomainRun
 
-from test_domain_adaptation import da_config
+from helpers import da_config
 
 
 class Counting(nn.Module):

@@ -52,8 +52,9 @@ class ObjectiveConfig:
     def __post_init__(self):
         value = self.source_warmup
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0):
-            raise ConfigurationError(f"objective.source_warmup={value!r} must be a share of the training steps in [0, 1) (e.g. "
-                             "0.5: the first half trains on the source alone); use 0 for no warm-up.")
+            raise ConfigurationError(f"objective.source_warmup={value!r} must be a share of the training steps in "
+                                     "[0, 1) (e.g. 0.5: the first half trains on the source alone); use 0 for no "
+                                     "warm-up.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -21,5 +21,6 @@ MODALITY_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "dann": {"text": {"source_warmup": TEXT_SOURCE_WARMUP, "weight": 0.3}},
     "mmd": {"text": {"source_warmup": TEXT_SOURCE_WARMUP, "weight": 0.3}},
     "coral": {"text": {"source_warmup": TEXT_SOURCE_WARMUP}},
-    "self_training": {"text": {"source_warmup": TEXT_SOURCE_WARMUP}},
+    # text has no augmented second view: pseudo-labels are learned on the one (weak) view
+    "self_training": {"text": {"source_warmup": TEXT_SOURCE_WARMUP, "strong_augment": None}},
 }
