@@ -122,6 +122,26 @@ def test_unfreeze_schedule_controls_trainable_parameters(tmp_path):
     torch.testing.assert_close(after_head_epoch, before, rtol=0, atol=0)
 
 
+def test_sgd_with_momentum_and_an_unfreeze_schedule_trains(tmp_path):
+    # The shipped hymenoptera `full` config (SGD momentum 0.9, head first then all) crashed at the first step after
+    # the unfreeze: torch's fused SGD with momentum fails when parameters join later. It now runs unfused there.
+    schedule = [{"epoch": 0, "train": "head"}, {"epoch": 1, "train": "all"}]
+    config = tiny_config(tmp_path, epochs=2, unfreeze_schedule=schedule,
+                         **{"optim.name": "sgd", "optim.momentum": 0.9, "optim.lr": 0.01})
+    result = hftransfer.train(config)
+    assert len(result.history) == 2
+    trainer = TransferTrainer(TrainConfig.from_dict(tiny_config(tmp_path / "s", unfreeze_schedule=schedule,
+                                                                **{"optim.name": "sgd"})))
+    trainer.setup()
+    assert not trainer.optimizer.defaults["fused"]
+    plain = TransferTrainer(TrainConfig.from_dict(tiny_config(tmp_path / "plain", **{"optim.name": "sgd"})))
+    plain.setup()
+    assert plain.optimizer.defaults["fused"]  # no schedule: the fused kernel stays
+    with pytest.raises(ConfigurationError, match="optim.fused=true: torch's fused SGD with momentum"):
+        TransferTrainer(TrainConfig.from_dict(tiny_config(tmp_path / "f", unfreeze_schedule=schedule,
+                                                          **{"optim.name": "sgd", "optim.fused": True}))).setup()
+
+
 def test_param_groups_decay_and_layerwise_lr(tmp_path):
     # No weight decay on 1-d params; layer-wise decay gives lower LRs to lower blocks; head gets head_lr.
     model = AutoTransfer.from_pretrained("timm:test_vit", num_labels=3, pretrained=False)

@@ -161,7 +161,8 @@ class TransferTrainer:
         self.head_warmup = warm_up_head(self.model, self.data, acc, cfg, self.mixed_precision, self._log)
         self.depths = depth_map(self.model)
         self.optimizer = build_optimizer(self.model, self.model.method, self.depths, cfg.optim,
-                                         fsdp=sharding_kind(acc) == "fsdp")
+                                         fsdp=sharding_kind(acc) == "fsdp",
+                                         params_join_later=bool(cfg.unfreeze_schedule))
         extra = self.objective.trainable_modules()  # a discriminator: at the head's learning rate unless it says
         add_module_groups(self.optimizer, extra, cfg.optim, {name: self.objective.module_lr(name) for name in extra})
         # split_batches=True: every process sees every global batch (a slice of it), so the count is unchanged.
