@@ -226,27 +226,14 @@ def compare(
         best_run = max((r for r in runs if r.status == "done" and r.validation is not None
                         and f"{r.model} / {r.recipe}" == result.best), key=lambda r: r.validation)
         model_dir = Path(best_run.run_dir) / "model"
-        result.card_path = add_card_section(model_dir / "README.md", result.markdown())
+        from hftransfer.hub.card import add_card_section  # heavy: huggingface_hub, only with a card
+
+        result.card_path = add_card_section(model_dir / "README.md", result.markdown(), CARD_SECTION)
         if push_to is not None:
             from hftransfer.hub.push import push_folder  # heavy: huggingface_hub, only when pushing
 
             result.pushed_url = push_folder(model_dir, push_to, commit_message="hftransfer compare: add comparison")
     return result
-
-
-def add_card_section(readme: Path, markdown: str, name: str = CARD_SECTION) -> Path:
-    """Put ``markdown`` between the card's ``name`` markers (replacing an earlier one), else append it."""
-    begin, end = f"<!-- hftransfer:begin {name} -->", f"<!-- hftransfer:end {name} -->"
-    block = f"{begin}\n{markdown.strip()}\n{end}"
-    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
-    if begin in text and end in text and text.index(begin) < text.index(end):
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + block + "\n"
-    tmp = readme.with_name(f".{readme.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(readme)
-    return readme
 
 
 def summarise(runs: list[CompareRun]) -> list[dict[str, Any]]:

@@ -286,12 +286,24 @@ def test_rank_bad_input_fails_before_any_forward_pass(tmp_path, count_forward):
 def test_cli_rank(tmp_path, capsys):
     from hftransfer.cli import main
 
-    code = main(["rank", "sklearn_digits", "--candidates", ",".join(TINY), "--sample", "30", "--output-dir",
-                 str(tmp_path / "out"), "--no-progress"])
-    assert code == 0
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "README.md").write_text("---\nlicense: mit\n---\n# my model\n\nkept text\n")
+    args = ["rank", "sklearn_digits", "--candidates", ",".join(TINY), "--sample", "30", "--output-dir",
+            str(tmp_path / "out"), "--no-progress", "--card", str(model)]
+    assert main(args) == 0
     shown = capsys.readouterr().out
     assert "recommended: random:timm:test_" in shown and "| `random:timm:test_resnet` |" in shown
     assert (tmp_path / "out" / "rank.md").is_file()
+    # The table went into the card as its 'ranking' section; a second rank replaces it, the card's text stays.
+    assert main(args) == 0
+    card = (model / "README.md").read_text()
+    assert card.startswith("---\nlicense: mit\n---\n# my model\n\nkept text\n")
+    assert card.count("<!-- hftransfer:begin ranking -->") == 1 and card.count("<!-- hftransfer:end ranking -->") == 1
+    assert "## Backbone ranking on" in card and "| `random:timm:test_resnet` |" in card
+    capsys.readouterr()
+    assert main([*args[:-1], str(tmp_path / "missing")]) != 0
+    assert "is not a folder" in capsys.readouterr().err
     assert main(["rank", "sklearn_digits", "--candidates", "timm:nope_model,random:timm:test_vit"]) == 2
 
 

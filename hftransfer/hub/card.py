@@ -569,3 +569,19 @@ def add_eval_results(
     card.data.model_name = card.data.model_name or model_name
     card.data.metrics = list(dict.fromkeys([*(card.data.metrics or []), *(r.metric_type for r in fresh)]))
     return card
+
+
+def add_card_section(readme: Path, markdown: str, name: str) -> Path:
+    """Put ``markdown`` between the card's ``<!-- hftransfer:begin NAME -->`` / ``end`` markers (replacing an earlier
+    section of that name), else append it; written to a temporary file, then renamed."""
+    begin, end = f"<!-- hftransfer:begin {name} -->", f"<!-- hftransfer:end {name} -->"
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    if begin in text and end in text and text.index(begin) < text.index(end):
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + block + "\n"
+    tmp = readme.with_name(f".{readme.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(readme)
+    return readme

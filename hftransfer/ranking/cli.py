@@ -30,6 +30,8 @@ def add_rank_parser(sub) -> None:
                    "model.image_size (default: each candidate's pretrained resolution)")
     p.add_argument("--max-length", type=int, default=None, help="truncate text at this many tokens, as training's "
                    "model.max_length (default 128)")
+    p.add_argument("--card", default=None, metavar="MODEL_DIR", help="add the ranking table to this saved model's "
+                   "card (MODEL_DIR/README.md, section 'ranking'; replaces an earlier one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_rank)
 
@@ -40,8 +42,10 @@ def cmd_rank(args: argparse.Namespace) -> int:
     result = rank(data, [c for c in args.candidates.split(",") if c.strip()], sample=args.sample,
                   output_dir=args.output_dir, cache_dir=args.cache_dir, kfold=args.kfold, batch_size=args.batch_size,
                   seed=args.seed, precision=args.precision, image_size=args.image_size,
-                  max_length=args.max_length, progress=not args.no_progress)
+                  max_length=args.max_length, card=args.card, progress=not args.no_progress)
     print(result.table())
     print(f"\nrecommended: {result.recommendation} (confidence {result.confidence}: {result.confidence_reason})")
     print(f"rank.json, rank.md, rank.png in {result.output_dir} ({result.seconds:.1f}s)")
+    if args.card:
+        print(f"ranking section added to {args.card}/README.md")
     return 0

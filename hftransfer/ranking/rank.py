@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from hftransfer.errors import ConfigurationError
+from hftransfer.hub.card import add_card_section
 from hftransfer.ranking import metrics as M
 from hftransfer.ranking.features import (
     Candidate,
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 FEATURE_METRICS = ("logme", "h_score", "nleep")  # every candidate has them
 SOURCE_METRICS = ("leep", "nce")  # only candidates with a pretrained classifier
 GROUND_TRUTH = "kfold_accuracy"
+CARD_SECTION = "ranking"  # <!-- hftransfer:begin ranking --> ... <!-- hftransfer:end ranking --> in a model card
 MIN_PER_CLASS = 2
 
 
@@ -104,6 +106,20 @@ class RankResult:
             *agree,
             "",
         ])
+
+
+    def add_to_card(self, model_dir: str | Path) -> Path:
+        """Add :meth:`markdown` to the model card (``model_dir/README.md``) as its ``ranking`` section, replacing an
+        earlier one; the card's other text is kept. Returns the card's path."""
+        return add_card_section(card_folder(model_dir) / "README.md", self.markdown(), CARD_SECTION)
+
+
+def card_folder(card: str | Path) -> Path:
+    """``card`` as a folder, or a clear error before any work."""
+    if not Path(card).is_dir():
+        raise ConfigurationError(f"card={str(card)!r} is not a folder; pass the saved model's folder (the one "
+                                 "holding its README.md), e.g. outputs/run/model.")
+    return Path(card)
 
 
 def _fmt(value: float | None) -> str:
@@ -218,6 +234,7 @@ def rank(
     precision: str = "auto",
     image_size: int | None = None,
     max_length: int | None = None,
+    card: str | Path | None = None,
     progress: bool = True,
 ) -> RankResult:
     """Rank ``candidates`` (model names; ``random:<name>`` for a random init) on ``data`` before training.
@@ -234,6 +251,7 @@ def rank(
         image_size / max_length: the input size the training will use (``model.image_size`` /
             ``model.max_length``): image candidates are scored at ``image_size`` pixels (None: each candidate's
             pretrained resolution), text candidates truncate at ``max_length`` tokens (None: 128).
+        card: a saved model's folder: the ranking table goes into its model card (``RankResult.add_to_card``).
     """
     start = time.perf_counter()
     parsed = [Candidate.parse(c) for c in (candidates.split(",") if isinstance(candidates, str) else candidates)]
@@ -243,6 +261,8 @@ def rank(
     for name, value in (("image_size", image_size), ("max_length", max_length)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
             raise ConfigurationError(f"{name}={value!r} must be a positive integer or None (the model's default).")
+    if card is not None:
+        card_folder(card)
     if output_dir is None and cache_dir is None:
         raise ConfigurationError("output_dir=None needs a cache_dir for the features; pass one or an output_dir.")
     loaded, data_name = _load(data)
@@ -262,6 +282,8 @@ def rank(
     result.seconds = time.perf_counter() - start
     if output_dir is not None:
         write_outputs(result, Path(output_dir))
+    if card is not None:
+        result.add_to_card(card)
     return result
 
 
