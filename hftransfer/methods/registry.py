@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from hftransfer.errors import ConfigurationError, HFTransferError
 from hftransfer.methods.base import MethodConfig, TransferMethod
+from hftransfer.utils.modalities import MODALITIES  # family_defaults is keyed by these
 
 
 if TYPE_CHECKING:
     from hftransfer.modeling import AutoTransfer
 
 
-MODALITIES = ("text", "image")  # the backbone families family_defaults is keyed by (AutoTransfer.modality)
 # What family_defaults may set: values resolved after the data (and so the modality) is known, before the model is
 # built. Settings the accelerator, the data or the output folder depend on are fixed earlier, so they are not here.
 FAMILY_KEYS = ("method", "optim", "scheduler", "epochs", "augment", "label_smoothing", "max_grad_norm",

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hftransfer.errors import ConfigurationError
-from hftransfer.methods.registry import MODALITIES
 from hftransfer.objectives.base import Objective, ObjectiveConfig
 from hftransfer.objectives.modality_defaults import MODALITY_DEFAULTS
+from hftransfer.utils.modalities import MODALITIES
 
 
 DEFAULT_OBJECTIVE = "source_only"
