@@ -7,7 +7,7 @@ model's accuracy on the target's ``test`` CSV (``target_eval:``, reported only).
 reviews_dvd_electronics`` (dvd, electronics, airline; see its SOURCE.md).
 
 Every adaptation row is the source-only config plus one line, ``objective: {name: <objective>}``: exactly what a
-user writes, so the objective's own defaults (its text defaults, ``hftransfer/objectives/modality_defaults.py``) are
+user writes, so the objective's own defaults (its registered text defaults) are
 what is measured. Rows merge into ``results/text_da.json`` after every run (a stopped run continues where it left:
 finished rows are skipped unless ``--rerun``); ``results/text_da.md`` is the table (mean ± std over seeds, delta vs
 source-only, training time) with the issue 22 goals marked.

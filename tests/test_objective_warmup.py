@@ -1,5 +1,5 @@
 """The source warm-up of the adaptation objectives (``objective.source_warmup``) and the per-modality objective
-defaults (``hftransfer/objectives/modality_defaults.py``): the warm-up trains the plain source loss without drawing or
+defaults (registered with the objective): the warm-up trains the plain source loss without drawing or
 forwarding target batches, the adaptation term and its schedules start at its end, bad values fail clearly, text
 backbones get the text defaults (the user's values win) and image backbones keep the dataclass defaults."""
 
@@ -18,8 +18,8 @@ import hftransfer
 from hftransfer import AutoTransfer
 from hftransfer.errors import ConfigurationError
 from hftransfer.objectives import OBJECTIVES, StepInfo, get_objective
+from hftransfer.objectives.base import TEXT_SOURCE_WARMUP
 from hftransfer.objectives.layers import grl_coefficient
-from hftransfer.objectives.modality_defaults import MODALITY_DEFAULTS, TEXT_SOURCE_WARMUP
 from hftransfer.training import Callback, TrainConfig
 from hftransfer.training.domain import DomainRun
 
@@ -131,12 +131,23 @@ def test_invalid_source_warmup_is_a_clear_configuration_error(tmp_path, value):
 def test_text_backbones_get_the_text_defaults_and_user_values_win():
     for name in OBJECTIVES:
         text = get_objective(name, "text").config
-        expected = {**get_objective(name).config.to_dict(), **MODALITY_DEFAULTS.get(name, {}).get("text", {})}
+        expected = {**get_objective(name).config.to_dict(), **OBJECTIVES[name].modality_defaults.get("text", {})}
         assert text.to_dict() == expected
     assert get_objective("dann", "text").config.source_warmup == TEXT_SOURCE_WARMUP > 0
     assert get_objective("dann", "text").config.weight < 1.0
     user = get_objective({"name": "dann", "weight": 1.0, "source_warmup": 0.0}, "text").config
     assert (user.weight, user.source_warmup) == (1.0, 0.0)
+
+
+def test_modality_defaults_are_checked_at_registration():
+    from hftransfer.objectives import register_objective
+    from hftransfer.objectives.dann import DannConfig
+
+    with pytest.raises(ConfigurationError, match="modality_defaults keys \\['audio'\\]"):
+        register_objective("toy_objective", DannConfig, modality_defaults={"audio": {"weight": 0.1}})
+    with pytest.raises(ConfigurationError, match="objective.source_warmup"):
+        register_objective("toy_objective", DannConfig, modality_defaults={"text": {"source_warmup": 1.5}})
+    assert "toy_objective" not in OBJECTIVES
 
 
 def test_image_backbones_keep_the_dataclass_defaults():
@@ -145,7 +156,7 @@ def test_image_backbones_keep_the_dataclass_defaults():
                     for f in dataclasses.fields(entry.config_cls)}
         assert get_objective(name, "image").config.to_dict() == defaults
         assert defaults["source_warmup"] == 0.0
-    assert "image" not in {m for per in MODALITY_DEFAULTS.values() for m in per}
+    assert not any("image" in entry.modality_defaults for entry in OBJECTIVES.values())
 
 
 def test_a_text_run_picks_up_the_text_defaults(tmp_path, tiny_models):
@@ -162,7 +173,7 @@ def test_a_text_run_picks_up_the_text_defaults(tmp_path, tiny_models):
     logs = StepLogs()
     result = hftransfer.train(config, callbacks=[logs])
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
-    text = MODALITY_DEFAULTS["dann"]["text"]
+    text = OBJECTIVES["dann"].modality_defaults["text"]
     assert metrics["objective"]["weight"] == text["weight"]
     assert metrics["objective"]["source_warmup"] == text["source_warmup"]
     start = metrics["objective"]["adaptation_start_step"]

@@ -8,7 +8,6 @@ from hftransfer.objectives.base import Objective, ObjectiveConfig, ObjectiveOutp
 from hftransfer.objectives.registry import (
     DEFAULT_OBJECTIVE,
     OBJECTIVES,
-    check_modality_defaults,
     get_objective,
     list_objectives,
     modality_defaults,
@@ -16,9 +15,6 @@ from hftransfer.objectives.registry import (
     objective_entry,
     register_objective,
 )
-
-
-check_modality_defaults()
 
 
 __all__ = ["DEFAULT_OBJECTIVE", "OBJECTIVES", "Objective", "ObjectiveConfig", "ObjectiveOutput", "StepInfo",

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 
 STRONG_SUFFIX = "_strong"  # a target batch's strong-view inputs: pixel_values -> pixel_values_strong
+# Text backbones (MiniLM on review domains, issue 22): an adaptation term from the first step cost source and target
+# accuracy, so the adaptation objectives register this source warm-up as their text default (bench/text_da.py).
+TEXT_SOURCE_WARMUP = 0.5
 
 @dataclass
 class ObjectiveConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hftransfer.objectives.adaptation import AlignmentConfig, AlignmentObjective
-from hftransfer.objectives.base import ObjectiveOutput, gather_with_grad
+from hftransfer.objectives.base import TEXT_SOURCE_WARMUP, ObjectiveOutput, gather_with_grad
 from hftransfer.objectives.layers import coral_loss
 from hftransfer.objectives.registry import register_objective
 
@@ -16,7 +16,8 @@ class CoralConfig(AlignmentConfig):
 
 
 @register_objective("coral", CoralConfig,
-                    combines_with="any backbone; full, lora, linear_probe (aligns the bottleneck)")
+                    combines_with="any backbone; full, lora, linear_probe (aligns the bottleneck)",
+                    modality_defaults={"text": {"source_warmup": TEXT_SOURCE_WARMUP}})
 class Coral(AlignmentObjective):
     """Matches means and covariances of bottleneck features, on the global batch of all processes."""
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from hftransfer.errors import ConfigurationError
 from hftransfer.objectives.base import Objective, ObjectiveConfig
-from hftransfer.objectives.modality_defaults import MODALITY_DEFAULTS
 from hftransfer.utils.modalities import MODALITIES
 
 
@@ -22,13 +21,26 @@ class ObjectiveEntry:
     objective_cls: type[Objective]
     description: str
     combines_with: str  # which methods / modalities it makes sense with (shown by `hftransfer recipes`)
+    modality_defaults: dict[str, dict[str, Any]]  # modality -> options over the config's defaults (user's win)
 
 
 OBJECTIVES: dict[str, ObjectiveEntry] = {}
 
 
-def register_objective(name: str, config_cls: type[ObjectiveConfig], combines_with: str = "any backbone, any method"):
-    """Class decorator: ``@register_objective("dann", DannConfig)``."""
+def register_objective(name: str, config_cls: type[ObjectiveConfig], combines_with: str = "any backbone, any method",
+                       modality_defaults: dict[str, dict[str, Any]] | None = None):
+    """Class decorator: ``@register_objective("dann", DannConfig, modality_defaults={"text": {"weight": 0.3}})``.
+
+    ``modality_defaults``: options that differ for a text or an image backbone, applied over the config's defaults
+    once the model's modality is known; the user's ``objective:`` values always win. Checked here.
+    """
+    per_modality = {k: dict(v) for k, v in (modality_defaults or {}).items()}
+    unknown = sorted(set(per_modality) - set(MODALITIES))
+    if unknown:
+        raise ConfigurationError(f"Objective {name!r}: modality_defaults keys {unknown} must be among "
+                                 f"{list(MODALITIES)}.")
+    for values in per_modality.values():
+        config_cls.from_dict(values, name)  # unknown options and bad values fail at registration
 
     def wrap(objective_cls: type[Objective]) -> type[Objective]:
         if name != name.lower() or not name.isidentifier():
@@ -38,7 +50,8 @@ def register_objective(name: str, config_cls: type[ObjectiveConfig], combines_wi
             raise ValueError(f"Objective {name!r} is already registered by {owner}.")
         objective_cls.name = name
         doc = (objective_cls.__doc__ or "").strip().splitlines()
-        OBJECTIVES[name] = ObjectiveEntry(name, config_cls, objective_cls, doc[0] if doc else "", combines_with)
+        OBJECTIVES[name] = ObjectiveEntry(name, config_cls, objective_cls, doc[0] if doc else "", combines_with,
+                                          per_modality)
         return objective_cls
 
     return wrap
@@ -72,21 +85,8 @@ def normalize_objective(spec: str | dict[str, Any] | None) -> dict[str, Any]:
 
 
 def modality_defaults(name: str, modality: str | None) -> dict[str, Any]:
-    """Objective ``name``'s options for a ``modality`` backbone (:data:`MODALITY_DEFAULTS`; None: none)."""
-    return dict(MODALITY_DEFAULTS.get(objective_entry(name).name, {}).get(modality or "", {}))
-
-
-def check_modality_defaults() -> None:
-    """:data:`MODALITY_DEFAULTS` names registered objectives, known modalities and valid options (run at import)."""
-    for name, per_modality in MODALITY_DEFAULTS.items():
-        if name not in OBJECTIVES:
-            raise ConfigurationError(f"MODALITY_DEFAULTS names {name!r}, which is not a registered objective; "
-                                     f"registered: {list_objectives()}.")
-        unknown = sorted(set(per_modality) - set(MODALITIES))
-        if unknown:
-            raise ConfigurationError(f"MODALITY_DEFAULTS[{name!r}] keys {unknown} must be among {list(MODALITIES)}.")
-        for values in per_modality.values():
-            OBJECTIVES[name].config_cls.from_dict(values, name)
+    """Objective ``name``'s registered options for a ``modality`` backbone (none for None)."""
+    return dict(objective_entry(name).modality_defaults.get(modality or "", {}))
 
 
 def get_objective(spec: str | dict[str, Any] | None, modality: str | None = None) -> Objective:

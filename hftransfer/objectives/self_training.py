@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from hftransfer.objectives.base import (
     STRONG_SUFFIX,
+    TEXT_SOURCE_WARMUP,
     Objective,
     ObjectiveConfig,
     ObjectiveOutput,
@@ -124,7 +125,9 @@ def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 @register_objective("self_training", SelfTrainingConfig,
-                    combines_with="any backbone (strong view: images), any method; can start from a saved model")
+                    combines_with="any backbone (strong view: images), any method; can start from a saved model",
+                    # text has no augmented second view: pseudo-labels are learned on the one (weak) view
+                    modality_defaults={"text": {"source_warmup": TEXT_SOURCE_WARMUP, "strong_augment": None}})
 class SelfTraining(Objective):
     """Pseudo-labels (FixMatch: weak view labels, strong view learns), class-wise thresholds, teacher-quality gate.
 
