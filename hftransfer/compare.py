@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from hftransfer.errors import ConfigurationError
 from hftransfer.recipes import list_recipes
 from hftransfer.utils.hub_ids import is_repo_id
 
+
+logger = logging.getLogger(__name__)
 
 LAUNCHERS = ("python", "accelerate")
 CARD_SECTION = "comparison"  # <!-- hftransfer:begin comparison --> ... <!-- hftransfer:end comparison -->
@@ -97,6 +100,13 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text))
 
 
+def shared_training_options(raw: dict) -> list[str]:
+    """The optimizer / schedule values a config sets explicitly (``optim.lr=5e-05``): in a compare of several recipes
+    they replace each recipe's own defaults."""
+    return [f"{section}.{key}={value}" for section in ("optim", "scheduler")
+            for key, value in (raw.get(section) or {}).items()]
+
+
 def _plan(config: str | Path | dict, recipes: Sequence[str] | None, models: Sequence[str] | None, seeds: int,
           overrides: Sequence[str]) -> tuple[dict, list[tuple[str, str, int, dict]]]:
     """Every run's full config, validated (unknown recipes, models, options) before anything runs."""
@@ -117,6 +127,11 @@ def _plan(config: str | Path | dict, recipes: Sequence[str] | None, models: Sequ
             raise ConfigurationError(f"{name} lists an entry twice; give each once.")
     for model in models:
         check_backbone_name(model, pretrained=base.model.pretrained)
+    shared = shared_training_options(raw)
+    if len(recipes) > 1 and shared:
+        logger.warning("The config sets %s: every recipe (%s) trains with these values instead of its own defaults. "
+                       "Remove them from the config to compare each recipe at its defaults.", ", ".join(shared),
+                       ", ".join(recipes))
     plan = []
     for model in models:
         for recipe in recipes:

@@ -46,6 +46,20 @@ def test_bad_input_fails_before_any_run(tmp_path, monkeypatch):
     assert not (tmp_path / "c").exists()
 
 
+def test_a_learning_rate_set_in_the_config_is_flagged_when_recipes_differ(tmp_path, caplog):
+    # tiny_config sets optim.lr: compared recipes would all train at it, not at their own defaults. Said up front.
+    config = tiny_config(tmp_path)
+    assert compare_module.shared_training_options(config) == ["optim.lr=0.003"]
+    with caplog.at_level("WARNING", logger="hftransfer.compare"):
+        compare_module._plan(config, ["full", "linear_probe"], None, 1, [])
+    assert "sets optim.lr=0.003: every recipe (full, linear_probe) trains with these values" in caplog.text
+    caplog.clear()
+    del config["optim"]
+    with caplog.at_level("WARNING", logger="hftransfer.compare"):
+        compare_module._plan(config, ["full", "linear_probe"], None, 1, [])
+    assert compare_module.shared_training_options(config) == [] and caplog.text == ""
+
+
 def test_finished_rows_are_kept_and_only_missing_ones_run(tmp_path, monkeypatch):
     config = tiny_config(tmp_path)
     out = tmp_path / "c"
