@@ -178,3 +178,25 @@ def test_a_text_run_picks_up_the_text_defaults(tmp_path, tiny_models):
     assert metrics["objective"]["source_warmup"] == text["source_warmup"]
     start = metrics["objective"]["adaptation_start_step"]
     assert start > 0 and [s["adapting"] for s in logs.steps] == [0.0] * start + [1.0] * (len(logs.steps) - start)
+
+
+def test_a_one_row_source_batch_during_warmup_uses_the_running_statistics():
+    # The last batch of an epoch can hold one row; during the warm-up only source rows go through the objective's
+    # BatchNorm bottleneck, which cannot normalise one row in training mode ("Expected more than 1 value per channel").
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+
+        def forward(self, x):
+            return SimpleNamespace(logits=self.net(x))
+
+    torch.manual_seed(0)
+    model = Toy().train()
+    objective = get_objective({"name": "dann", "source_warmup": 0.5})
+    before = model.net[1].running_mean.clone()
+    out = objective.warmup_loss(model, {"x": torch.randn(1, 4)}, torch.tensor([2]))
+    assert torch.isfinite(out.loss) and model.net[1].training  # back in training mode afterwards
+    torch.testing.assert_close(model.net[1].running_mean, before)  # running statistics read, not updated
+    objective.warmup_loss(model, {"x": torch.randn(5, 4)}, torch.tensor([0, 1, 2, 0, 1]))
+    assert not torch.equal(model.net[1].running_mean, before)  # a normal batch normalises with its own statistics

@@ -18,6 +18,7 @@ resumed run needs no extra state.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -147,8 +148,15 @@ class Objective(abc.ABC):
 
     def warmup_loss(self, model: nn.Module, source: dict[str, torch.Tensor],
                     targets: torch.Tensor) -> ObjectiveOutput:
-        """The source classification loss alone (the warm-up's loss): what ``source_only`` trains."""
-        cls = self.classification_loss(model(**source).logits, targets)
+        """The source classification loss alone (the warm-up's loss): what ``source_only`` trains.
+
+        A one-row source batch (the last of an epoch) cannot be batch-normalised in training mode, which an
+        objective's bottleneck does (after the warm-up the target rows join it); its BatchNorm layers then use their
+        running statistics for that step.
+        """
+        rows = next(iter(source.values())).shape[0]
+        with running_batchnorm_statistics(model, enabled=rows == 1):
+            cls = self.classification_loss(model(**source).logits, targets)
         return ObjectiveOutput(cls, {"cls_loss": float(cls.detach())})
 
     @abc.abstractmethod
@@ -188,6 +196,21 @@ class Objective(abc.ABC):
         smoothing = 0.0 if targets.is_floating_point() else self.label_smoothing
         loss = F.cross_entropy(logits.float(), targets, weight=weight, label_smoothing=smoothing)
         return loss if weight is None else loss * self.weight_share(targets)
+
+
+@contextlib.contextmanager
+def running_batchnorm_statistics(model: nn.Module, enabled: bool = True):
+    """While inside, the model's training-mode BatchNorm layers normalise with (and keep) their running statistics."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    if not enabled:
+        layers = []
+    for layer in layers:
+        layer.eval()
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.train()
 
 
 def concat_inputs(first: dict[str, torch.Tensor], *others: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
