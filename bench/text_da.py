@@ -80,7 +80,10 @@ def run_row(pair: str, objective: str, seed: int, work: Path, smoke: bool) -> di
            "target_test_accuracy": metrics["target_eval"]["accuracy"],
            "source_dev_accuracy": metrics["final_eval"]["accuracy"], "best_epoch": metrics["best_epoch"],
            "selected_on": metrics["selected_on"], "objective_options": metrics["objective"],
-           "train_time_s": round(last["train_time_s"], 1), "wall_s": round(time.perf_counter() - start, 1)}
+           "train_time_s": round(last["train_time_s"], 1), "wall_s": round(time.perf_counter() - start, 1),
+           # per epoch: source dev (selection) and target test (reported only), to see what selection chose from
+           "history": [{"epoch": h["epoch"], "source_dev_accuracy": h["eval_accuracy"],
+                        "target_test_accuracy": h.get("target_eval_accuracy")} for h in metrics["history"]]}
     shutil.rmtree(out_dir, ignore_errors=True)  # a saved MiniLM per row would fill the disk
     return row
 

@@ -219,6 +219,38 @@ def test_each_objective_trains_reports_target_numbers_and_saves_what_predicts(tm
     torch.testing.assert_close(loaded(pixel_values=x).logits, result.model(pixel_values=x).logits)
 
 
+class TargetEvalPasses(Callback):
+    """Counts the passes over the run's labelled target_eval loader."""
+
+    def __init__(self, monkeypatch):
+        self.passes = 0
+        self._monkeypatch = monkeypatch
+
+    def on_train_begin(self, trainer):
+        predict, loader = trainer.predict_eval, trainer.domain.eval_loader
+
+        def counting(given=None):
+            self.passes += given is loader
+            return predict(given)
+
+        self._monkeypatch.setattr(trainer, "predict_eval", counting)
+
+
+@pytest.mark.parametrize("best", ["last", "earlier"])
+def test_the_target_eval_split_is_scored_once_per_epoch_and_again_only_for_an_earlier_best(tmp_path, monkeypatch,
+                                                                                            best):
+    # metric_for_best=loss with greater_is_better=True picks the worst loss: the first epoch (loss falls)
+    options = {} if best == "last" else {"metric_for_best": "loss", "greater_is_better": True}
+    counter = TargetEvalPasses(monkeypatch)
+    result = hftransfer.train(da_config(tmp_path, "coral", epochs=2, **options), callbacks=[counter])
+    metrics = json.loads((result.output_dir / "metrics.json").read_text())
+    assert metrics["best_epoch"] == (2 if best == "last" else 1)
+    assert counter.passes == 2 + (best == "earlier")  # one per epoch; the summary reuses the last one when best
+    chosen = metrics["history"][metrics["best_epoch"] - 1]
+    assert metrics["target_eval"]["accuracy"] == pytest.approx(chosen["target_eval_accuracy"])
+    assert metrics["target_eval"]["loss"] == pytest.approx(chosen["target_eval_loss"])
+
+
 def test_source_only_objective_is_the_old_supervised_loss_with_class_weights(tmp_path):
     # The default objective gives exactly what the inline loss did (label smoothing on hard targets, none on
     # mixup's soft targets); a class weight tensor changes it as F.cross_entropy(weight=...) does.

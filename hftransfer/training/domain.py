@@ -277,6 +277,8 @@ class DomainRun:
         self.eval_loader = None  # labelled target_eval
         self.sizes: dict[str, int] = {}
         self.label_names: list[str] = []
+        # The last target_eval pass (epoch, logits, labels, loss): the summary reuses it when that epoch is the best.
+        self._last_eval: tuple[int | None, np.ndarray, np.ndarray, float] | None = None
 
     @classmethod
     def for_run(cls, config: TrainConfig, model: AutoTransfer, class_weights: torch.Tensor | None,
@@ -380,7 +382,7 @@ class DomainRun:
         if self.stream is not None and state is not None:
             self.stream.load_state_dict(state)
 
-    def epoch_metrics(self, predict: Predict) -> dict[str, float]:
+    def epoch_metrics(self, predict: Predict, epoch: int | None = None) -> dict[str, float]:
         """Per-epoch target numbers for the history: the target prediction entropy and labelled target metrics."""
         row: dict[str, float] = {}
         if self.entropy_loader is not None:
@@ -388,12 +390,14 @@ class DomainRun:
             row["target_entropy"] = prediction_entropy(logits)
         if self.eval_loader is not None:
             logits, labels, loss = predict(self.eval_loader)
+            self._last_eval = (epoch, logits, labels, loss)
             metrics = score(logits, labels, loss, self.label_names)
             row.update({f"target_eval_{k}": v for k, v in metrics.items()})
         return row
 
-    def summary(self, predict: Predict) -> dict[str, Any]:
-        """What metrics.json says about the objective and the target domain (``predict`` runs the best model)."""
+    def summary(self, predict: Predict, best_epoch: int | None = None) -> dict[str, Any]:
+        """What metrics.json says about the objective and the target domain (``predict`` runs the best model; the
+        last epoch's target_eval pass is reused when ``best_epoch`` is that epoch)."""
         cfg = self.config
         key, _ = selection_key(cfg)
         objective = self.objective.to_dict()
@@ -411,7 +415,11 @@ class DomainRun:
             logits, _, _ = predict(self.entropy_loader)
             out["target_entropy"] = prediction_entropy(logits)
         if self.eval_loader is not None:
-            logits, labels, loss = predict(self.eval_loader)
+            cached = self._last_eval
+            if cached is not None and best_epoch is not None and cached[0] == best_epoch:
+                _, logits, labels, loss = cached  # the model that made them is the best one
+            else:
+                logits, labels, loss = predict(self.eval_loader)
             out["target_eval"] = {
                 **score(logits, labels, loss, self.label_names, per_class=True),
                 "note": "labelled target data: reported only" + (

@@ -275,7 +275,7 @@ class TransferTrainer:
                "train_time_s": state.train_time, **{f"eval_{k}": v for k, v in metrics.items()}}
         if self.compile_timer is not None:
             row["compile_time_s"] = compiled  # this epoch's, like train_time_s; metrics.json has the total
-        row.update(self.domain.epoch_metrics(self.predict_eval))
+        row.update(self.domain.epoch_metrics(self.predict_eval, epoch=epoch + 1))
         state.history.append(row)
         stop = self._track_best(state, row)
         state.epoch = epoch + 1

@@ -46,7 +46,7 @@ def run_summary(trainer, state, final: dict[str, Any], test: dict[str, Any] | No
         summary["feature_precision"] = trainer.feature_precision
     if trainer.head_warmup:
         summary["head_warmup"] = trainer.head_warmup
-    summary.update(trainer.domain.summary(trainer.predict_eval))
+    summary.update(trainer.domain.summary(trainer.predict_eval, best_epoch=state.best_epoch))
     return summary
 
 
