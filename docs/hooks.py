@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import os
 import re
 import typing
@@ -122,8 +123,22 @@ def gen_objectives() -> str:
     for name, entry in sorted(OBJECTIVES.items()):
         options = ", ".join(f"`{f.name}`" for f in dataclasses.fields(entry.config_cls)) or "–"
         label = f"`{name}`" + (f" (alias `{aliases[name]}`)" if name in aliases else "")
-        rows.append((label, entry.description, entry.combines_with, options, f"`{entry.objective_cls.__module__}`"))
-    return _table(("objective", "what it adds", "combines with", "`objective.*` options", "module"), rows)
+        per_modality = entry.modality_defaults_line() or "–"
+        rows.append((label, entry.description, entry.combines_with, options, per_modality,
+                     f"`{entry.objective_cls.__module__}`"))
+    return _table(("objective", "what it adds", "combines with", "`objective.*` options",
+                   "per-modality defaults (over the options' defaults)", "module"), rows)
+
+
+def gen_objective_modality_defaults() -> str:
+    """Each objective's registered defaults for text and image backbones (over its options' defaults)."""
+    from hftransfer.objectives.registry import OBJECTIVES
+    from hftransfer.utils.modalities import MODALITIES
+
+    rows = [(f"`{name}`", *(", ".join(f"`{k}: {json.dumps(v)}`" for k, v in entry.modality_defaults.get(m, {}).items())
+                            or "the options' defaults" for m in MODALITIES))
+            for name, entry in sorted(OBJECTIVES.items()) if entry.objective_cls.needs_target]
+    return _table(("objective", *(f"{m} backbones" for m in MODALITIES)), rows)
 
 
 ERROR_MODULES = ("hftransfer.errors", "hftransfer.data.errors", "hftransfer.hub.push", "hftransfer.export.errors")
@@ -178,6 +193,7 @@ def _root_file(name: str) -> str:
 
 
 GENERATORS = {"config": gen_config, "cli": gen_cli, "methods": gen_methods, "objectives": gen_objectives,
+              "objective_modality_defaults": gen_objective_modality_defaults,
               "errors": gen_errors, "bench": gen_bench,
               "contributing": lambda: _root_file("CONTRIBUTING.md"), "changelog": lambda: _root_file("CHANGELOG.md")}
 

@@ -78,6 +78,8 @@ def _print_objectives(configs: list[Path]) -> None:
         target = "needs target" if entry.objective_cls.needs_target else "no target data"
         print(f"{name:14s} {target:14s} {entry.description}")
         print(f"{'':14s}   combines with: {entry.combines_with}")
+        if entry.modality_defaults:
+            print(f"{'':14s}   per-modality defaults: {entry.modality_defaults_line()}")
         for path in configs:
             text = path.read_text(encoding="utf-8")
             if f"name: {name}\n" in text and "objective:" in text:

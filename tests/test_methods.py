@@ -357,6 +357,12 @@ def test_every_method_is_a_recipe_with_its_supported_backbones_listed(capsys):
     vpt = out.split("\nvpt ")[1].split("\n\n")[0]
     assert "model: {name: google/vit-base-patch16-224}  (a hub model)" in vpt and "MiniLM" not in vpt
     assert "recipes/configs/minilm_sst2_adapter.yaml" in out and "recipes/configs/minilm_sst2_ia3.yaml" in out
+    # Objectives show the defaults they take for a text backbone (the registration's, not a copy).
+    from hftransfer.objectives import OBJECTIVES
+
+    dann = out.split("\ndann ")[1].split("\nmmd ")[0]
+    assert f"per-modality defaults: {OBJECTIVES['dann'].modality_defaults_line()}" in dann
+    assert "text: source_warmup=0.5" in dann and "strong_augment=null" in out
 
 
 def test_per_family_defaults_are_decided_once_and_the_user_wins():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,11 @@ class ObjectiveEntry:
     description: str
     combines_with: str  # which methods / modalities it makes sense with (shown by `hftransfer recipes`)
     modality_defaults: dict[str, dict[str, Any]]  # modality -> options over the config's defaults (user's win)
+
+    def modality_defaults_line(self) -> str:
+        """``"text: source_warmup=0.5, weight=0.3"`` (one clause per modality, YAML values; empty when none)."""
+        return "; ".join(f"{modality}: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in options.items())
+                         for modality, options in sorted(self.modality_defaults.items()))
 
 
 OBJECTIVES: dict[str, ObjectiveEntry] = {}
