@@ -32,6 +32,8 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -53,58 +55,71 @@ TEXT_VARIANTS = {"minilm_cls_6l": {"pooling": "cls"}, "minilm_mean_3l": {"num_hi
 RECIPES = ("linear_probe", "full")
 
 
-def datasets(work: Path) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class RankDataset:
+    """One dataset of the bench: what rank and the runs read, and how the page describes it."""
+
+    data: dict[str, Any]  # the data config both rank and training read
+    candidates: list[str]
+    rank: dict[str, Any]  # extra rank() options (the training's input size)
+    runs: dict[str, dict[str, Any]]  # recipe -> {"config": shipped YAML} or {"overrides": {...}}
+    about: str  # the protocol, one sentence for the page
+    common: dict[str, Any] = field(default_factory=dict)  # config values every run of the dataset shares
+    prepare: Callable[[Path], None] | None = None  # writes the data into the work dir (once)
+
+
+def datasets(work: Path) -> dict[str, RankDataset]:
     """Each dataset: its data config, candidates, and per-recipe settings (a shipped config or overrides)."""
     text = [MINILM, *[str(work / "candidates" / name) for name in TEXT_VARIANTS], f"random:{MINILM}"]
     return {
-        "hymenoptera": {
-            "data": {"train": str(HYMENOPTERA / "train"), "test": str(HYMENOPTERA / "val")},
-            "candidates": VISION,
-            "rank": {"image_size": 224},
-            "runs": {"linear_probe": {"config": "efficientnet_lite0_hymenoptera_linear_probe.yaml"},
-                     "full": {"config": "efficientnet_lite0_hymenoptera_full.yaml"}},
-            "about": "245 train images (208 train, 37 carved off for validation), test = the 153 `val` images; "
-                     "224 px; the shipped configs `efficientnet_lite0_hymenoptera_{linear_probe,full}.yaml` "
-                     "(only model and data changed)",
-        },
-        "cifar10": {
-            "data": {"source": str(work / "cifar10_train.npz"), "test": str(work / "cifar10_test.npz")},
-            "prepare": prepare_cifar,
-            "candidates": VISION,
-            "rank": {"image_size": 96},
-            "runs": {"linear_probe": {"overrides": {"epochs": 10}},
-                     "full": {"overrides": {"epochs": 3}}},
-            "common": {"model": {"image_size": 96}, "batch_size": 32},
-            "about": "2000 train + 500 validation images from CIFAR-10 train, test = 1000 images of its test split "
-                     "(stratified); 96 px; recipe defaults, linear_probe 10 epochs, full 3 epochs",
-        },
-        "pacs_photo": {
-            "data": {"train": str(work / "pacs_photo" / "train"), "test": str(work / "pacs_photo" / "test"),
-                     "max_train_samples": 600},
-            "prepare": prepare_pacs_photo,
-            "candidates": VISION,
-            "rank": {"image_size": 128},
-            "runs": {"linear_probe": {"overrides": {"epochs": 10}},
-                     "full": {"overrides": {"epochs": 3}}},
-            "common": {"model": {"image_size": 128}, "batch_size": 32},
-            "about": "PACS photo (7 classes) split 80/20 per class into train/test; 600 train images (validation: "
-                     "201 other train images), test = 333 images; 128 px; recipe defaults, linear_probe 10 epochs, "
-                     "full 3 epochs",
-        },
-        "sst2": {
-            "data": {"train": str(SST2 / "train.csv"), "test": str(SST2 / "dev.csv"), "text_column": "text",
-                     "label_column": "label", "label_names": ["negative", "positive"], "max_train_samples": 2000,
-                     "max_eval_samples": 500},
-            "prepare": prepare_text_candidates,
-            "candidates": text,
-            "rank": {"max_length": 66},
-            "runs": {"linear_probe": {"overrides": {"epochs": 10}},
-                     "full": {"overrides": {"epochs": 2}}},
-            "common": {"model": {"max_length": 66}, "batch_size": 32},
-            "about": "2000 SST-2 train sentences (validation: 500 other train sentences), test = the 872 dev "
-                     "sentences (GLUE's test labels are private); recipe defaults, linear_probe 10 epochs, full 2 "
-                     "epochs",
-        },
+        "hymenoptera": RankDataset(
+            data={"train": str(HYMENOPTERA / "train"), "test": str(HYMENOPTERA / "val")},
+            candidates=VISION,
+            rank={"image_size": 224},
+            runs={"linear_probe": {"config": "efficientnet_lite0_hymenoptera_linear_probe.yaml"},
+                 "full": {"config": "efficientnet_lite0_hymenoptera_full.yaml"}},
+            about="245 train images (208 train, 37 carved off for validation), test = the 153 `val` images; "
+                  "224 px; the shipped configs `efficientnet_lite0_hymenoptera_{linear_probe,full}.yaml` "
+                  "(only model and data changed)",
+        ),
+        "cifar10": RankDataset(
+            data={"source": str(work / "cifar10_train.npz"), "test": str(work / "cifar10_test.npz")},
+            prepare=prepare_cifar,
+            candidates=VISION,
+            rank={"image_size": 96},
+            runs={"linear_probe": {"overrides": {"epochs": 10}},
+                 "full": {"overrides": {"epochs": 3}}},
+            common={"model": {"image_size": 96}, "batch_size": 32},
+            about="2000 train + 500 validation images from CIFAR-10 train, test = 1000 images of its test split "
+                  "(stratified); 96 px; recipe defaults, linear_probe 10 epochs, full 3 epochs",
+        ),
+        "pacs_photo": RankDataset(
+            data={"train": str(work / "pacs_photo" / "train"), "test": str(work / "pacs_photo" / "test"),
+                 "max_train_samples": 600},
+            prepare=prepare_pacs_photo,
+            candidates=VISION,
+            rank={"image_size": 128},
+            runs={"linear_probe": {"overrides": {"epochs": 10}},
+                 "full": {"overrides": {"epochs": 3}}},
+            common={"model": {"image_size": 128}, "batch_size": 32},
+            about="PACS photo (7 classes) split 80/20 per class into train/test; 600 train images (validation: "
+                  "201 other train images), test = 333 images; 128 px; recipe defaults, linear_probe 10 epochs, "
+                  "full 3 epochs",
+        ),
+        "sst2": RankDataset(
+            data={"train": str(SST2 / "train.csv"), "test": str(SST2 / "dev.csv"), "text_column": "text",
+                 "label_column": "label", "label_names": ["negative", "positive"], "max_train_samples": 2000,
+                 "max_eval_samples": 500},
+            prepare=prepare_text_candidates,
+            candidates=text,
+            rank={"max_length": 66},
+            runs={"linear_probe": {"overrides": {"epochs": 10}},
+                 "full": {"overrides": {"epochs": 2}}},
+            common={"model": {"max_length": 66}, "batch_size": 32},
+            about="2000 SST-2 train sentences (validation: 500 other train sentences), test = the 872 dev "
+                  "sentences (GLUE's test labels are private); recipe defaults, linear_probe 10 epochs, full 2 "
+                  "epochs",
+        ),
     }
 
 
@@ -171,18 +186,18 @@ def short(candidate: str) -> str:
     return Path(candidate).name if candidate.startswith("/") else candidate
 
 
-def train_config(ds: dict[str, Any], recipe: str, candidate: str, output_dir: Path) -> dict[str, Any]:
+def train_config(ds: RankDataset, recipe: str, candidate: str, output_dir: Path) -> dict[str, Any]:
     import yaml
 
-    run = ds["runs"][recipe]
+    run = ds.runs[recipe]
     if "config" in run:
         config = yaml.safe_load((CONFIGS / run["config"]).read_text())
     else:
-        config = {"recipe": recipe, **json.loads(json.dumps(ds.get("common", {})))}
+        config = {"recipe": recipe, **json.loads(json.dumps(ds.common))}
         config.update(run.get("overrides", {}))
     name = candidate.removeprefix("random:")
     config["model"] = {**config.get("model", {}), "name": name, "pretrained": not candidate.startswith("random:")}
-    config.update(data=dict(ds["data"]), output_dir=str(output_dir), progress_bar=False, overwrite_output_dir=True,
+    config.update(data=dict(ds.data), output_dir=str(output_dir), progress_bar=False, overwrite_output_dir=True,
                   seed=0)
     return config
 
@@ -198,30 +213,30 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
             "seconds": seconds, "epochs": config.get("epochs")}
 
 
-def run_dataset(name: str, ds: dict[str, Any], work: Path, results: dict[str, Any], recipes: tuple[str, ...],
+def run_dataset(name: str, ds: RankDataset, work: Path, results: dict[str, Any], recipes: tuple[str, ...],
                 redo_rank: bool = False) -> None:
     from hftransfer import rank
 
-    if "prepare" in ds:
-        ds["prepare"](work)
+    if ds.prepare is not None:
+        ds.prepare(work)
     entry = results.setdefault(name, {"runs": {}})
     if redo_rank:
         entry.pop("rank", None)
-    entry["about"] = ds["about"]
+    entry["about"] = ds.about
     if "rank" not in entry:
         cache = work / "features" / name
         start = time.perf_counter()
-        rank(ds["data"], ds["candidates"], output_dir=None, cache_dir=cache, progress=False, **ds["rank"])
+        rank(ds.data, ds.candidates, output_dir=None, cache_dir=cache, progress=False, **ds.rank)
         cold = time.perf_counter() - start
         start = time.perf_counter()
-        ranked = rank(ds["data"], ds["candidates"], output_dir=RESULTS / "rank" / name, cache_dir=cache,
-                      kfold=True, progress=False, **ds["rank"])
+        ranked = rank(ds.data, ds.candidates, output_dir=RESULTS / "rank" / name, cache_dir=cache,
+                      kfold=True, progress=False, **ds.rank)
         entry["rank"] = ranked.to_dict()
         entry["rank_seconds_cold"] = cold
         entry["rank_kfold_from_cache_seconds"] = time.perf_counter() - start
         save(results)
     for recipe in recipes:
-        for candidate in ds["candidates"]:
+        for candidate in ds.candidates:
             key = f"{recipe} {short(candidate)}"
             if key in entry["runs"]:
                 continue
