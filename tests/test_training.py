@@ -504,6 +504,25 @@ def test_finished_run_drops_its_resume_checkpoints(tmp_path):
     assert not (result.output_dir / "checkpoints").exists()
 
 
+def test_a_save_killed_midway_leaves_no_temp_folder_after_the_next_save(tmp_path):
+    from hftransfer.training import checkpoint as ckpt
+
+    root = tmp_path / ckpt.CHECKPOINT_DIR
+    killed = [root / ".step_00000002.tmp-k1ll3d", root / ".step_00000002.old-k1ll3d"]
+    for folder in killed:
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"half")
+    keep = root / "step_00000001"
+    keep.mkdir()
+    (keep / ckpt.TRAINER_STATE).write_text("{}")
+    unrelated = root / ".notes"
+    unrelated.mkdir()
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000001"]
+    ckpt.remove_old_checkpoints(tmp_path, keep=2)
+    assert not any(folder.exists() for folder in killed)
+    assert keep.is_dir() and unrelated.is_dir()
+
+
 def test_a_method_the_backbone_cannot_take_fails_before_any_data_is_read(tmp_path, monkeypatch):
     # vera takes Linear layers only: on a CNN it is refused by check_backbone, before the data set is opened.
     import hftransfer.training.engine as engine

@@ -20,6 +20,7 @@ CHECKPOINT_DIR = "checkpoints"  # in output_dir, next to:
 MODEL_DIR = "model"  # the best model
 METRICS_FILE = "metrics.json"  # the run's summary, written last: its presence marks a finished run
 _STEP_RE = re.compile(r"^step_(\d+)$")
+_LEFTOVER_RE = re.compile(r"^\.step_\d+\.(tmp|old)-")  # atomic_directory's temp names for a checkpoint folder
 # In each checkpoint folder, both kinds (one process's full state, or sharded state written by accelerate):
 TRAINER_STATE = "trainer_state.json"  # the loop state (TrainState.to_dict); a folder without it is no checkpoint
 OBJECTIVE_STATE = "objective.safetensors"  # the objective's tensors (discriminator, EMA teacher), when it has any
@@ -81,8 +82,11 @@ def write_objective_state(folder: Path, objective_state: dict[str, torch.Tensor]
 
 
 def remove_old_checkpoints(output_dir: Path, keep: int) -> None:
-    """Keep only the newest ``keep`` checkpoints (of either kind)."""
-    for old in list_checkpoints(output_dir)[:-keep]:
+    """Keep only the newest ``keep`` checkpoints (of either kind), and drop the temp folders of a save that was killed
+    (``.step_*.tmp-*`` / ``.step_*.old-*``: never a checkpoint; called after a save completed, so none is in use)."""
+    root = Path(output_dir) / CHECKPOINT_DIR
+    stale = [p for p in root.glob(".step_*") if p.is_dir() and _LEFTOVER_RE.match(p.name)] if root.is_dir() else []
+    for old in [*list_checkpoints(output_dir)[:-keep], *stale]:
         shutil.rmtree(old, ignore_errors=True)
 
 
