@@ -18,7 +18,7 @@ import hftransfer
 from hftransfer import AutoTransfer
 from hftransfer.errors import ConfigurationError
 from hftransfer.objectives import OBJECTIVES, StepInfo, get_objective
-from hftransfer.objectives.base import TEXT_SOURCE_WARMUP
+from hftransfer.objectives.base import TEXT_SOURCE_WARMUP, adaptation_start
 from hftransfer.objectives.layers import grl_coefficient
 from hftransfer.training import Callback, TrainConfig
 from hftransfer.training.domain import DomainRun
@@ -119,6 +119,29 @@ def test_a_run_with_warmup_reads_no_target_until_it_ends_and_records_the_switch(
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     assert metrics["objective"]["source_warmup"] == 0.5 and metrics["objective"]["adaptation_start_step"] == 4
     assert "adaptation term on from step 4" in (result.output_dir / "train.log").read_text()
+    # epoch 1 ended at step 4, before any adaptation step: it is the source-only model, no candidate for the best
+    assert metrics["objective"]["warmup_epochs_not_selected"] == [1] and metrics["best_epoch"] == 2
+
+
+def test_an_epoch_within_the_warmup_is_never_the_best_model_nor_stops_the_run(tmp_path):
+    # greater_is_better on the loss would pick epoch 1 (the loss falls); with patience 1 epoch 2 would then stop the
+    # run. Warm-up 0.75 of 12 steps: epochs 1 and 2 (steps 4, 8) end within it, epoch 3 is the only candidate.
+    config = da_config(tmp_path, {"name": "coral", "source_warmup": 0.75}, batch_size=8, epochs=3,
+                       metric_for_best="loss", greater_is_better=True, early_stopping_patience=1,
+                       **{"data.max_train_samples": 32, "data.max_eval_samples": 8})
+    result = hftransfer.train(config)
+    metrics = json.loads((result.output_dir / "metrics.json").read_text())
+    assert len(metrics["history"]) == 3 and metrics["best_epoch"] == 3
+    assert metrics["objective"]["warmup_epochs_not_selected"] == [1, 2]
+    log = (result.output_dir / "train.log").read_text()
+    assert "epoch 1 ended within the source warm-up" in log and "epoch 3 ended within" not in log
+    # without a warm-up the same config keeps epoch 1 and stops after epoch 2
+    config = da_config(tmp_path / "no_warmup", {"name": "coral", "source_warmup": 0.0}, batch_size=8, epochs=3,
+                       metric_for_best="loss", greater_is_better=True, early_stopping_patience=1,
+                       **{"data.max_train_samples": 32, "data.max_eval_samples": 8})
+    plain = json.loads((hftransfer.train(config).output_dir / "metrics.json").read_text())
+    assert plain["best_epoch"] == 1 and len(plain["history"]) == 2
+    assert "warmup_epochs_not_selected" not in plain["objective"]
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.0, 2, True, "half"])
@@ -145,9 +168,21 @@ def test_modality_defaults_are_checked_at_registration():
 
     with pytest.raises(ConfigurationError, match="modality_defaults keys \\['audio'\\]"):
         register_objective("toy_objective", DannConfig, modality_defaults={"audio": {"weight": 0.1}})
-    with pytest.raises(ConfigurationError, match="objective.source_warmup"):
+    with pytest.raises(ConfigurationError, match="registration's modality_defaults\\['text'\\].*source_warmup"):
         register_objective("toy_objective", DannConfig, modality_defaults={"text": {"source_warmup": 1.5}})
+    with pytest.raises(ConfigurationError, match="registration's modality_defaults\\['text'\\].*objective.wieght"):
+        register_objective("toy_objective", DannConfig, modality_defaults={"text": {"wieght": 0.1}})
     assert "toy_objective" not in OBJECTIVES
+
+
+def test_the_warmup_step_count_is_not_cut_by_float_error():
+    assert adaptation_start(0.29, 100) == 29 and adaptation_start(0.57, 100) == 57  # int() gave 28 and 56
+    assert adaptation_start(0.5, 108) == 54 and adaptation_start(0.25, 10) == 2 and adaptation_start(0.0, 7) == 0
+
+
+def test_a_warmup_on_source_only_is_refused_as_meaningless(tmp_path):
+    with pytest.raises(ConfigurationError, match="objective.source_warmup=0.5 has no effect for source_only"):
+        TrainConfig.from_dict(da_config(tmp_path, {"name": "source_only", "source_warmup": 0.5}))
 
 
 def test_image_backbones_keep_the_dataclass_defaults():
@@ -178,6 +213,10 @@ def test_a_text_run_picks_up_the_text_defaults(tmp_path, tiny_models):
     assert metrics["objective"]["source_warmup"] == text["source_warmup"]
     start = metrics["objective"]["adaptation_start_step"]
     assert start > 0 and [s["adapting"] for s in logs.steps] == [0.0] * start + [1.0] * (len(logs.steps) - start)
+    # the card's hyperparameters show the values the run used, not only the `{name: dann}` the user wrote
+    card = (result.model_dir / "README.md").read_text()
+    assert f"| objective.weight | {text['weight']} |" in card
+    assert f"| objective.source_warmup | {text['source_warmup']} |" in card
 
 
 def test_a_one_row_source_batch_during_warmup_uses_the_running_statistics():

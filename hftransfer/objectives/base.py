@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -42,6 +43,7 @@ STRONG_SUFFIX = "_strong"  # a target batch's strong-view inputs: pixel_values -
 # Text backbones (MiniLM on review domains, issue 22): an adaptation term from the first step cost source and target
 # accuracy, so the adaptation objectives register this source warm-up as their text default (bench/text_da.py).
 TEXT_SOURCE_WARMUP = 0.5
+TEXT_ALIGNMENT_WEIGHT = 0.3  # dann and mmd on text: their terms at weight 1.0 cost source accuracy on MiniLM
 
 @dataclass
 class ObjectiveConfig:
@@ -88,8 +90,9 @@ class StepInfo:
 
 
 def adaptation_start(source_warmup: float, total_steps: int) -> int:
-    """The first optimizer step with the adaptation term on: ``source_warmup`` of ``total_steps``, rounded down."""
-    return int(source_warmup * total_steps)
+    """The first optimizer step with the adaptation term on: ``source_warmup`` of ``total_steps``, rounded down
+    (after rounding away float error: 0.29 of 100 steps is 29, not 28)."""
+    return math.floor(round(source_warmup * total_steps, 9))
 
 
 @dataclass

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hftransfer.objectives.adaptation import AlignmentConfig, AlignmentObjective
-from hftransfer.objectives.base import TEXT_SOURCE_WARMUP, ObjectiveOutput
+from hftransfer.objectives.base import TEXT_ALIGNMENT_WEIGHT, TEXT_SOURCE_WARMUP, ObjectiveOutput
 from hftransfer.objectives.layers import DomainDiscriminator, grl_coefficient, reverse_gradient
 from hftransfer.objectives.registry import register_objective
 
@@ -25,7 +25,8 @@ class DannConfig(AlignmentConfig):
 
 @register_objective("dann", DannConfig,
                     combines_with="any backbone; full, lora (linear_probe: trains the bottleneck only)",
-                    modality_defaults={"text": {"source_warmup": TEXT_SOURCE_WARMUP, "weight": 0.3}})
+                    modality_defaults={"text": {"source_warmup": TEXT_SOURCE_WARMUP,
+                                                 "weight": TEXT_ALIGNMENT_WEIGHT}})
 class Dann(AlignmentObjective):
     """Domain-adversarial: a discriminator behind gradient reversal makes source and target features alike."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hftransfer.objectives.adaptation import AlignmentConfig, AlignmentObjective
-from hftransfer.objectives.base import TEXT_SOURCE_WARMUP, ObjectiveOutput, gather_with_grad
+from hftransfer.objectives.base import TEXT_ALIGNMENT_WEIGHT, TEXT_SOURCE_WARMUP, ObjectiveOutput, gather_with_grad
 from hftransfer.objectives.layers import multi_kernel_mmd
 from hftransfer.objectives.registry import register_objective
 
@@ -19,7 +19,8 @@ class MmdConfig(AlignmentConfig):
 
 @register_objective("mmd", MmdConfig,
                     combines_with="any backbone; full, lora, linear_probe (aligns the bottleneck)",
-                    modality_defaults={"text": {"source_warmup": TEXT_SOURCE_WARMUP, "weight": 0.3}})
+                    modality_defaults={"text": {"source_warmup": TEXT_SOURCE_WARMUP,
+                                                 "weight": TEXT_ALIGNMENT_WEIGHT}})
 class Mmd(AlignmentObjective):
     """Multi-kernel Gaussian MMD on a Linear-BN-ReLU bottleneck, on the global batch of all processes."""
 

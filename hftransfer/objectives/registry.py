@@ -45,8 +45,12 @@ def register_objective(name: str, config_cls: type[ObjectiveConfig], combines_wi
     if unknown:
         raise ConfigurationError(f"Objective {name!r}: modality_defaults keys {unknown} must be among "
                                  f"{list(MODALITIES)}.")
-    for values in per_modality.values():
-        config_cls.from_dict(values, name)  # unknown options and bad values fail at registration
+    for modality, values in per_modality.items():
+        try:  # unknown options and bad values fail at registration
+            config_cls.from_dict(values, name)
+        except (ConfigurationError, ValueError) as err:
+            raise ConfigurationError(f"Objective {name!r}: its registration's modality_defaults[{modality!r}] = "
+                                     f"{values!r} is invalid: {err}") from err
 
     def wrap(objective_cls: type[Objective]) -> type[Objective]:
         if name != name.lower() or not name.isidentifier():

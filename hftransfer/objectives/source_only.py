@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hftransfer.errors import ConfigurationError
 from hftransfer.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
 from hftransfer.objectives.registry import register_objective
 
 
 @dataclass
 class SourceOnlyConfig(ObjectiveConfig):
-    pass
+    def __post_init__(self):
+        super().__post_init__()
+        if self.source_warmup:
+            raise ConfigurationError(f"objective.source_warmup={self.source_warmup!r} has no effect for source_only "
+                                     "(it reads no target data, so the whole run is source training); remove it, "
+                                     "or pick an adaptation objective (dann, mmd, coral, self_training).")
 
 
 @register_objective("source_only", SourceOnlyConfig, combines_with="any backbone, any method (alias: supervised)")

@@ -314,6 +314,12 @@ class DomainRun:
                       f"{self.objective.config.source_warmup}); the adaptation term switches on at step "
                       f"{self.adaptation_start}")
 
+    def within_warmup(self, global_step: int) -> bool:
+        """True for an epoch that ended at ``global_step`` before any adaptation step ran: its model is the source-only
+        model the objective was asked to adapt, so it is no candidate for the best model (nor counted by early
+        stopping)."""
+        return bool(self.adaptation_start) and global_step <= self.adaptation_start
+
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], targets: torch.Tensor,
              step: StepInfo) -> torch.Tensor:
         """The objective's loss on a source batch and the next target batch (none without a target stream); during
@@ -395,14 +401,19 @@ class DomainRun:
             row.update({f"target_eval_{k}": v for k, v in metrics.items()})
         return row
 
-    def summary(self, predict: Predict, best_epoch: int | None = None) -> dict[str, Any]:
+    def summary(self, predict: Predict, best_epoch: int | None = None,
+                history: list[dict[str, Any]] = ()) -> dict[str, Any]:
         """What metrics.json says about the objective and the target domain (``predict`` runs the best model; the
-        last epoch's target_eval pass is reused when ``best_epoch`` is that epoch)."""
+        last epoch's target_eval pass is reused when ``best_epoch`` is that epoch; ``history`` names the epochs
+        that ended within the source warm-up)."""
         cfg = self.config
         key, _ = selection_key(cfg)
         objective = self.objective.to_dict()
         if self.adaptation_start is not None:
             objective["adaptation_start_step"] = self.adaptation_start
+        skipped = [row["epoch"] for row in history if self.within_warmup(row["step"])]
+        if skipped:
+            objective["warmup_epochs_not_selected"] = skipped
         out: dict[str, Any] = {"objective": objective, "model_selection": cfg.model_selection,
                                "selected_on": key,
                                "selection_uses_target_labels": cfg.model_selection == "target_eval"}

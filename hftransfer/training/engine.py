@@ -315,6 +315,11 @@ class TransferTrainer:
         if key not in row:
             raise KeyError(f"metric_for_best={cfg.metric_for_best!r} is not computed; available: "
                            f"{sorted(k[5:] for k in row if k.startswith('eval_'))}.")
+        last = row["epoch"] >= cfg.epochs and state.best_metric is None  # never end a run without a best model
+        if self.domain.within_warmup(state.global_step) and not last:
+            self._log(f"epoch {row['epoch']} ended within the source warm-up (the adaptation term starts at step "
+                      f"{self.domain.adaptation_start}): not a candidate for the best model")
+            return False
         if state.record_selection(row[key], row["epoch"], greater):
             self.checkpoints.save_model(self.model, self.output_dir / MODEL_DIR)
         patience = cfg.early_stopping_patience

@@ -46,7 +46,8 @@ def run_summary(trainer, state, final: dict[str, Any], test: dict[str, Any] | No
         summary["feature_precision"] = trainer.feature_precision
     if trainer.head_warmup:
         summary["head_warmup"] = trainer.head_warmup
-    summary.update(trainer.domain.summary(trainer.predict_eval, best_epoch=state.best_epoch))
+    summary.update(trainer.domain.summary(trainer.predict_eval, best_epoch=state.best_epoch,
+                                          history=state.history))
     return summary
 
 
@@ -80,7 +81,7 @@ def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:
         base_model_revision=spec.revision,
         task=model.task,
         recipe=cfg.recipe,
-        hyperparameters={**_hyperparameters(cfg, getattr(trainer, "precision_choice", None)),
+        hyperparameters={**_hyperparameters(cfg, getattr(trainer, "precision_choice", None), summary["objective"]),
                          "defaults": _defaults_note(cfg.recipe, trainer.data.modality)},
         trainable_params=params["trainable_params"],
         all_params=params["all_params"],
@@ -98,10 +99,12 @@ def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:
     write_model_card(info, model_dir)
 
 
-def _hyperparameters(cfg, precision_choice: Any = None) -> dict[str, Any]:
+def _hyperparameters(cfg, precision_choice: Any = None, objective: dict[str, Any] | None = None) -> dict[str, Any]:
     data = cfg.to_dict()
     if precision_choice is not None:  # mixed_precision: auto -> what it chose and why
         data["mixed_precision"] = f"auto -> {precision_choice.mixed_precision} ({precision_choice.reason})"
+    if objective and objective.get("name") != "source_only":  # the values the run used (modality defaults resolved)
+        data["objective"] = objective
     keep = ("recipe", "method", "optim", "scheduler", "epochs", "batch_size", "gradient_accumulation_steps",
             "max_grad_norm", "label_smoothing", "mixed_precision", "seed", "augment", "mixup_alpha", "cutmix_alpha",
             "unfreeze_schedule", "early_stopping_patience", "metric_for_best", "objective", "model_selection")
