@@ -151,6 +151,21 @@ def test_text_backbone_cannot_do_image_task(tiny_models):
         AutoTransfer.from_pretrained(tiny_models["transformers_bert"], num_labels=2, task="image-classification")
 
 
+@pytest.mark.parametrize("pretrained", [True, False])
+def test_random_init_refuses_the_folders_pretrained_loading_refuses(tiny_models, tmp_path, pretrained):
+    # pretrained=False resolves modality as pretrained loading does: same errors, no silent fallback to text.
+    with pytest.raises(ConfigurationError, match="cannot be done by.*text backbone"):
+        AutoTransfer.from_pretrained(tiny_models["transformers_bert"], num_labels=2, task="image-classification",
+                                     pretrained=pretrained)
+    folder = tmp_path / "encoder"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "bert-generation", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": 37}))
+    with pytest.raises(ConfigurationError, match="'bert-generation'.*neither an image nor a text"):
+        AutoTransfer.from_pretrained(str(folder), num_labels=2, pretrained=pretrained)
+
+
 def test_transformers_backbone_needs_labels(tiny_models):
     # Without num_labels/id2label a backbone with no pretrained classifier is refused.
     with pytest.raises(ConfigurationError, match="num_labels=N"):

@@ -283,6 +283,22 @@ def test_rank_bad_input_fails_before_any_forward_pass(tmp_path, count_forward):
     assert not (tmp_path / "rank.json").exists()
 
 
+def test_random_init_of_a_saved_model_is_refused_before_any_forward_pass(tmp_path, count_forward):
+    # random:<folder saved by hftransfer> would load the trained weights as the "random floor": refused up front,
+    # naming the base backbone to give instead.
+    from hftransfer import AutoTransfer, rank
+    from hftransfer.ranking.features import Candidate, load_candidate
+
+    AutoTransfer.from_pretrained("timm:test_resnet", num_labels=2, pretrained=False).save_pretrained(tmp_path / "m")
+    saved = f"random:{tmp_path / 'm'}"
+    with pytest.raises(ConfigurationError, match=r"random:.*/m'.*saved by hftransfer.*'random:test_resnet'"):
+        rank(DIGITS, ["random:timm:test_vit", saved], output_dir=tmp_path / "out")
+    with pytest.raises(ConfigurationError, match="saved by hftransfer"):
+        load_candidate(Candidate.parse(saved))
+    assert count_forward == []
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_rank(tmp_path, capsys):
     from hftransfer.cli import main
 
@@ -305,6 +321,32 @@ def test_cli_rank(tmp_path, capsys):
     assert main([*args[:-1], str(tmp_path / "missing")]) != 0
     assert "is not a folder" in capsys.readouterr().err
     assert main(["rank", "sklearn_digits", "--candidates", "timm:nope_model,random:timm:test_vit"]) == 2
+
+
+def test_card_section_on_a_saved_model_without_readme_gets_the_full_card(tmp_path, capsys, count_forward):
+    # save_pretrained writes no README.md: --card first writes the card a push would generate (metadata, usage),
+    # then the ranking section, so a later push does not upload a card holding the table alone.
+    from hftransfer import AutoTransfer
+    from hftransfer.cli import main
+
+    model = tmp_path / "model"
+    AutoTransfer.from_pretrained("timm:test_resnet", num_labels=2, pretrained=False).save_pretrained(model)
+    args = ["rank", "sklearn_digits", "--candidates", ",".join(TINY), "--sample", "30", "--output-dir",
+            str(tmp_path / "out"), "--no-progress", "--card", str(model)]
+    assert main(args) == 0
+    card = (model / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: hftransfer\n") and "fine-tuned from `test_resnet`" in card
+    assert 'AutoTransfer.from_pretrained("model")' in card
+    assert card.count("<!-- hftransfer:begin ranking -->") == 1 and "| `random:timm:test_resnet` |" in card
+    assert card.index("AutoTransfer.from_pretrained") < card.index("<!-- hftransfer:begin ranking -->")
+    # A folder with neither README.md nor a saved model is refused before any forward pass.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    count_forward.clear()
+    capsys.readouterr()
+    assert main([*args[:-1], str(plain)]) != 0
+    assert "has no README.md and no hftransfer_config.json" in capsys.readouterr().err
+    assert count_forward == [] and not (plain / "README.md").exists()
 
 
 @pytest.mark.integration
@@ -339,10 +381,11 @@ def test_packaged_lite1_lite2_classify_imagenet(name, params, size):
     assert {"church", "palace", "bell cote", "monastery"} & set(top), top
 
 
-def test_the_figure_names_a_local_folder_by_its_name(tmp_path):
+def test_the_figure_names_a_local_folder_by_its_shortest_unique_tail(tmp_path):
     # rank.png labels: a saved model folder by its name (a full path filled the figure), hub ids and packaged names
-    # as given, the random prefix kept.
-    from hftransfer.ranking.plot import short_label
+    # as given, the random prefix kept. Saved models live in <run>/model: folders of the same name are told apart by
+    # the shortest distinguishing path tail, in the figure's rows and its "recommended:" title alike.
+    from hftransfer.ranking.plot import short_label, short_labels
 
     (tmp_path / "minilm_3_layers").mkdir()
     assert short_label(str(tmp_path / "minilm_3_layers")) == "minilm_3_layers"
@@ -350,3 +393,13 @@ def test_the_figure_names_a_local_folder_by_its_name(tmp_path):
     assert short_label("./outputs/run1/model") == "model"
     assert short_label("google/vit-base-patch16-224") == "google/vit-base-patch16-224"
     assert short_label("random:packaged:all-MiniLM-L6-v2") == "random:packaged:all-MiniLM-L6-v2"
+    candidates = ["./outputs/run1/model", "./outputs/run2/model", "/a/x/run1/model", "random:./outputs/run1/model",
+                  "packaged:efficientnet_lite0", "./other/model-b"]
+    labels = short_labels(candidates)
+    assert labels == ["outputs/run1/model", "run2/model", "x/run1/model", "random:model",
+                      "packaged:efficientnet_lite0", "model-b"]
+    assert [short_label(c, candidates) for c in candidates] == labels
+    # a tail equal to another candidate's name grows too; folders differing only in spelling keep their full names
+    assert short_labels(["/x/run1/model", "/y/run2/model", "run1/model"]) == ["x/run1/model", "run2/model",
+                                                                             "run1/model"]
+    assert short_labels(["/x/model", "/x/model/"]) == ["/x/model", "/x/model/"]

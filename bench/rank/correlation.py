@@ -182,8 +182,11 @@ def prepare_text_candidates(work: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------------------ runs
 
-def short(candidate: str) -> str:
-    return Path(candidate).name if candidate.startswith("/") else candidate
+def short(candidate: str, candidates: list[str]) -> str:
+    """The candidate's key in results and tables: the figure's label, unique among the dataset's candidates."""
+    from hftransfer.ranking.plot import short_label
+
+    return short_label(candidate, candidates)
 
 
 def train_config(ds: RankDataset, recipe: str, candidate: str, output_dir: Path) -> dict[str, Any]:
@@ -237,7 +240,7 @@ def run_dataset(name: str, ds: RankDataset, work: Path, results: dict[str, Any],
         save(results)
     for recipe in recipes:
         for candidate in ds.candidates:
-            key = f"{recipe} {short(candidate)}"
+            key = f"{recipe} {short(candidate, ds.candidates)}"
             if key in entry["runs"]:
                 continue
             print(f"[{name}] {key}", flush=True)
@@ -266,7 +269,8 @@ def kendall(a: list, b: list) -> float | None:
 
 def correlations(entry: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """metric -> recipe -> Kendall tau between the metric and that recipe's test accuracy over the candidates."""
-    rows = {short(r["candidate"]): r for r in entry["rank"]["rows"]}
+    candidates = [r["candidate"] for r in entry["rank"]["rows"]]
+    rows = {short(r["candidate"], candidates): r for r in entry["rank"]["rows"]}
     out: dict[str, dict[str, float | None]] = {}
     for metric in [*entry["rank"]["metrics"], "average rank"]:
         out[metric] = {}
@@ -298,6 +302,7 @@ def render(results: dict[str, Any]) -> str:
         if name.startswith("_") or "rank" not in entry:
             continue
         rows = entry["rank"]["rows"]
+        candidates = [r["candidate"] for r in rows]
         metrics = entry["rank"]["metrics"]
         lines += [f"## {name}", "", entry["about"] + ".", ""]
         head = ["candidate", *metrics, "avg rank", *[f"{r} test acc" for r in RECIPES],
@@ -305,7 +310,7 @@ def render(results: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
             cand = r["candidate"]
-            key = short(cand)
+            key = short(cand, candidates)
             runs = [entry["runs"].get(f"{recipe} {key}") for recipe in RECIPES]
             cells = [f"`{key}`"] + [fmt(r["scores"][m], ".4g") + f" ({r['ranks'][m]})" if r["scores"][m] is not None
                                     else "n/a" for m in metrics]
@@ -330,8 +335,8 @@ def render(results: dict[str, Any]) -> str:
             cost = (f"; one `full` run of the best candidate (`{best_full[5:]}`) {full_s:.0f} s: rank costs "
                     f"**{100 * entry['rank_seconds_cold'] / full_s:.0f}%** of it")
         last = [r["candidate"] for r in rows][-1]
-        lines += ["", f"Recommendation: `{short(entry['rank']['recommendation'])}` (confidence "
-                      f"{entry['rank']['confidence']}); last by average rank: `{short(last)}`. Rank (all "
+        lines += ["", f"Recommendation: `{short(entry['rank']['recommendation'], candidates)}` (confidence "
+                      f"{entry['rank']['confidence']}); last by average rank: `{short(last, candidates)}`. Rank (all "
                       f"{len(rows)} candidates, cold cache, no k-fold) {entry['rank_seconds_cold']:.0f} s{cost}.",
                   f"Figure: `results/rank/{name}/rank.png`.", ""]
     if summary:

@@ -133,26 +133,10 @@ class TransformersBackbone(Backbone):
 
         ``config_overrides`` change the config before the weights load (dropout rates, ``attn_implementation``).
         """
-        from transformers import AutoConfig, AutoModel  # heavy: loaded only when used
+        from transformers import AutoModel  # heavy: loaded only when used
 
-        config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
-        load_kwargs = apply_config_overrides(config, config_overrides, spec.name)
-        if config_overrides:
-            spec.options["model_args"] = dict(config_overrides)
-        native = modality_of_config(config)
-        if modality is not None and native is not None and modality != native:
-            raise ConfigurationError(
-                f"task={modality}-classification cannot be done by {spec.name!r}: it is a {native} backbone "
-                f"(model_type {config.model_type!r}). Pick a {modality} backbone or drop the task argument."
-            )
-        modality = modality or native
-        if modality is None:
-            raise ConfigurationError(
-                f"The transformers model_type {config.model_type!r} at {spec.name!r} is neither an image nor a text "
-                "classification backbone. Pass task='image-classification' or task='text-classification' if you "
-                "know it works."
-            )
-        pooling = pooling or default_pooling(config, modality)
+        config, load_kwargs, modality, pooling = _resolve_folder(directory, spec, modality, pooling,
+                                                                 trust_remote_code, config_overrides)
         pooler_kwargs = pooling_layer_kwargs(config, pooling)
         with _unused_pooler_not_reported(enabled=bool(pooler_kwargs)):
             model = AutoModel.from_pretrained(
@@ -168,18 +152,42 @@ class TransformersBackbone(Backbone):
                               pooling: str | None = None, trust_remote_code: bool = False, max_length: int = 128,
                               config_overrides: dict[str, Any] | None = None) -> TransformersBackbone:
         """The architecture of a transformers folder with freshly initialised weights (``pretrained=False``)."""
-        from transformers import AutoConfig, AutoModel  # heavy: loaded only when used
+        from transformers import AutoModel  # heavy: loaded only when used
 
-        config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
-        load_kwargs = apply_config_overrides(config, config_overrides, spec.name)
-        if config_overrides:
-            spec.options["model_args"] = dict(config_overrides)
-        modality = modality or modality_of_config(config) or "text"
-        pooling = pooling or default_pooling(config, modality)
+        config, load_kwargs, modality, pooling = _resolve_folder(directory, spec, modality, pooling,
+                                                                 trust_remote_code, config_overrides)
         model = AutoModel.from_config(config, trust_remote_code=trust_remote_code,
                                       **pooling_layer_kwargs(config, pooling), **load_kwargs)
         preprocessor = load_preprocessor(Path(directory), config, modality, {"max_length": max_length})
         return cls(model, spec, modality, preprocessor, pooling)
+
+
+def _resolve_folder(directory: Path, spec: BackboneSpec, modality: str | None, pooling: str | None,
+                    trust_remote_code: bool, config_overrides: dict[str, Any] | None
+                    ) -> tuple[Any, dict[str, Any], str, str]:
+    """A transformers folder's config (overrides applied), load kwargs, modality and pooling, for pretrained and
+    random-init loading alike; a ``modality`` the backbone cannot serve, or a model type that is neither image nor
+    text, is an error."""
+    from transformers import AutoConfig  # heavy: loaded only when used
+
+    config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
+    load_kwargs = apply_config_overrides(config, config_overrides, spec.name)
+    if config_overrides:
+        spec.options["model_args"] = dict(config_overrides)
+    native = modality_of_config(config)
+    if modality is not None and native is not None and modality != native:
+        raise ConfigurationError(
+            f"task={modality}-classification cannot be done by {spec.name!r}: it is a {native} backbone "
+            f"(model_type {config.model_type!r}). Pick a {modality} backbone or drop the task argument."
+        )
+    modality = modality or native
+    if modality is None:
+        raise ConfigurationError(
+            f"The transformers model_type {config.model_type!r} at {spec.name!r} is neither an image nor a text "
+            "classification backbone. Pass task='image-classification' or task='text-classification' if you "
+            "know it works."
+        )
+    return config, load_kwargs, modality, pooling or default_pooling(config, modality)
 
 
 # Passed to ``from_pretrained`` / ``from_config`` instead of being set on the config object.

@@ -20,8 +20,9 @@ from typing import Any, Literal
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hftransfer.errors import ModelCardError
+from hftransfer.errors import ConfigurationError, ModelCardError
 from hftransfer.metrics.classification import format_report_markdown
+from hftransfer.saved_format import HFTRANSFER_CONFIG, read_model_config
 from hftransfer.utils.hub_ids import is_repo_id
 
 
@@ -571,12 +572,41 @@ def add_eval_results(
     return card
 
 
+def method_options(config: dict[str, Any]) -> dict[str, Any]:
+    """A method config as card hyperparameters (``method.<key>``)."""
+    # resolved_* fields are bookkeeping for exact rebuilds (e.g. every LoRA target), not hyperparameters.
+    return {f"method.{k}": v for k, v in config.items() if v not in (None, [], {}) and not k.startswith("resolved_")}
+
+
+def card_from_config(config: dict[str, Any], repo_id: str) -> str:
+    """A minimal card for a folder saved without one (``save_pretrained`` writes no README)."""
+    backbone = config.get("backbone") or {}
+    method = config.get("method") or {}
+    params = config.get("num_parameters") or {}
+    info = CardInfo(
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        base_model=str(backbone.get("name") or "unknown"),
+        base_model_revision=backbone.get("revision"),
+        task=config.get("task", "image-classification"),
+        recipe=str(method.get("name") or "full"),
+        hyperparameters={"method": method.get("name"), **method_options(method.get("config") or {})},
+        trainable_params=params.get("trainable_params"),
+        all_params=params.get("all_params"),
+    )
+    return render_model_card(info).content
+
+
 def add_card_section(readme: Path, markdown: str, name: str) -> Path:
     """Put ``markdown`` between the card's ``<!-- hftransfer:begin NAME -->`` / ``end`` markers (replacing an earlier
-    section of that name), else append it; written to a temporary file, then renamed."""
+    section of that name), else append it; written to a temporary file, then renamed.
+
+    A saved model folder without README.md first gets the card a push would generate for it (metadata, usage), so
+    the section never becomes the whole card.
+    """
     begin, end = f"<!-- hftransfer:begin {name} -->", f"<!-- hftransfer:end {name} -->"
     block = f"{begin}\n{markdown.strip()}\n{end}"
-    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else _new_card(readme.parent)
     if begin in text and end in text and text.index(begin) < text.index(end):
         text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
@@ -585,3 +615,22 @@ def add_card_section(readme: Path, markdown: str, name: str) -> Path:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(readme)
     return readme
+
+
+def check_card_folder(folder: Path) -> None:
+    """A folder a card section can go into: one with a README.md, or a model saved by hftransfer (whose full card
+    is written first)."""
+    if not (folder / "README.md").is_file() and not (folder / HFTRANSFER_CONFIG).is_file():
+        raise ConfigurationError(
+            f"{str(folder)!r} has no README.md and no {HFTRANSFER_CONFIG}, so it is not a model saved by hftransfer "
+            "and a card made of this section alone would lack its metadata and usage. Pass the saved model's folder "
+            "(e.g. outputs/run/model), or write its README.md first."
+        )
+
+
+def _new_card(folder: Path) -> str:
+    """The card ``folder`` (a model saved by hftransfer, without README.md) would get on push."""
+    check_card_folder(folder)
+    config = read_model_config(folder, str(folder / HFTRANSFER_CONFIG),
+                               "Save the model again with model.save_pretrained(folder).")
+    return card_from_config(config, folder.resolve().name)

@@ -335,14 +335,14 @@ def _check_online(repo_id: str) -> None:
 
 
 def _default_card_info(model: AutoTransfer, repo_id: str, method_name: str, merged: bool) -> CardInfo:
-    from hftransfer.hub.card import CardInfo  # heavy: hub.card imports huggingface_hub
+    from hftransfer.hub.card import CardInfo, method_options  # heavy: hub.card imports huggingface_hub
 
     spec = model.backbone.spec
     summary = model.trainable_summary()
     hyperparameters: dict[str, Any] = {"method": method_name}
     if merged:
         hyperparameters["merged"] = True
-    hyperparameters.update(_method_options(model.method.config.to_dict()) if not merged else {})
+    hyperparameters.update(method_options(model.method.config.to_dict()) if not merged else {})
     return CardInfo(
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
@@ -357,40 +357,14 @@ def _default_card_info(model: AutoTransfer, repo_id: str, method_name: str, merg
     )
 
 
-def _method_options(config: dict[str, Any]) -> dict[str, Any]:
-    # resolved_* fields are bookkeeping for exact rebuilds (e.g. every LoRA target), not hyperparameters.
-    return {f"method.{k}": v for k, v in config.items() if v not in (None, [], {}) and not k.startswith("resolved_")}
-
-
-def _card_from_config(config: dict[str, Any], repo_id: str) -> str:
-    """A minimal card for a folder saved without one (``save_pretrained`` writes no README)."""
-    from hftransfer.hub.card import CardInfo, render_model_card  # heavy: hub.card imports huggingface_hub
-
-    backbone = config.get("backbone") or {}
-    method = config.get("method") or {}
-    params = config.get("num_parameters") or {}
-    info = CardInfo(
-        model_name=repo_id.split("/")[-1],
-        repo_id=repo_id,
-        base_model=str(backbone.get("name") or "unknown"),
-        base_model_revision=backbone.get("revision"),
-        task=config.get("task", "image-classification"),
-        recipe=str(method.get("name") or "full"),
-        hyperparameters={"method": method.get("name"), **_method_options(method.get("config") or {})},
-        trainable_params=params.get("trainable_params"),
-        all_params=params.get("all_params"),
-    )
-    return render_model_card(info).content
-
-
 def _card_for_upload(plan: PushPlan, existing: str | None, repo_id: str) -> str:
     """The README to upload: the local card merged into the remote one, so the user's edits there survive."""
     from huggingface_hub import ModelCard  # heavy: huggingface_hub
 
-    from hftransfer.hub.card import merge_cards  # heavy: hub.card imports huggingface_hub
+    from hftransfer.hub.card import card_from_config, merge_cards  # heavy: hub.card imports huggingface_hub
 
     local_path = plan.folder / README
-    local = local_path.read_text(encoding="utf-8") if local_path.is_file() else _card_from_config(plan.config, repo_id)
+    local = local_path.read_text(encoding="utf-8") if local_path.is_file() else card_from_config(plan.config, repo_id)
     if existing is None or _CARD_MARKER not in local:
         # No remote card, or a hand-written local card the user wants as is.
         return local

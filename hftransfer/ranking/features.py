@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from hftransfer.backbones import check_backbone_name, load_backbone, resolve_name
-from hftransfer.errors import ConfigurationError
+from hftransfer.backbones import ResolvedName, check_backbone_name, load_backbone, resolve_name
+from hftransfer.errors import ConfigurationError, HFTransferError
 from hftransfer.modeling import AutoTransfer
+from hftransfer.saved_format import read_model_config
 from hftransfer.utils.io import load_state_dict, save_state_dict
 
 
@@ -79,7 +80,23 @@ def check_candidates(candidates: list[Candidate]) -> None:
     if duplicates:
         raise ConfigurationError(f"candidates lists {duplicates} more than once; give each candidate once.")
     for candidate in candidates:
-        check_backbone_name(candidate.name, pretrained=candidate.pretrained)
+        _refuse_random_saved_model(candidate, check_backbone_name(candidate.name, pretrained=candidate.pretrained))
+
+
+def _refuse_random_saved_model(candidate: Candidate, resolved: ResolvedName) -> None:
+    """``random:<folder saved by hftransfer>`` would load the trained weights: refuse it, naming the base to use."""
+    if candidate.pretrained or resolved.kind != "hftransfer":
+        return
+    base = "<its base backbone>"
+    if resolved.source == "local":
+        try:
+            base = read_model_config(resolved.location, candidate.name, "")["backbone"]["name"]
+        except (HFTransferError, KeyError, TypeError):
+            pass
+    raise ConfigurationError(
+        f"candidates holds {candidate.label!r}, a model saved by hftransfer: it has no random init (its trained "
+        f"weights would be ranked as the random floor). Give its base backbone instead: '{RANDOM_PREFIX}{base}'."
+    )
 
 
 def load_candidate(candidate: Candidate, image_size: int | None = None, max_length: int | None = None):
@@ -90,6 +107,7 @@ def load_candidate(candidate: Candidate, image_size: int | None = None, max_leng
     only, so the model carries a fixed 2-label head that no score depends on.
     """
     resolved = resolve_name(candidate.name)
+    _refuse_random_saved_model(candidate, resolved)
     source = None
     if resolved.kind == "hftransfer":
         model = AutoTransfer.from_pretrained(candidate.name, num_labels=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,12 +16,38 @@ if TYPE_CHECKING:
     from hftransfer.ranking.rank import RankResult
 
 
-def short_label(label: str) -> str:
-    """A candidate's label for the figure: a local folder by its name (``random:`` kept), anything else as given."""
-    prefix = RANDOM_PREFIX if label.startswith(RANDOM_PREFIX) else ""
-    rest = label[len(prefix):]
-    local = rest.startswith(("/", "./", "../", "~")) or Path(rest).is_dir()
-    return prefix + (Path(rest).name if local else rest)
+def short_label(label: str, candidates: Sequence[str] = ()) -> str:
+    """A candidate's label for the figure: a local folder by its name (``random:`` kept), anything else as given.
+
+    Among ``candidates`` (all of one figure) labels are unique: folders of the same name are told apart by the
+    shortest path tail that does (``run1/model``, ``run2/model``).
+    """
+    return short_labels([label, *(c for c in candidates if c != label)])[0]
+
+
+def short_labels(labels: Sequence[str]) -> list[str]:
+    """:func:`short_label` of each of ``labels``, unique among them."""
+    tails = []  # [prefix, path parts of a local folder or None, number of trailing parts shown]
+    for label in labels:
+        prefix = RANDOM_PREFIX if label.startswith(RANDOM_PREFIX) else ""
+        rest = label[len(prefix):]
+        local = rest.startswith(("/", "./", "../", "~")) or Path(rest).is_dir()
+        tails.append([prefix, Path(rest).parts if local and Path(rest).name else None, 1])
+
+    def shown(i: int) -> str:
+        prefix, parts, depth = tails[i]
+        if parts is None or depth > len(parts):
+            return labels[i]
+        return prefix + str(Path(*parts[-depth:]))
+
+    while True:
+        names = [shown(i) for i in range(len(labels))]
+        clashing = [i for i, name in enumerate(names) if names.count(name) > 1 and labels.count(labels[i]) == 1
+                    and tails[i][1] is not None and tails[i][2] <= len(tails[i][1])]
+        if not clashing:
+            return names
+        for i in clashing:
+            tails[i][2] += 1
 
 
 def plot_ranks(result: RankResult, path: Path) -> Path:
@@ -34,7 +61,8 @@ def plot_ranks(result: RankResult, path: Path) -> Path:
 
         raise ConfigurationError("rank.png needs matplotlib: pip install 'hftransfer[report]'.") from err
 
-    names = [short_label(row["candidate"]) for row in result.rows]
+    candidates = [row["candidate"] for row in result.rows]
+    names = short_labels(candidates)
     metrics = result.metrics
     grid = np.array([[np.nan if row["ranks"][m] is None else row["ranks"][m] for m in metrics] for row in result.rows],
                     dtype=float)
@@ -57,7 +85,8 @@ def plot_ranks(result: RankResult, path: Path) -> Path:
         seconds = "" if row["feature_seconds"] is None else f" {row['feature_seconds']:.1f}s"
         right.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, seconds, va="center", fontsize=8)
     right.set_xlim(0, max(average) * 1.35)
-    right.set_title(f"recommended: {short_label(result.recommendation)}\nconfidence {result.confidence}", fontsize=9)
+    right.set_title(f"recommended: {short_label(result.recommendation, candidates)}\nconfidence {result.confidence}",
+                    fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hftransfer.errors import ConfigurationError
-from hftransfer.hub.card import add_card_section
+from hftransfer.hub.card import add_card_section, check_card_folder
 from hftransfer.ranking import metrics as M
 from hftransfer.ranking.features import (
     Candidate,
@@ -119,6 +119,7 @@ def card_folder(card: str | Path) -> Path:
     if not Path(card).is_dir():
         raise ConfigurationError(f"card={str(card)!r} is not a folder; pass the saved model's folder (the one "
                                  "holding its README.md), e.g. outputs/run/model.")
+    check_card_folder(Path(card))
     return Path(card)
 
 
