@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from hftransfer.errors import ConfigurationError, HFTransferError, ModelNameError
 from hftransfer.ranking import metrics as M
@@ -208,6 +209,24 @@ def test_rank_cache_feeds_a_following_linear_probe(tmp_path, tiny_models, count_
                             "method.cache_dir": str(tmp_path / "r" / "features")})
     train(config)
     assert count_forward[2:] == ["features (validation)"]  # train features came from rank's cache
+
+
+def test_a_fine_tuned_copy_of_a_candidate_gets_its_own_features(tmp_path, tiny_models, count_forward):
+    # A saved fine-tuned model keeps its base's backbone spec; the cache key holds the weights, so its features are
+    # its own (they were the base's, read from the cache).
+    from hftransfer import AutoTransfer, rank
+
+    vit = tiny_models["transformers_vit"]
+    tuned = AutoTransfer.from_pretrained(vit, num_labels=10)
+    with torch.no_grad():
+        for param in tuned.backbone.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    tuned.save_pretrained(tmp_path / "run" / "model")
+    result = rank(DIGITS, [vit, str(tmp_path / "run" / "model")], sample=40, output_dir=None,
+                  cache_dir=tmp_path / "cache", progress=False)
+    assert len(count_forward) == 2 and len(list((tmp_path / "cache").glob("features-*.safetensors"))) == 2
+    first, second = (row["scores"] for row in result.rows)
+    assert first != pytest.approx(second)
 
 
 def test_rank_text_candidates(tmp_path, tiny_models):

@@ -30,9 +30,23 @@ class FeatureDataset(Dataset):
         return {"features": self.features[index], "labels": self.labels[index]}
 
 
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """A digest of every parameter and buffer of ``module`` (names, dtypes, shapes, bytes): a fine-tuned model shares
+    its base's backbone spec, not its weights."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def cache_key(model, split_fingerprint: str, extra: dict) -> str:
-    payload = json.dumps({"backbone": model.backbone.spec.to_dict(), "pre": model.preprocessor.to_dict(),
-                          "data": split_fingerprint, **extra}, sort_keys=True, default=str)
+    """The feature cache's file key: the backbone (spec and actual weights), its preprocessing, the data and
+    ``extra`` (split name, precision, ...)."""
+    payload = json.dumps({"backbone": model.backbone.spec.to_dict(), "weights": weights_fingerprint(model.backbone),
+                          "pre": model.preprocessor.to_dict(), "data": split_fingerprint, **extra},
+                         sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
