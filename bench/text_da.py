@@ -108,7 +108,8 @@ def render(results: dict[str, Any]) -> str:
                 cell[pair, objective] = {
                     "target": _stats([100 * r["target_test_accuracy"] for r in done]),
                     "source": _stats([100 * r["source_dev_accuracy"] for r in done]),
-                    "time": _stats([r["train_time_s"] for r in done])}
+                    "time": _stats([r["train_time_s"] for r in done]),
+                    "epochs": ",".join(str(r["best_epoch"]) for r in sorted(done, key=lambda r: r["seed"]))}
     smoke = any(r.get("smoke") for r in rows)
     settings = SMOKE if smoke else BASE
     lines = ["# Text domain adaptation: review domains" + (" (SMOKE: minuscule subsets, numbers meaningless)"
@@ -120,8 +121,9 @@ def render(results: dict[str, Any]) -> str:
              "model's accuracy on the target's `test.csv` (never used for selection). Each adaptation row is the "
              "source-only config plus `objective: {name: <objective>}` (the objective's own text defaults). Mean ± "
              "std over seeds (n); Δ: mean minus source-only's mean on the pair.", "",
-             "| pair | objective | target test acc (%) | Δ vs source-only | source dev acc (%) | train time (s) |",
-             "|:--|:--|--:|--:|--:|--:|"]
+             "| pair | objective | target test acc (%) | Δ vs source-only | source dev acc (%) | selected epoch "
+             "(per seed) | train time (s) |",
+             "|:--|:--|--:|--:|--:|--:|--:|"]
     for pair in pairs:
         base = cell.get((pair, "source_only"))
         for objective in OBJECTIVES:
@@ -130,7 +132,7 @@ def render(results: dict[str, Any]) -> str:
             c = cell[pair, objective]
             delta = "–" if base is None or objective == "source_only" else f"{c['target'][0] - base['target'][0]:+.1f}"
             lines.append(f"| {pair} | {objective} | {c['target'][0]:.1f} ± {c['target'][1]:.1f} ({c['target'][2]}) | "
-                         f"{delta} | {c['source'][0]:.1f} ± {c['source'][1]:.1f} | {c['time'][0]:.0f} |")
+                         f"{delta} | {c['source'][0]:.1f} ± {c['source'][1]:.1f} | {c['epochs']} | {c['time'][0]:.0f} |")
     complete = [p for p in pairs if all((p, o) in cell for o in OBJECTIVES)]
     lines += ["", "Goals (issue 22), on the pairs with every objective measured:"]
     if complete:
