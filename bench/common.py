@@ -253,6 +253,21 @@ def cifar_npz(work_dir: Path, max_train: int | None, max_eval: int | None) -> Pa
     return out
 
 
+NOTES_MARKER = "<!-- notes: hand-written below, kept when the page is rendered again -->"
+
+
+def write_bench_page(path: Path, generated: str) -> None:
+    """A results page: ``generated`` (table, settings, commands), then the hand-written notes the page on disk has
+    below its ``<!-- notes`` marker line (kept on every render; the marker is added when absent). Written to a temp
+    file, then renamed."""
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    start = old.find("<!-- notes")
+    notes = old[start:] if start >= 0 else NOTES_MARKER + "\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(generated.rstrip("\n") + "\n\n" + notes, encoding="utf-8")
+    tmp.replace(path)
+
+
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -39,7 +39,7 @@ from typing import Any
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA_ROOT, REPO_ROOT, machine_info, offline_env, write_json  # noqa: E402
+from common import DATA_ROOT, REPO_ROOT, machine_info, offline_env, write_bench_page, write_json  # noqa: E402
 
 
 TARGETS = ("art_painting", "cartoon", "sketch")
@@ -176,12 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-NOTES_MARKER = "<!-- notes: hand-written below, kept when the table is rendered again -->"
-
-
 def write_page(path: Path, results: dict[str, Any], table: str) -> None:
     """``lp_ft.md``: the table, settings, machine and commands; the hand-written notes below the marker are kept."""
-    notes = path.read_text(encoding="utf-8").partition(NOTES_MARKER)[2] if path.is_file() else "\n"
     dates = sorted({r["date"] for r in results["rows"].values() if r["mode"] == "bench"})
     lines = ["# LP-FT vs full fine-tuning out of distribution (PACS)", "",
              "Trained on PACS photo (stratified subsample), checkpoint picked on photo's held-out validation part "
@@ -192,10 +188,8 @@ def write_page(path: Path, results: dict[str, Any], table: str) -> None:
              f"`{json.dumps(SETTINGS['bench'])}`; EfficientNet-Lite0 (packaged ImageNet "
              "weights), fp32, augment default (linear_probe: none).", "",
              f"Machine: {results.get('machine', {}).get('cpu_model', '?')}; dates: {', '.join(dates)}; commands: "
-             + ", ".join(f"`{c}`" for c in results.get("commands", [])), "", NOTES_MARKER]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + notes, encoding="utf-8")
-    tmp.replace(path)
+             + ", ".join(f"`{c}`" for c in results.get("commands", []))]
+    write_bench_page(path, "\n".join(lines))
 
 
 if __name__ == "__main__":

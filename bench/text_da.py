@@ -33,7 +33,7 @@ from typing import Any
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA_ROOT, machine_info, offline_env, write_json  # noqa: E402
+from common import DATA_ROOT, machine_info, offline_env, write_bench_page, write_json  # noqa: E402
 
 
 REVIEWS = DATA_ROOT / "reviews_dvd_electronics"
@@ -132,7 +132,8 @@ def render(results: dict[str, Any]) -> str:
             c = cell[pair, objective]
             delta = "–" if base is None or objective == "source_only" else f"{c['target'][0] - base['target'][0]:+.1f}"
             lines.append(f"| {pair} | {objective} | {c['target'][0]:.1f} ± {c['target'][1]:.1f} ({c['target'][2]}) | "
-                         f"{delta} | {c['source'][0]:.1f} ± {c['source'][1]:.1f} | {c['epochs']} | {c['time'][0]:.0f} |")
+                         f"{delta} | {c['source'][0]:.1f} ± {c['source'][1]:.1f} | {c['epochs']} | "
+                         f"{c['time'][0]:.0f} |")
     complete = [p for p in pairs if all((p, o) in cell for o in OBJECTIVES)]
     lines += ["", "Goals (issue 22), on the pairs with every objective measured:"]
     if complete:
@@ -202,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
                         row = run_row(pair, objective, seed, Path(work), args.smoke)
                         results["rows"][key] = row
                         write_json(results_file, results)
-                        table_file.write_text(render(results), encoding="utf-8")
+                        write_bench_page(table_file, render(results))
                         print(json.dumps({k: v for k, v in row.items() if k != "objective_options"}), flush=True)
     text = render(results)
     args.out.mkdir(parents=True, exist_ok=True)
-    table_file.write_text(text, encoding="utf-8")
+    write_bench_page(table_file, text)
     print(text)
     return 0
 

@@ -70,6 +70,17 @@ def test_stratified_indices_keep_class_proportions(bench_modules):
     assert (idx == common.stratified_indices(labels, 10, seed=0)).all()
 
 
+def test_a_results_page_keeps_its_hand_written_notes(bench_modules, tmp_path):
+    common, _, _ = bench_modules
+    page = tmp_path / "page.md"
+    common.write_bench_page(page, "# Table\n| a |\n")
+    assert page.read_text() == f"# Table\n| a |\n\n{common.NOTES_MARKER}\n"
+    page.write_text(page.read_text() + "- measured on a busy machine\n")
+    common.write_bench_page(page, "# Table\n| b |")
+    assert page.read_text() == f"# Table\n| b |\n\n{common.NOTES_MARKER}\n- measured on a busy machine\n"
+    assert not list(tmp_path.glob("*.tmp"))
+
+
 def test_report_renders_goals_from_rows(bench_modules, tmp_path):
     _, report, _ = bench_modules
 

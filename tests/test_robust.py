@@ -279,6 +279,21 @@ def test_gate_holds_back_an_unsure_teacher_and_lets_a_good_one_through(caplog):
     assert restored.gate_stats() == objective.gate_stats() and torch.equal(restored.status, objective.status)
 
 
+def test_one_view_reports_no_agreement_it_never_measured():
+    # Text has no strong view: the gate tests the entropy only, and the stats carry no made-up agreement of 0.
+    objective = get_objective({"name": "self_training", "strong_augment": None})
+    model = FixedLogits(5.0)
+    objective.prepare_model(model)
+    objective.bind({}, model, torch.device("cpu"))
+    source, targets = torch.eye(3).repeat(2, 1), torch.tensor([0, 1, 2] * 2)
+    out = objective.compute_loss(model, {"pixel_values": source}, targets,
+                                 {"pixel_values": torch.eye(3).repeat(4, 1)}, StepInfo(3, 10))
+    assert out.logs["gate_open"] == 1.0 and "teacher_agreement" not in out.logs
+    stats = objective.gate_stats()
+    assert "teacher_agreement" not in stats and stats["teacher_entropy"] < 0.1 and stats["gated_fraction"] == 0.0
+    assert "teacher_agreement" in gate_step(5.0, torch.eye(3), torch.eye(3))[0].gate_stats()  # two views: measured
+
+
 def test_flexmatch_thresholds_lower_the_bar_for_classes_the_teacher_rarely_picks():
     status = torch.tensor([0.4, 0.2, 0.0])
     thresholds = flexmatch_thresholds(status, torch.tensor([0.1]), threshold=0.9, min_threshold=0.3)

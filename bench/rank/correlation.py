@@ -40,7 +40,17 @@ from typing import Any
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import CIFAR_NPZ, DATA_ROOT, HYMENOPTERA, REPO_ROOT, SST2, machine_info, offline_env, write_json  # noqa: E402
+from common import (  # noqa: E402
+    CIFAR_NPZ,
+    DATA_ROOT,
+    HYMENOPTERA,
+    REPO_ROOT,
+    SST2,
+    machine_info,
+    offline_env,
+    write_bench_page,
+    write_json,
+)
 
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -356,11 +366,7 @@ def render(results: dict[str, Any]) -> str:
 
 
 def write_page(results: dict[str, Any]) -> None:
-    path = RESULTS / "rank_correlation.md"
-    notes = ""
-    if path.is_file() and "<!-- notes" in path.read_text():
-        notes = path.read_text()[path.read_text().index("<!-- notes"):]
-    path.write_text(render(results) + ("\n" + notes if notes else ""), encoding="utf-8")
+    write_bench_page(RESULTS / "rank_correlation.md", render(results))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -277,8 +277,11 @@ class SelfTraining(Objective):
         """How often the gate held back (for metrics.json): batches seen and gated, the share gated, last EMAs."""
         g = self.gate
         batches = int(g[4])
-        return {"batches": batches, "gated_batches": int(g[5]), "gated_fraction": float(g[5]) / max(batches, 1),
-                "open_at_end": bool(g[3]), "teacher_agreement": float(g[1]), "teacher_entropy": float(g[2])}
+        stats = {"batches": batches, "gated_batches": int(g[5]), "gated_fraction": float(g[5]) / max(batches, 1),
+                 "open_at_end": bool(g[3]), "teacher_entropy": float(g[2])}
+        if "strong" in self.target_views:  # one view (text): no agreement was measured
+            stats["teacher_agreement"] = float(g[1])
+        return stats
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
