@@ -136,6 +136,9 @@ def render(results: dict[str, Any]) -> str:
                          f"{c['time'][0]:.0f} |")
     complete = [p for p in pairs if all((p, o) in cell for o in OBJECTIVES)]
     lines += ["", "Goals (issue 22), on the pairs with every objective measured:"]
+    seeds = min((c["target"][2] for (p, _), c in cell.items() if p in complete), default=0)
+    if complete and seeds < 3:
+        lines.append(f"- **provisional**: {seeds} seed(s) per row; the goals are stated over 3 seeds")
     if complete:
         below = [f"{p}/{o} ({cell[p, o]['target'][0] - cell[p, 'source_only']['target'][0]:+.1f})"
                  for p in complete for o in ADAPTATION
