@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH = REPO_ROOT / "bench"
 
 
-BENCH_MODULES = ("common", "report", "run", "text_rows", "vision_rows", "hft_runner")
+BENCH_MODULES = ("common", "report", "run", "text_rows", "vision_rows", "hft_runner", "text_da")
 
 
 @pytest.fixture()
@@ -79,6 +79,23 @@ def test_a_results_page_keeps_its_hand_written_notes(bench_modules, tmp_path):
     common.write_bench_page(page, "# Table\n| b |")
     assert page.read_text() == f"# Table\n| b |\n\n{common.NOTES_MARKER}\n- measured on a busy machine\n"
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_text_da_table_marks_the_goals_and_says_when_they_are_provisional(bench_modules):
+    import text_da
+
+    def row(pair, objective, seed, target):
+        return {"pair": pair, "objective": objective, "seed": seed, "target_test_accuracy": target,
+                "source_dev_accuracy": 0.9, "best_epoch": 2, "train_time_s": 10.0, "objective_options": {}}
+
+    gains = {"source_only": 0.0, "dann": 0.02, "mmd": 0.01, "coral": -0.01, "self_training": 0.0}
+    rows = {f"{o}{s}": row("dvd-electronics", o, s, 0.80 + g + 0.001 * s) for o, g in gains.items() for s in (0, 1)}
+    page = text_da.render({"rows": rows})
+    assert "| dvd-electronics | dann | 82.1 ± 0.1 (2) | +2.0 |" in page
+    assert "- **provisional**: 2 seed(s) per row" in page
+    assert "**missed** — below: dvd-electronics/coral (-1.0)" in page and "+2.00 -> **met**" in page
+    rows.update({f"{o}2": row("dvd-electronics", o, 2, 0.80 + g) for o, g in gains.items()})
+    assert "provisional" not in text_da.render({"rows": rows})
 
 
 def test_report_renders_goals_from_rows(bench_modules, tmp_path):
