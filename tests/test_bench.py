@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH = REPO_ROOT / "bench"
 
 
-BENCH_MODULES = ("common", "report", "run", "text_rows", "vision_rows", "hft_runner", "text_da")
+BENCH_MODULES = ("common", "report", "run", "text_rows", "vision_rows", "hft_runner", "text_da", "peft_defaults")
 
 
 @pytest.fixture()
@@ -96,6 +96,34 @@ def test_text_da_table_marks_the_goals_and_says_when_they_are_provisional(bench_
     assert "**missed** — below: dvd-electronics/coral (-1.0)" in page and "+2.00 -> **met**" in page
     rows.update({f"{o}2": row("dvd-electronics", o, 2, 0.80 + g) for o, g in gains.items()})
     assert "provisional" not in text_da.render({"rows": rows})
+
+
+def test_peft_defaults_page_marks_the_gap_to_full_and_searches_off_dev(bench_modules, tmp_path, monkeypatch):
+    import pandas as pd
+    import peft_defaults
+
+    def row(stage, method, seed, accuracy, overrides=None):
+        return {"stage": stage, "method": method, "overrides": overrides or {}, "seed": seed, "accuracy": accuracy,
+                "per_epoch": [accuracy], "lr": 1e-3, "method_options": {}, "train_samples_per_s": 100.0}
+
+    rows = {f"{m}{s}": row("confirm", m, s, a + 0.002 * s) for m, a in
+            (("full", 0.89), ("adapter", 0.885), ("prefix_tuning", 0.85)) for s in (0, 1)}
+    rows["search"] = row("search", "adapter", 0, 0.87, {"method": {"reduction_factor": 4}})
+    page = peft_defaults.render({"rows": rows})
+    assert "| adapter | 0.001 | `{}` | 88.60 ± 0.10 (2) | +0.50 | <= 1.0 pt: **met** (provisional: < 3 seeds) |" in page
+    assert "| prefix_tuning |" in page and "+4.00 | <= 3.0 pt: **missed**" in page
+    assert '`{"method": {"reduction_factor": 4}}` | 0.001 | 87.00 |' in page
+    # The search never reads SST-2 dev: its train and tune splits are disjoint parts of train.csv.
+    sst2 = tmp_path / "sst2"
+    sst2.mkdir()
+    pd.DataFrame({"sentence": [f"s{i}" for i in range(40)], "label": [i % 2 for i in range(40)]}).to_csv(
+        sst2 / "train.csv", index=False)
+    monkeypatch.setattr(peft_defaults, "SST2", sst2)
+    monkeypatch.setattr(peft_defaults, "SEARCH_TRAIN", 20)
+    monkeypatch.setattr(peft_defaults, "SEARCH_TUNE", 10)
+    train, tune = (pd.read_csv(p) for p in peft_defaults.search_split(tmp_path / "work"))
+    assert len(train) == 20 and len(tune) == 10 and not set(train["sentence"]) & set(tune["sentence"])
+    assert tune["label"].value_counts().tolist() == [5, 5]
 
 
 def test_report_renders_goals_from_rows(bench_modules, tmp_path):

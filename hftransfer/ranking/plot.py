@@ -85,8 +85,8 @@ def plot_ranks(result: RankResult, path: Path) -> Path:
         seconds = "" if row["feature_seconds"] is None else f" {row['feature_seconds']:.1f}s"
         right.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, seconds, va="center", fontsize=8)
     right.set_xlim(0, max(average) * 1.35)
-    right.set_title(f"recommended: {short_label(result.recommendation, candidates)}\nconfidence {result.confidence}",
-                    fontsize=9)
+    recommended = names[candidates.index(result.recommendation)]
+    right.set_title(f"recommended: {recommended}\nconfidence {result.confidence}", fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
