@@ -158,6 +158,10 @@ def test_text_backbones_get_the_text_defaults_and_user_values_win():
         assert text.to_dict() == expected
     assert get_objective("dann", "text").config.source_warmup == TEXT_SOURCE_WARMUP > 0
     assert get_objective("dann", "text").config.weight < 1.0
+    # A two-class text teacher's normalised entropy sits at 0.55-0.65 (bench/text_da.py): the image gate (0.5) held
+    # back every pseudo-label there.
+    assert get_objective("self_training", "text").config.gate_max_entropy == 0.7
+    assert get_objective("self_training", "image").config.gate_max_entropy == 0.5
     user = get_objective({"name": "dann", "weight": 1.0, "source_warmup": 0.0}, "text").config
     assert (user.weight, user.source_warmup) == (1.0, 0.0)
 
