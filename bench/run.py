@@ -32,6 +32,8 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
+from hftransfer.methods import METHODS  # noqa: E402
+
 from common import (  # noqa: E402
     MemoryMonitor,
     children_cpu_seconds,
@@ -48,10 +50,10 @@ from common import (  # noqa: E402
 
 TEXT_LR = {"full": 1e-4, "lora": 1e-3, "linear_probe": 3e-3}  # picked on an 8k-sentence subset (1 epoch)
 VISION_LR = {"full": 0.01, "lora": 0.01, "linear_probe": 0.01}
-# Parameter-efficient rows (issue #10), default method options: learning rates from the methods' papers / recipes,
-# not tuned here. The prompt methods come from their own branch; until it is merged their rows fail with
-# "Unknown recipe".
-TEXT_LR.update({"adapter": 1e-3, "ia3": 3e-3, "prompt_tuning": 3e-2, "prefix_tuning": 5e-3})
+# Parameter-efficient rows (issue #10), default method options; the adapter's learning rate is its registered text
+# default (chosen by bench/peft_defaults.py), the others' come from the methods' papers / recipes.
+TEXT_LR.update({"adapter": METHODS["adapter"].defaults_for("text")["optim"]["lr"], "ia3": 3e-3,
+                "prompt_tuning": 3e-2, "prefix_tuning": 5e-3})
 VISION_LR.update({"adapter": 0.01, "ia3": 0.01, "loha": 0.01})
 TEXT_PEFT_ROWS = {"adapter": False, "ia3": True, "prompt_tuning": False, "prefix_tuning": True}  # method -> has a peer
 VISION_PEFT_ROWS = ("adapter", "ia3", "loha")  # hymenoptera only; the tutorial-loop peer has no such methods

@@ -350,7 +350,7 @@ def test_every_method_is_a_recipe_with_its_supported_backbones_listed(capsys):
         block = out.split(f"\n{name} ")[1] if not out.startswith(f"{name} ") else out
         assert entry.method_cls.supported_backbones in block.split("\n\n")[0]
         assert f"example: recipe: {name}" in out
-    assert "image backbones: method.reduction_factor=4" in out and "text backbones: optim.lr=5e-05" in out
+    assert "text backbones: optim.lr=0.003" in out and "text backbones: optim.lr=5e-05" in out
     # The launch commands work from a wheel install (no recipes/ scripts); vpt's example backbone is a ViT.
     assert "python -m hftransfer.recipes --config" in out and "accelerate launch -m hftransfer.recipes" in out
     assert "recipes/" not in out.replace("recipes/configs/", "")
@@ -366,13 +366,14 @@ def test_every_method_is_a_recipe_with_its_supported_backbones_listed(capsys):
 
 
 def test_per_family_defaults_are_decided_once_and_the_user_wins():
-    assert get_recipe("adapter").family_defaults == {"image": {"method": {"reduction_factor": 4}}}
+    # adapter's text learning rate: chosen on SST-2 (bench/peft_defaults.py); image backbones keep the generic 1e-3
+    assert get_recipe("adapter").family_defaults == {"text": {"optim": {"lr": 3e-3}}}
     generic = TrainConfig.from_dict({"recipe": "adapter"})
     assert generic.method == {} and generic.optim.lr == 1e-3
-    assert generic.for_modality("image").method == {"reduction_factor": 4}
-    assert generic.for_modality("text") is generic
-    mine = TrainConfig.from_dict({"recipe": "adapter", "method": {"reduction_factor": 2}})
-    assert mine.for_modality("image").method == {"reduction_factor": 2}
+    assert generic.for_modality("text").optim.lr == 3e-3 and generic.for_modality("text").optim.name == "adamw"
+    assert generic.for_modality("image") is generic
+    mine = TrainConfig.from_dict({"recipe": "adapter", "optim": {"lr": 2e-3}})
+    assert mine.for_modality("text").optim.lr == 2e-3
     full = TrainConfig.from_dict({"recipe": "full"})
     assert full.for_modality("text").optim.lr == 5e-5 and full.for_modality("image").optim.lr == 3e-4
     assert TrainConfig.from_dict({"recipe": "full", "optim": {"lr": 1e-3}}).for_modality("text").optim.lr == 1e-3
@@ -452,11 +453,10 @@ def test_methods_train_through_the_engine(tmp_path, recipe, model_name):
     model = AutoTransfer.from_pretrained(result.model_dir)
     assert model.method.name == recipe
     saved = TrainConfig.from_yaml(result.output_dir / "config.yaml")
-    if recipe == "adapter":  # image data: the recipe's image default, resolved once and written to config.yaml
-        assert saved.method["reduction_factor"] == 4
-        assert model.method.config.reduction_factor == 4
+    if recipe == "adapter":  # the method's default bottleneck, as saved
+        assert saved.method == {} and model.method.config.reduction_factor == 4
     card = (result.model_dir / "README.md").read_text()
-    assert f"recipe '{recipe}'" + (" for image backbones" if recipe == "adapter" else " (see") in card
+    assert f"recipe '{recipe}' (see" in card
 
 
 # --- adapter through accelerate launch (2 processes) and a SIGKILL-and-resume run -----------------------------------
