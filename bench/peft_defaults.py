@@ -11,6 +11,7 @@ Rows merge into ``results/peft_defaults.json`` after each run (finished rows are
 ``results/peft_defaults.md`` is the page.
 
     nice -n 19 .venv/bin/python bench/peft_defaults.py --methods adapter,prefix_tuning
+    nice -n 19 .venv/bin/python bench/peft_defaults.py --methods adapter,full,ia3,prompt_tuning
     .venv/bin/python bench/peft_defaults.py --render-only
 """
 
@@ -37,9 +38,18 @@ SEARCH_TRAIN, SEARCH_TUNE = 10_000, 2_000
 SEARCH = {
     "adapter": [{}, {"method": {"reduction_factor": 8}}, {"method": {"reduction_factor": 4}},
                 {"optim": {"lr": 3e-3}}, {"method": {"reduction_factor": 4}, "optim": {"lr": 3e-3}},
-                {"method": {"reduction_factor": 4, "train_norms": True}, "optim": {"lr": 3e-3}}],
+                {"method": {"reduction_factor": 4, "train_norms": True}, "optim": {"lr": 3e-3}},
+                {"method": {"reduction_factor": 2}, "optim": {"lr": 3e-3}},
+                {"method": {"reduction_factor": 4}, "optim": {"lr": 5e-3}},
+                {"method": {"reduction_factor": 4, "placement": "parallel"}, "optim": {"lr": 3e-3}},
+                {"method": {"reduction_factor": 4, "placement": "parallel", "scaling": 4.0}, "optim": {"lr": 3e-3}},
+                {"method": {"reduction_factor": 4}, "optim": {"lr": 3e-3}, "epochs": 3}],
     "prefix_tuning": [{}, {"optim": {"lr": 5e-3}}, {"optim": {"lr": 3e-2}},
                       {"method": {"num_virtual_tokens": 40}}],
+    "ia3": [{}, {"optim": {"lr": 1e-2}}, {"optim": {"lr": 3e-2}}],
+    "prompt_tuning": [{}, {"optim": {"lr": 1e-1}}, {"optim": {"lr": 3e-1}}],
+    # the reference the goals are judged against: bench/run.py's sst2/full row (lr 1e-4), same split and epochs
+    "full": [{"optim": {"lr": 1e-4}}],
 }
 
 
