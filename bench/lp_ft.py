@@ -13,6 +13,9 @@ fixed stratified subsample of each (the same images for every arm and seed). Arm
 - ``full_lr1e-4``: recipe ``full`` at lp_ft's LR, and ``lp_ft_lr3e-4``: ``lp_ft`` at full's LR: they separate the
   probe's effect from the LR's.
 - ``linear_probe``: recipe ``linear_probe`` (cached features, no augmentation): LP-FT's stage 1 alone.
+- ``lp_ft_wise_ft`` / ``full_wise_ft``: the recipe plus ``wise_ft: {}`` (WiSE-FT as a training option, its default
+  alphas 0, 0.25, 0.5, 0.75, 1): the run's start (lp_ft: pretrained backbone + fitted probe head; full: pretrained
+  backbone + initial head) and its best model interpolated, the alpha chosen on ``photo_val``.
 
 The PACS tars are extracted into a temporary folder at run time. Rows merge into ``results/lp_ft.json`` after every
 run; ``results/lp_ft.md`` is the table.
@@ -43,7 +46,9 @@ from common import DATA_ROOT, REPO_ROOT, machine_info, offline_env, write_bench_
 
 
 TARGETS = ("art_painting", "cartoon", "sketch")
-ARMS = ("full", "lp_ft", "lp_ft_bn_update", "frozen_bn_no_probe", "full_lr1e-4", "lp_ft_lr3e-4", "linear_probe")
+ARMS = ("full", "lp_ft", "lp_ft_wise_ft", "full_wise_ft", "lp_ft_bn_update", "frozen_bn_no_probe", "full_lr1e-4",
+        "lp_ft_lr3e-4", "linear_probe")
+WISE_FT_ARMS = {"lp_ft_wise_ft": "lp_ft", "full_wise_ft": "full"}  # the recipe + `wise_ft: {}` (its default alphas)
 # Arms with method options: BatchNorm statistics updated (the old default); no probe (a 1-pass probe at LR 1e-12
 # leaves the head as initialised), to separate the probe's effect from that of frozen statistics.
 METHOD_OPTIONS = {
@@ -79,7 +84,7 @@ def target_subset(folder: Path, out: Path, per_class: int) -> Path:
 
 
 def arm_config(arm: str, seed: int, s: dict[str, Any], photo: Path, out: Path) -> dict[str, Any]:
-    recipe, lr = LR_ARMS.get(arm, (METHOD_OPTIONS.get(arm, (arm,))[0], None))
+    recipe, lr = LR_ARMS.get(arm, (METHOD_OPTIONS.get(arm, (WISE_FT_ARMS.get(arm, arm),))[0], None))
     config = {"recipe": recipe, "seed": seed, "output_dir": str(out),
               "overwrite_output_dir": True, "progress_bar": False, "batch_size": s["batch_size"],
               "epochs": s["epochs"], "mixed_precision": "no", "augment": "default",
@@ -92,6 +97,8 @@ def arm_config(arm: str, seed: int, s: dict[str, Any], photo: Path, out: Path) -
         config["method"] = {"probe_epochs": s["probe_epochs"]}
     if arm in METHOD_OPTIONS:
         config["method"] = {**config.get("method", {}), **METHOD_OPTIONS[arm][1]}
+    if arm in WISE_FT_ARMS:
+        config["wise_ft"] = {}
     if arm == "linear_probe":
         config.update(augment="none", epochs=s["linear_probe_epochs"])
     return config
@@ -110,6 +117,9 @@ def run_arm(arm: str, seed: int, s: dict[str, Any], photo: Path, targets: dict[s
     if metrics.get("head_warmup"):
         probe = ("probe_train_accuracy", "probe_initial_train_accuracy", "probe_train_loss", "probe_seconds")
         row.update({k: metrics["head_warmup"][k] for k in probe})
+    if metrics.get("wise_ft"):
+        row["wise_ft_alpha"] = metrics["wise_ft"]["alpha"]
+        row["wise_ft_curve"] = [(p["alpha"], p["accuracy"]) for p in metrics["wise_ft"]["curve"]]
     for domain, folder in targets.items():
         row[f"{domain}_accuracy"] = hftransfer.evaluate(result.model_dir, folder, progress_bar=False,
                                                         batch_size=64).metrics["accuracy"]
@@ -132,6 +142,10 @@ def render(results: dict[str, Any], mode: str) -> str:
             cells.append(f"{statistics.mean(values):.1f} ± {statistics.pstdev(values):.1f}")
         train = statistics.mean(r["train_s"] for r in mine)
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {len(mine)} | {train:.0f} |")
+    wise = [r for r in rows if "wise_ft_alpha" in r]
+    if wise:
+        lines += ["", "WiSE-FT alpha chosen on photo_val (0: the start, 1: the fine-tuned model): "
+                  + ", ".join(f"{r['arm']} seed {r['seed']}: {r['wise_ft_alpha']:g}" for r in wise)]
     probes = [r for r in rows if "probe_train_accuracy" in r]
     if probes:
         lines += ["", "lp_ft probe (stage 1, photo train split, un-augmented): train accuracy "

@@ -13,7 +13,6 @@ import inspect
 import json
 import os
 import re
-import typing
 from pathlib import Path
 
 
@@ -29,30 +28,11 @@ def _cell(text: object) -> str:
     return "`".join(p if i % 2 else p.replace("|", "\\|") for i, p in enumerate(parts)).strip()
 
 
-def _default(f: dataclasses.Field) -> object:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return "required"
-
-
-def _type_name(hint: object) -> str:
-    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-
-
 def field_rows(cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> list[tuple[str, str, str, str]]:
-    """``(dotted key, type, default, help)`` of every field of a config dataclass, nested dataclasses flattened."""
-    hints = typing.get_type_hints(cls)
-    rows = []
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        if dataclasses.is_dataclass(hints[f.name]):
-            rows += field_rows(hints[f.name], f"{prefix}{f.name}.")
-            continue
-        rows.append((f"{prefix}{f.name}", _type_name(hints[f.name]), repr(_default(f)), f.metadata.get("help", "")))
-    return rows
+    """``(dotted key, type, default, help)`` of every field of a config dataclass (``--help-config``'s rows)."""
+    from hftransfer.training.config import option_rows
+
+    return [(key, kind, repr(default), text) for key, kind, default, text in option_rows(cls, prefix, skip)]
 
 
 def _table(header: tuple[str, ...], rows: list[tuple]) -> str:

@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "errors": 0, "_version": 0,
     "utils": 1,
     "saved_format": 2, "augment": 2, "metrics": 2, "data": 2, "heads": 2,
+    "weight_mixing": 3,  # WiSE-FT / soups' shared math: the training option and `hftransfer interpolate` use it
     "preprocessing": 3, "hub": 3, "objectives": 3,
     "backbones": 4,  # backbones/architectures.py: the per-family module table methods read
     "methods": 5,

@@ -8,14 +8,12 @@ saved, and the curve goes to ``wise_ft.json`` / ``wise_ft.png`` inside the saved
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hftransfer.errors import ConfigurationError
-from hftransfer.metrics.plots import new_figure, save_figure
 from hftransfer.robust.scoring import SplitScorer
 from hftransfer.robust.weights import (
     as_full_weights,
@@ -23,16 +21,22 @@ from hftransfer.robust.weights import (
     check_output_dir,
     read_saved,
     same_format,
-    weighted_average,
     write_model,
+)
+from hftransfer.weight_mixing import (
+    CHOICE_RULE,
+    FORMULA,
+    PLOT_FILE,
+    RECORD_FILE,
+    choose_alpha,
+    parse_alphas,
+    plot_curve,
+    weighted_average,
 )
 
 
 logger = logging.getLogger("hftransfer")
 
-FORMULA = "theta(alpha) = (1 - alpha) * theta_A + alpha * theta_B"
-RECORD_FILE = "wise_ft.json"
-PLOT_FILE = "wise_ft.png"
 
 
 @dataclass
@@ -47,24 +51,6 @@ class InterpolationResult:
     def to_dict(self) -> dict[str, Any]:
         return {"output_dir": str(self.output_dir), "alpha": self.alpha, "curve": self.curve,
                 "selection": self.selection}
-
-
-def parse_alphas(alphas: float | str | Sequence[float]) -> list[float]:
-    """``0.5`` / ``"0,0.25,0.5"`` / ``[0, 0.5, 1]`` -> a sorted list of distinct alphas in [0, 1]."""
-    if isinstance(alphas, str):
-        try:
-            values = [float(x) for x in alphas.split(",") if x.strip()]
-        except ValueError as err:
-            raise ConfigurationError(f"alphas={alphas!r} must be comma-separated numbers like '0,0.25,0.5'.") from err
-    elif isinstance(alphas, (int, float)) and not isinstance(alphas, bool):
-        values = [float(alphas)]
-    else:
-        values = [float(x) for x in alphas]
-    bad = [x for x in values if not (math.isfinite(x) and 0.0 <= x <= 1.0)]
-    if not values or bad:
-        raise ConfigurationError(f"alphas={alphas!r} must be one or more numbers in [0, 1] (0: model A, 1: model B); "
-                                 f"out of range: {bad}.")
-    return sorted(set(values))
 
 
 def interpolate(
@@ -118,32 +104,12 @@ def interpolate(
             metrics = scorer(mix(alpha))
             curve.append({"alpha": alpha, **metrics})
             logger.info("wise-ft alpha %.3f: accuracy %.4f on %s", alpha, metrics["accuracy"], scorer.used_split)
-        best = max(curve, key=lambda row: (row["accuracy"], -abs(row["alpha"] - 0.5)))
-        chosen, selection = best["alpha"], scorer.selection()
+        chosen, selection = choose_alpha(curve), scorer.selection()
     record = {"model_a": str(a.folder), "model_b": str(b.folder), "formula": FORMULA, "alpha": chosen,
               "alphas": values, "weights": a.config["weights"], "curve": curve, "selection": selection,
-              "rule": "highest accuracy on the named split; ties: the alpha nearest 0.5" if curve else "given alpha"}
+              "rule": CHOICE_RULE.format(metric="accuracy", split="the named split") if curve else "given alpha"}
     extra: dict[str, Any] = {RECORD_FILE: record}
     if len(curve) > 1:
         extra[PLOT_FILE] = lambda path: plot_curve(curve, chosen, selection, path)
     write_model(b, mix(chosen), output, extra)
     return InterpolationResult(output, chosen, curve, selection)
-
-
-def plot_curve(curve: list[dict[str, float]], chosen: float, selection: dict[str, Any] | None, path: Path) -> None:
-    """Accuracy against alpha, the chosen alpha marked (skipped with a warning without matplotlib)."""
-    try:
-        figure = new_figure((5.0, 3.5))
-    except ImportError as err:  # matplotlib is the `report` extra
-        logger.warning("wise_ft.png skipped: %s", err)
-        return
-    ax = figure.subplots()
-    ax.plot([row["alpha"] for row in curve], [row["accuracy"] for row in curve], marker="o")
-    ax.axvline(chosen, color="grey", linestyle="--", label=f"chosen alpha {chosen:g}")
-    split = (selection or {}).get("split") or "?"
-    ax.set_xlabel("alpha (0: model A, 1: model B)")
-    ax.set_ylabel(f"accuracy ({split})")
-    ax.set_title("WiSE-FT interpolation")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(figure, path)

@@ -15,7 +15,8 @@ from typing import Any
 
 from hftransfer.errors import ConfigurationError
 from hftransfer.robust.scoring import SplitScorer
-from hftransfer.robust.weights import check_compatible, check_output_dir, read_saved, weighted_average, write_model
+from hftransfer.robust.weights import check_compatible, check_output_dir, read_saved, write_model
+from hftransfer.weight_mixing import weighted_average
 
 
 logger = logging.getLogger("hftransfer")

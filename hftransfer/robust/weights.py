@@ -117,29 +117,6 @@ def check_compatible(models: Sequence[SavedWeights], keys: Sequence[str], skip: 
                 "head and label map), e.g. the seeds of one config.")
 
 
-def weighted_average(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
-    """``sum_i weights[i] * states[i]`` per tensor, computed in float64 and stored in the tensor's own dtype.
-
-    A weight of 1 with the others 0 gives that state back bit for bit. Integer tensors (BatchNorm's
-    ``num_batches_tracked``) cannot be mixed: they come from the state with the largest weight.
-    """
-    if len(states) != len(weights) or not states:
-        raise ConfigurationError(f"weighted_average needs one weight per state; received {len(weights)} weights for "
-                                 f"{len(states)} states.")
-    heaviest = max(range(len(weights)), key=lambda i: weights[i])
-    out = {}
-    for name, reference in states[heaviest].items():
-        if not reference.is_floating_point():
-            out[name] = reference.clone()
-            continue
-        total = torch.zeros(reference.shape, dtype=torch.float64)
-        for state, weight in zip(states, weights):
-            if weight != 0.0:
-                total.add_(state[name].to(torch.float64), alpha=float(weight))
-        out[name] = total.to(reference.dtype)
-    return out
-
-
 def check_output_dir(output_dir: str | Path, inputs: Sequence[SavedWeights], overwrite: bool) -> Path:
     """Refuse an output folder that is one of the inputs, or that exists (unless ``overwrite``)."""
     output = Path(output_dir)

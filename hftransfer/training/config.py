@@ -21,6 +21,7 @@ from hftransfer.objectives import normalize_objective
 from hftransfer.recipes import get_recipe, registry
 from hftransfer.recipes.examples import example_configs, resolve_config
 from hftransfer.training.domain import check_domain_config
+from hftransfer.training.wise_ft import WiseFTConfig
 from hftransfer.utils.config_values import coerce_value, load_yaml
 from hftransfer.utils.hub_ids import is_repo_id
 
@@ -278,6 +279,9 @@ class TrainConfig:
     hub_repo_id: str | None = field(default=None, metadata={"help": "Hub repo 'namespace/name' to push to."})
     hub_private: bool = field(default=False, metadata={"help": "Create the hub repo as private."})
     hub_revision: str | None = field(default=None, metadata={"help": "Hub branch to push to."})
+    wise_ft: WiseFTConfig | None = field(default=None, metadata={"help": (
+        "WiSE-FT: at the end, interpolate the run's start (lp_ft: pretrained backbone + probe head) and its best "
+        "model, choose the alpha on validation and save that model; {} takes the default alphas. None: off.")})
     objective: dict[str, Any] = field(
         default_factory=lambda: {"name": "source_only"},
         metadata={"help": "Training objective: {name: source_only|dann|mmd|coral|self_training, weight: ..., ...}."})
@@ -402,24 +406,41 @@ def _valid_class_weights(value: Any) -> bool:
 
 
 def _field_lines(cls: type, prefix: str, skip: tuple[str, ...] = ()) -> list[str]:
+    rows = option_rows(cls, prefix, skip)
+    return [f"  {key} ({kind}, default {default!r}): {text}" for key, kind, default, text in rows]
+
+
+def option_rows(cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> list[tuple[str, str, Any, str]]:
+    """``(dotted key, type, default, help)`` of every field of a config dataclass, nested sections flattened: the
+    source of ``--help-config`` and of the documentation's configuration reference. An optional section (``wise_ft``,
+    ``target``) gets its own row, then its options unless a section of the same class is listed already."""
     hints = typing.get_type_hints(cls)
-    lines = []
+    rows: list[tuple[str, str, Any, str]] = []
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        hint = hints[f.name]
+        hint, key = hints[f.name], f"{prefix}{f.name}"
         if dataclasses.is_dataclass(hint):
-            lines += _field_lines(hint, f"{prefix}{f.name}.")
+            rows += option_rows(hint, f"{key}.")
             continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = "required"
-        type_name = getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
-        lines.append(f"  {prefix}{f.name} ({type_name}, default {default!r}): {f.metadata.get('help', '')}")
-    return lines
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        section = next((a for a in typing.get_args(hint) if optional and dataclasses.is_dataclass(a)), None)
+        same_as = next((g.name for g in dataclasses.fields(cls) if hints[g.name] is section), None)
+        kind = getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
+        if section is not None:
+            kind = f"{section.__name__} or None" + (f"; options as {same_as}.*" if same_as else "")
+        rows.append((key, kind, _field_default(f), f.metadata.get("help", "")))
+        if section is not None and same_as is None:
+            rows += option_rows(section, f"{key}.")
+    return rows
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return "required"
 
 
 def read_yaml_config(path: str | Path) -> dict[str, Any]:

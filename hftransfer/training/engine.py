@@ -53,6 +53,7 @@ from hftransfer.training.sharding import (
 )
 from hftransfer.training.state import TrainState
 from hftransfer.training.trackers import PROJECT_NAME, check_trackers, flat_hparams, tracker_init_kwargs
+from hftransfer.training.wise_ft import WiseFT
 from hftransfer.utils.io import write_json
 
 
@@ -117,6 +118,7 @@ class TransferTrainer:
         # The last evaluation (epoch, logits, labels, loss): the end-of-run report reuses it for the best epoch.
         self._last_eval: tuple[int | None, np.ndarray, np.ndarray, float] | None = None
         self.checkpoints: RunCheckpoints | None = None
+        self.wise_ft: WiseFT | None = None  # wise_ft only
 
     # --- setup ----------------------------------------------------------------------------------------------------
 
@@ -136,6 +138,7 @@ class TransferTrainer:
         check_accelerator(acc, cfg.batch_size)
         prepare_output_dir(self.output_dir, cfg.overwrite_output_dir, acc)
         self.checkpoints = RunCheckpoints(acc, self.output_dir, cfg.keep_checkpoints, self._log)
+        self.wise_ft = WiseFT.for_run(cfg.wise_ft, self.output_dir, acc, self._log)
         self.run_log = RunLog(acc, self.output_dir, cfg.progress_bar)
         self.run_log.open(cfg.to_yaml())
         if self.precision_choice is not None:
@@ -208,6 +211,8 @@ class TransferTrainer:
         state = TrainState()
         resumed = self.config.resume and self.checkpoints.resume(self.model, self.optimizer, self.scheduler, state,
                                                                  self.objective, self.domain)
+        if self.wise_ft is not None:
+            self.wise_ft.remember_start(self.accelerator.unwrap_model(self.model), resumed)
         for cb in self.callbacks:
             cb.on_train_begin(self)
         stop = False
@@ -353,11 +358,17 @@ class TransferTrainer:
         else:
             self.checkpoints.load_model(self.model, model_dir)
             logits, labels, loss = self.predict_eval()
+        wise_ft = self._apply_wise_ft(model_dir)
+        if wise_ft is not None:
+            logits, labels, loss = self._last_eval[1:]  # the chosen alpha was evaluated last
         final = score(logits, labels, loss, self.data.label_names, per_class=True, confusion=True)
         test = None if self.data.test is None else score_test_split(
             acc, self.model, self.data.test, self.data.label_names, cfg, self._log)
         unwrapped = acc.unwrap_model(self.model)
         summary = run_summary(self, state, final, test)
+        if wise_ft is not None:
+            summary["wise_ft"] = wise_ft
+            self.wise_ft.write(wise_ft, model_dir)
         if acc.is_main_process:
             write_run_report(self, summary, model_dir)
             write_json(self.output_dir / ckpt.METRICS_FILE, summary)
@@ -373,6 +384,17 @@ class TransferTrainer:
         disable_cpu_fast_path(unwrapped)  # the returned model runs on the stock kernels, like a reloaded one
         return TrainResult(self.output_dir, model_dir, state.best_metric, state.best_epoch, state.history,
                            final, unwrapped, test_metrics=test)
+
+    def _apply_wise_ft(self, model_dir: Path) -> dict[str, Any] | None:
+        """WiSE-FT (``wise_ft``): the best interpolation of start and best model goes into memory and ``model_dir``."""
+        if self.wise_ft is None:
+            return None
+        cfg = self.config  # always the source validation split, whatever picked the epoch (never target labels)
+        record = self.wise_ft.apply(self.accelerator.unwrap_model(self.model), self.evaluate, cfg.metric_for_best,
+                                    cfg.greater_is_better)
+        self.evaluate()  # the chosen model's logits, reused for the final report
+        self.checkpoints.save_model(self.model, model_dir)
+        return record
 
     def _close_logging(self) -> None:
         if self.compile_timer is not None:

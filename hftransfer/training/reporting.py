@@ -82,7 +82,7 @@ def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:
         task=model.task,
         recipe=cfg.recipe,
         hyperparameters={**_hyperparameters(cfg, getattr(trainer, "precision_choice", None), summary["objective"]),
-                         "defaults": _defaults_note(cfg.recipe, trainer.data.modality)},
+                         **_wise_ft(summary), "defaults": _defaults_note(cfg.recipe, trainer.data.modality)},
         trainable_params=params["trainable_params"],
         all_params=params["all_params"],
         datasets=[dataset_info(trainer.data.description)],
@@ -111,6 +111,16 @@ def _hyperparameters(cfg, precision_choice: Any = None, objective: dict[str, Any
     out = {k: data[k] for k in keep if k in data and data[k] not in (None, [], {})}
     out["image_size"] = data["model"].get("image_size")
     return {k: v for k, v in out.items() if v is not None}
+
+
+def _wise_ft(summary: dict[str, Any]) -> dict[str, Any]:
+    """The card's line for a WiSE-FT run: the alphas tried and the one saved (chosen on validation)."""
+    record = summary.get("wise_ft")
+    if not record:
+        return {}
+    curve = ", ".join(f"{row['alpha']:g}: {row[record['selection']['metric']]:.4f}" for row in record["curve"])
+    return {"wise_ft": f"alpha {record['alpha']:g} saved ((1 - alpha) * start + alpha * fine-tuned; validation "
+                       f"{record['selection']['metric']} per alpha: {curve})"}
 
 
 def _defaults_note(recipe: str, modality: str) -> str:
