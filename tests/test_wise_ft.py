@@ -16,7 +16,13 @@ from hftransfer.training.callbacks import Callback
 from hftransfer.training.config import TrainConfig
 from hftransfer.training.wise_ft import DEFAULT_ALPHAS, START_FILE, WiseFT, WiseFTConfig
 
-from helpers import tiny_config
+from helpers import (
+    assert_same_weights,
+    launch_single_and_two_process,
+    run_killed_and_resumed,
+    saved_weights,
+    tiny_config,
+)
 
 
 class StartWeights(Callback):
@@ -121,3 +127,32 @@ def test_a_resumed_run_interpolates_from_the_saved_start_not_from_where_it_resum
     record = resumed.apply(later, lambda: {"accuracy": 0.5}, "accuracy", True)
     assert record["alpha"] == 0.0
     assert torch.equal(later.weight, first.weight) and torch.equal(later.bias, first.bias)
+
+
+@pytest.mark.integration
+def test_a_run_killed_and_resumed_saves_the_same_interpolation_as_an_uninterrupted_one(tmp_path):
+    # SIGKILL mid-run: the resumed process reads the start from output_dir, so the mix (and its curve) are the same.
+    common = {"recipe": "lp_ft", "epochs": 3, "checkpoint_every_steps": 2, "wise_ft": {"alphas": [0.0, 0.5, 1.0]}}
+    clean, killed = (tiny_config(tmp_path / name, **common) for name in ("clean", "killed"))
+
+    def inspect(last) -> None:
+        assert (last.parent.parent / START_FILE).is_file()
+
+    run_killed_and_resumed(tmp_path, clean, killed, kill_step=7, last_checkpoint=6, after_kill=inspect)
+    assert_same_weights(saved_weights(clean["output_dir"]), saved_weights(killed["output_dir"]))
+    records = [json.loads((tmp_path / name / "run" / "metrics.json").read_text())["wise_ft"]
+               for name in ("clean", "killed")]
+    assert records[0] == records[1] and len(records[0]["curve"]) == 3
+
+
+@pytest.mark.integration
+def test_two_processes_choose_and_save_like_one_and_only_rank0_writes(tmp_path):
+    base = {"recipe": "lp_ft", "epochs": 2, "optim.name": "sgd", "optim.lr": 0.05, "wise_ft": {"alphas": [0, 0.5, 1]}}
+    m1, m2, w1, w2 = launch_single_and_two_process(tmp_path, tiny_config(tmp_path / "single", **base),
+                                                   tiny_config(tmp_path / "double", **base))
+    assert [r["alpha"] for r in m2["wise_ft"]["curve"]] == [0, 0.5, 1]
+    for r1, r2 in zip(m1["wise_ft"]["curve"], m2["wise_ft"]["curve"]):
+        assert r1["accuracy"] == pytest.approx(r2["accuracy"], abs=1 / 40 + 1e-9)
+    for key in w1:
+        torch.testing.assert_close(w1[key], w2[key], rtol=1e-3, atol=1e-4)
+    assert not (tmp_path / "double" / "run" / START_FILE).exists()
