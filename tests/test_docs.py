@@ -153,7 +153,8 @@ def _write_sandbox(root: Path) -> None:
     pos, neg = ["good", "great", "fun"], ["bad", "awful", "dull"]
     rows = [(f"the movie was very {(pos if i % 2 == 0 else neg)[i % 3]}", "positive" if i % 2 == 0 else "negative")
             for i in range(48)]
-    for name, part in (("reviews.csv", rows), ("reviews_test.csv", rows[:16]), ("new_reviews.csv", rows[16:32])):
+    for name, part in (("reviews.csv", rows), ("reviews_test.csv", rows[:16]), ("new_reviews.csv", rows[16:32]),
+                      ("reviews_val.csv", rows[32:48])):
         (root / name).write_text("review,sentiment\n" + "".join(f"{r},{s}\n" for r, s in part))
     import pandas as pd
 
