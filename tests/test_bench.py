@@ -96,6 +96,10 @@ def test_text_da_table_marks_the_goals_and_says_when_they_are_provisional(bench_
     assert "**missed** — below: dvd-electronics/coral (-1.0)" in page and "+2.00 -> **met**" in page
     rows.update({f"{o}2": row("dvd-electronics", o, 2, 0.80 + g) for o, g in gains.items()})
     assert "provisional" not in text_da.render({"rows": rows})
+    # Δ pairs seeds: an objective run on seed 0 only is compared with source-only's seed 0, not its mean
+    rows = {"s0": row("p", "source_only", 0, 0.80), "s1": row("p", "source_only", 1, 0.90),
+            "m0": row("p", "mmd", 0, 0.81)}
+    assert "| p | mmd | 81.0 ± 0.0 (1) | +1.0 |" in text_da.render({"rows": rows})
 
 
 def test_peft_defaults_page_ranks_the_candidates_and_searches_off_dev(bench_modules, tmp_path, monkeypatch):
