@@ -358,7 +358,9 @@ class TransferTrainer:
         else:
             self.checkpoints.load_model(self.model, model_dir)
             logits, labels, loss = self.predict_eval()
-        wise_ft = self._apply_wise_ft(model_dir)
+        wise_ft = None if self.wise_ft is None else self.wise_ft.apply(  # on source validation, never target labels
+            acc.unwrap_model(self.model), self.evaluate, cfg.metric_for_best, cfg.greater_is_better,
+            save=lambda: self.checkpoints.save_model(self.model, model_dir))
         if wise_ft is not None:
             logits, labels, loss = self._last_eval[1:]  # the chosen alpha was evaluated last
         final = score(logits, labels, loss, self.data.label_names, per_class=True, confusion=True)
@@ -384,17 +386,6 @@ class TransferTrainer:
         disable_cpu_fast_path(unwrapped)  # the returned model runs on the stock kernels, like a reloaded one
         return TrainResult(self.output_dir, model_dir, state.best_metric, state.best_epoch, state.history,
                            final, unwrapped, test_metrics=test)
-
-    def _apply_wise_ft(self, model_dir: Path) -> dict[str, Any] | None:
-        """WiSE-FT (``wise_ft``): the best interpolation of start and best model goes into memory and ``model_dir``."""
-        if self.wise_ft is None:
-            return None
-        cfg = self.config  # always the source validation split, whatever picked the epoch (never target labels)
-        record = self.wise_ft.apply(self.accelerator.unwrap_model(self.model), self.evaluate, cfg.metric_for_best,
-                                    cfg.greater_is_better)
-        self.evaluate()  # the chosen model's logits, reused for the final report
-        self.checkpoints.save_model(self.model, model_dir)
-        return record
 
     def _close_logging(self) -> None:
         if self.compile_timer is not None:

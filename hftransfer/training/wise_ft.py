@@ -18,19 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+import hftransfer.weight_mixing as mixing
 from hftransfer.errors import ConfigurationError
 from hftransfer.training.sharding import shards_parameters
 from hftransfer.utils.io import load_state_dict, save_state_dict, write_json
-from hftransfer.weight_mixing import (
-    CHOICE_RULE,
-    FORMULA,
-    PLOT_FILE,
-    RECORD_FILE,
-    choose_alpha,
-    parse_alphas,
-    plot_curve,
-    weighted_average,
-)
 
 
 if TYPE_CHECKING:
@@ -52,7 +43,7 @@ class WiseFTConfig:
 
     def __post_init__(self) -> None:
         try:
-            self.alphas = parse_alphas(self.alphas)
+            self.alphas = mixing.parse_alphas(self.alphas)
         except (ConfigurationError, TypeError, ValueError) as err:
             raise ConfigurationError(f"wise_ft.alphas={self.alphas!r} is invalid: use a list of numbers in [0, 1], "
                                      f"e.g. [0, 0.25, 0.5, 0.75, 1] ({err}).") from err
@@ -98,31 +89,38 @@ class WiseFT:
             save_state_dict(self.start, tmp)
             os.replace(tmp, self.path)
 
-    def apply(self, model: nn.Module, evaluate: Evaluate, metric: str, greater_is_better: bool) -> dict[str, Any]:
+    def apply(self, model: nn.Module, evaluate: Evaluate, metric: str, greater_is_better: bool,
+              save: Callable[[], None] | None = None) -> dict[str, Any]:
         """Score every alpha with ``evaluate`` (validation metrics of the model as it is), load the best into
-        ``model`` and return the record for metrics.json."""
+        ``model`` (evaluated last, so the caller's last evaluation is the saved model's), ``save()`` it and return
+        the record for metrics.json."""
         end = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if k in self.start}
         changed = sorted(k for k in self.start if not torch.equal(self.start[k], end[k]))
         start = {k: self.start[k] for k in changed}
         end = {k: end[k] for k in changed}
         curve = []
         for alpha in self.config.alphas:
-            model.load_state_dict(weighted_average([start, end], [1.0 - alpha, alpha]), strict=False)
+            model.load_state_dict(mixing.weighted_average([start, end], [1.0 - alpha, alpha]), strict=False)
             metrics = evaluate()
             curve.append({"alpha": alpha, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
             self.log(f"wise_ft alpha {alpha:g}: validation {metric} {metrics[metric]:.4f}")
-        chosen = choose_alpha(curve, metric, greater_is_better)
-        model.load_state_dict(weighted_average([start, end], [1.0 - chosen, chosen]), strict=False)
+        chosen = mixing.choose_alpha(curve, metric, greater_is_better)
+        if chosen != curve[-1]["alpha"]:
+            model.load_state_dict(mixing.weighted_average([start, end], [1.0 - chosen, chosen]), strict=False)
+            evaluate()
+        if save is not None:
+            save()
         self.log(f"wise_ft: alpha {chosen:g} saved ({len(changed)} of {len(self.start)} tensors changed in training)")
-        return {"alpha": chosen, "alphas": list(self.config.alphas), "formula": FORMULA, "model_a": START,
+        return {"alpha": chosen, "alphas": list(self.config.alphas), "formula": mixing.FORMULA, "model_a": START,
                 "model_b": "the fine-tuned model of the best epoch", "curve": curve,
                 "tensors_interpolated": len(changed), "selection": {"split": "validation", "metric": metric},
-                "rule": CHOICE_RULE.format(metric=metric, split="the validation split")}
+                "rule": mixing.CHOICE_RULE.format(metric=metric, split="the validation split")}
 
     def write(self, record: dict[str, Any], model_dir: Path) -> None:
         """``wise_ft.json`` (and the curve's ``wise_ft.png``) in the model folder; the start file is removed."""
         if self.accelerator.is_main_process:
-            write_json(Path(model_dir) / RECORD_FILE, record)
+            write_json(Path(model_dir) / mixing.RECORD_FILE, record)
             if len(record["curve"]) > 1 and "accuracy" in record["curve"][0]:
-                plot_curve(record["curve"], record["alpha"], record["selection"], Path(model_dir) / PLOT_FILE)
+                mixing.plot_curve(record["curve"], record["alpha"], record["selection"],
+                                  Path(model_dir) / mixing.PLOT_FILE)
             self.path.unlink(missing_ok=True)
