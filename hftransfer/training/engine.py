@@ -8,7 +8,6 @@ the same optimisation whatever the number of processes.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,6 @@ from tqdm.auto import tqdm
 
 from hftransfer.backbones.cpu_fast_path import disable_cpu_fast_path
 from hftransfer.data import LoadedData, load_data
-from hftransfer.hub.push import push_folder
 from hftransfer.modeling import AutoTransfer
 from hftransfer.objectives import StepInfo
 from hftransfer.recipes import get_recipe
@@ -37,7 +35,7 @@ from hftransfer.training.mixup import MixFn, build_mixup
 from hftransfer.training.model_setup import fit_model, load_model_with_method
 from hftransfer.training.optim import add_module_groups, build_optimizer, build_scheduler
 from hftransfer.training.preflight import check_accelerator, check_against_data, preflight, prepare_output_dir
-from hftransfer.training.reporting import run_summary, write_run_report
+from hftransfer.training.reporting import publish_run, run_summary
 from hftransfer.training.run_checkpoints import RunCheckpoints
 from hftransfer.training.run_data import (
     class_weight_tensor,
@@ -54,7 +52,6 @@ from hftransfer.training.sharding import (
 from hftransfer.training.state import TrainState
 from hftransfer.training.trackers import PROJECT_NAME, check_trackers, flat_hparams, tracker_init_kwargs
 from hftransfer.training.wise_ft import WiseFT
-from hftransfer.utils.io import write_json
 
 
 if TYPE_CHECKING:
@@ -309,10 +306,9 @@ class TransferTrainer:
             cb.on_step_end(self, state)
 
     def _mixup(self) -> MixFn | None:
-        cfg = self.config
-        if self.feature_mode:
-            return None
-        return build_mixup(cfg.mixup_alpha, cfg.cutmix_alpha, cfg.label_smoothing, self.data.num_labels)
+        cfg = self.config  # cached features are never mixed
+        return None if self.feature_mode else build_mixup(cfg.mixup_alpha, cfg.cutmix_alpha, cfg.label_smoothing,
+                                                          self.data.num_labels)
 
     def _track_best(self, state: TrainState, row: dict[str, Any]) -> bool:
         cfg = self.config
@@ -367,20 +363,10 @@ class TransferTrainer:
         test = None if self.data.test is None else score_test_split(
             acc, self.model, self.data.test, self.data.label_names, cfg, self._log)
         unwrapped = acc.unwrap_model(self.model)
-        summary = run_summary(self, state, final, test)
+        summary = run_summary(self, state, final, test, wise_ft)
         if wise_ft is not None:
-            summary["wise_ft"] = wise_ft
             self.wise_ft.write(wise_ft, model_dir)
-        if acc.is_main_process:
-            write_run_report(self, summary, model_dir)
-            write_json(self.output_dir / ckpt.METRICS_FILE, summary)
-            # Checkpoints only serve to resume an unfinished run; the best model is in model_dir.
-            shutil.rmtree(self.output_dir / ckpt.CHECKPOINT_DIR, ignore_errors=True)
-        acc.wait_for_everyone()
-        if cfg.push_to_hub and acc.is_main_process:
-            push_folder(model_dir, cfg.hub_repo_id, private=cfg.hub_private, revision=cfg.hub_revision,
-                        commit_message=f"hftransfer {cfg.recipe}: best {cfg.metric_for_best}="
-                                       f"{state.best_metric:.4f}")
+        publish_run(self, summary, model_dir)
         acc.end_training()
         self._close_logging()
         disable_cpu_fast_path(unwrapped)  # the returned model runs on the stock kernels, like a reloaded one

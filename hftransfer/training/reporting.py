@@ -5,14 +5,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from hftransfer.data.report import format_data_report_markdown
 from hftransfer.hub.card import CardInfo, DatasetInfo, write_model_card
+from hftransfer.hub.push import push_folder
 from hftransfer.metrics.plots import plot_confusion_matrix, plot_training_curves
 from hftransfer.recipes import get_recipe
+from hftransfer.training.checkpoint import CHECKPOINT_DIR, METRICS_FILE
+from hftransfer.utils.io import write_json
 
 
 logger = logging.getLogger("hftransfer")
@@ -25,8 +29,9 @@ def dataset_info(description) -> Any:
                        label_names=list(description.label_names))
 
 
-def run_summary(trainer, state, final: dict[str, Any], test: dict[str, Any] | None) -> dict[str, Any]:
-    """metrics.json of a finished run (the best model is in memory)."""
+def run_summary(trainer, state, final: dict[str, Any], test: dict[str, Any] | None,
+                wise_ft: dict[str, Any] | None = None) -> dict[str, Any]:
+    """metrics.json of a finished run (the best model, or the WiSE-FT mix chosen, is in memory)."""
     cfg, acc, data = trainer.config, trainer.accelerator, trainer.data
     summary = {
         "recipe": cfg.recipe, "model": cfg.model.name, "best_epoch": state.best_epoch,
@@ -48,7 +53,23 @@ def run_summary(trainer, state, final: dict[str, Any], test: dict[str, Any] | No
         summary["head_warmup"] = trainer.head_warmup
     summary.update(trainer.domain.summary(trainer.predict_eval, best_epoch=state.best_epoch,
                                           history=state.history))
+    if wise_ft is not None:
+        summary["wise_ft"] = wise_ft
     return summary
+
+
+def publish_run(trainer, summary: dict[str, Any], model_dir: Path) -> None:
+    """The main process writes the card, plots and metrics.json and drops the resume checkpoints (the best model is
+    in ``model_dir``); then the folder is pushed when the config asks. Every process calls it."""
+    acc, cfg = trainer.accelerator, trainer.config
+    if acc.is_main_process:
+        write_run_report(trainer, summary, model_dir)
+        write_json(trainer.output_dir / METRICS_FILE, summary)
+        shutil.rmtree(trainer.output_dir / CHECKPOINT_DIR, ignore_errors=True)
+    acc.wait_for_everyone()
+    if cfg.push_to_hub and acc.is_main_process:
+        push_folder(model_dir, cfg.hub_repo_id, private=cfg.hub_private, revision=cfg.hub_revision,
+                    commit_message=f"hftransfer {cfg.recipe}: best {cfg.metric_for_best}={summary['best_metric']:.4f}")
 
 
 def write_run_report(trainer, summary: dict[str, Any], model_dir: Path) -> None:
