@@ -263,3 +263,32 @@ def test_every_model_option_of_a_row_reaches_the_hftransfer_config(bench_modules
             if key in row:
                 assert config["model"][key] == row[key], (row["id"], key)
     assert any(r.get("compile") for r in rows)
+
+
+def test_lodo_source_is_balanced_without_the_held_out_domain_and_averages_complete_seeds(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import lp_ft
+
+    folders = {}
+    for domain in lp_ft.DOMAINS:
+        for cls in ("dog", "horse"):
+            (tmp_path / domain / cls).mkdir(parents=True)
+            for i in range(5 if domain != "sketch" else 9):
+                (tmp_path / domain / cls / f"{i}.jpg").write_bytes(b"x")
+        folders[domain] = tmp_path / domain
+    source = lp_ft.merge_domains({d: folders[d] for d in lp_ft.DOMAINS if d != "photo"}, tmp_path / "src", 3)
+    for cls in ("dog", "horse"):
+        names = sorted(p.name for p in (source / cls).iterdir())
+        assert [n.split("__")[0] for n in names] == ["art_painting"] * 3 + ["cartoon"] * 3 + ["sketch"] * 3
+        assert all((source / cls / n).resolve().parent == folders[n.split("__")[0]] / cls for n in names)
+
+    def row(held_out, seed, acc):
+        return {"mode": "lodo", "arm": "full", "seed": seed, "held_out": held_out, "target_accuracy": acc,
+                "photo_val_accuracy": 0.9, "train_s": 10.0}
+    rows = {f"{d}{s}": row(d, s, 0.4 + 0.1 * i + 0.01 * s) for s in (0, 1) for i, d in enumerate(lp_ft.DOMAINS)}
+    rows["extra"] = row("photo", 2, 0.99)  # seed 2 has one domain only: in photo's cell, not in the average
+    table = lp_ft.render_lodo({"rows": rows})
+    # photo's cell has the three seeds; the average (per seed over the four domains) only seeds 0 and 1
+    assert ("| full | 90.0 ± 0.0 (9) | 40.5 ± 0.5 (2) | 50.5 ± 0.5 (2) | 73.3 ± 18.2 (3) | 70.5 ± 0.5 (2) "
+            "| 55.5 ± 0.5 (2) | 2 | 10 |") in table
+    sys.modules.pop("lp_ft", None)
