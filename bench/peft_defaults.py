@@ -45,7 +45,9 @@ SEARCH = {
                 {"method": {"reduction_factor": 4, "placement": "parallel", "scaling": 4.0}, "optim": {"lr": 3e-3}},
                 {"method": {"reduction_factor": 4}, "optim": {"lr": 3e-3}, "epochs": 3}],
     "prefix_tuning": [{}, {"optim": {"lr": 5e-3}}, {"optim": {"lr": 3e-2}},
-                      {"method": {"num_virtual_tokens": 40}}],
+                      {"method": {"num_virtual_tokens": 40}},
+                      # P-Tuning v2's reparameterisation: the prompts come out of a two-layer tanh MLP
+                      {"method": {"projection": True}}, {"method": {"projection": True}, "optim": {"lr": 3e-3}}],
     "ia3": [{}, {"optim": {"lr": 1e-2}}, {"optim": {"lr": 3e-2}}],
     "prompt_tuning": [{}, {"optim": {"lr": 1e-1}}, {"optim": {"lr": 3e-1}}],
     # the reference the goals are judged against: bench/run.py's sst2/full row (lr 1e-4), same split and epochs
