@@ -291,4 +291,10 @@ def test_lodo_source_is_balanced_without_the_held_out_domain_and_averages_comple
     # photo's cell has the three seeds; the average (per seed over the four domains) only seeds 0 and 1
     assert ("| full | 90.0 ± 0.0 (9) | 40.5 ± 0.5 (2) | 50.5 ± 0.5 (2) | 73.3 ± 18.2 (3) | 70.5 ± 0.5 (2) "
             "| 55.5 ± 0.5 (2) | 2 | 10 |") in table
+    rows.update({f"w{d}{s}": {**row(d, s, 0.45 + 0.1 * i), "arm": "lp_ft_wise_ft"}
+                 for s in (0, 1) for i, d in enumerate(lp_ft.DOMAINS)})
+    assert "on the held-out average: +4.5 over 2 seed(s) -> **met**" in lp_ft.render_lodo({"rows": rows})
+    rows.update({f"w{d}1": {**row(d, 1, 0.41 + 0.1 * i), "arm": "lp_ft_wise_ft"}  # seed 1: +0 -> mean +2.5
+                 for i, d in enumerate(lp_ft.DOMAINS)})
+    assert "+2.5 over 2 seed(s) -> **missed**" in lp_ft.render_lodo({"rows": rows})
     sys.modules.pop("lp_ft", None)
