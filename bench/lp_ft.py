@@ -259,9 +259,6 @@ def run_lodo(args, s: dict[str, Any], mode: str, folders: dict[str, Path], work:
              results: dict[str, Any], results_file: Path) -> None:
     """Seed-major (a stopped run keeps whole seeds), then held-out domain, then arm."""
     held_outs = args.held_out.split(",")
-    unknown = sorted(set(held_outs) - set(DOMAINS))
-    if unknown:
-        raise SystemExit(f"--held-out: {unknown} are not PACS domains; use some of {list(DOMAINS)}")
     sources = {d: merge_domains({o: folders[o] for o in DOMAINS if o != d}, work / "lodo" / d,
                                 s["source_per_domain_class"]) for d in held_outs}
     targets = {d: target_subset(folders[d], work / "targets" / d, s["target_per_class"]) for d in held_outs}
@@ -288,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.held_out.split(",")) - set(DOMAINS))
+    if unknown:  # before the tars are extracted
+        parser.error(f"--held-out {args.held_out!r}: {unknown} are not PACS domains; use some of {', '.join(DOMAINS)}")
     offline_env()
     if args.lodo:
         mode = "lodo_smoke" if args.smoke else "lodo"
