@@ -239,6 +239,13 @@ def render_lodo(results: dict[str, Any], mode: str = "lodo") -> str:
     return "\n".join(lines)
 
 
+def _record(results: dict[str, Any], results_file: Path, key: str, row: dict[str, Any]) -> None:
+    """A finished row merged into the results file at once (a stopped run keeps it) and printed."""
+    results["rows"][key] = row
+    write_json(results_file, results)
+    print(json.dumps(row), flush=True)
+
+
 def run_from_photo(args, s: dict[str, Any], mode: str, folders: dict[str, Path], work: Path,
                    results: dict[str, Any], results_file: Path) -> None:
     """Train on photo, score on the three other domains (and on held-out photos with ``--heldout``)."""
@@ -250,9 +257,7 @@ def run_from_photo(args, s: dict[str, Any], mode: str, folders: dict[str, Path],
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for arm in args.arms.split(","):
             row = {**run_arm(arm, seed, s, photo, targets, work), "mode": mode, "date": date.today().isoformat()}
-            results["rows"][f"{mode}/{arm}/seed{seed}"] = row
-            write_json(results_file, results)
-            print(json.dumps(row), flush=True)
+            _record(results, results_file, f"{mode}/{arm}/seed{seed}", row)
 
 
 def run_lodo(args, s: dict[str, Any], mode: str, folders: dict[str, Path], work: Path,
@@ -268,9 +273,7 @@ def run_lodo(args, s: dict[str, Any], mode: str, folders: dict[str, Path], work:
                 row = run_arm(arm, seed, s, sources[held_out], {held_out: targets[held_out]}, work, f"{held_out}_")
                 row.update(mode=mode, held_out=held_out, target_accuracy=row[f"{held_out}_accuracy"],
                            date=date.today().isoformat())
-                results["rows"][f"{mode}/{held_out}/{arm}/seed{seed}"] = row
-                write_json(results_file, results)
-                print(json.dumps(row), flush=True)
+                _record(results, results_file, f"{mode}/{held_out}/{arm}/seed{seed}", row)
 
 
 def main(argv: list[str] | None = None) -> int:
