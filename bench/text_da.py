@@ -50,8 +50,12 @@ SMOKE = {"epochs": 2, "batch_size": 8, "model": {"name": MODEL, "max_length": 32
                   "target_eval": {"max_train_samples": 16, "max_eval_samples": 8}}}
 
 
-def run_config(pair: str, objective: str, seed: int, out_dir: Path, smoke: bool) -> dict[str, Any]:
-    """The source-only config of ``pair``, plus ``objective: {name: <objective>}`` for an adaptation row."""
+def run_config(pair: str, objective: str, seed: int, out_dir: Path, smoke: bool,
+               options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The source-only config of ``pair``, plus ``objective: {name: <objective>}`` for an adaptation row.
+
+    ``options`` (``--set``) are added to the objective's options: a variant, kept apart from the default rows.
+    """
     source, target = pair.split("-")
     config = copy.deepcopy(BASE)
     config.update(data={"train": str(REVIEWS / f"{source}_train.csv"),
@@ -64,19 +68,20 @@ def run_config(pair: str, objective: str, seed: int, out_dir: Path, smoke: bool)
         for key, caps in SMOKE["caps"].items():
             config[key].update(caps)
     if objective != "source_only":
-        config["objective"] = {"name": objective}  # the one line a user adds
+        config["objective"] = {"name": objective, **(options or {})}  # the one line a user adds (+ a variant)
     return config
 
 
-def run_row(pair: str, objective: str, seed: int, work: Path, smoke: bool) -> dict[str, Any]:
+def run_row(pair: str, objective: str, seed: int, work: Path, smoke: bool,
+            options: dict[str, Any] | None = None) -> dict[str, Any]:
     import hftransfer
 
     out_dir = work / f"{pair}_{objective}_seed{seed}"
     start = time.perf_counter()
-    result = hftransfer.train(run_config(pair, objective, seed, out_dir, smoke))
+    result = hftransfer.train(run_config(pair, objective, seed, out_dir, smoke, options))
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     last = metrics["history"][-1]
-    row = {"pair": pair, "objective": objective, "seed": seed, "smoke": smoke,
+    row = {"pair": pair, "objective": objective, "variant": variant_label(options), "seed": seed, "smoke": smoke,
            "target_test_accuracy": metrics["target_eval"]["accuracy"],
            "source_dev_accuracy": metrics["final_eval"]["accuracy"], "best_epoch": metrics["best_epoch"],
            "selected_on": metrics["selected_on"], "objective_options": metrics["objective"],
@@ -88,8 +93,31 @@ def run_row(pair: str, objective: str, seed: int, work: Path, smoke: bool) -> di
     return row
 
 
-def row_key(pair: str, objective: str, seed: int) -> str:
-    return f"{pair}/{objective}/seed{seed}"
+def variant_label(options: dict[str, Any] | None) -> str:
+    """``weight=0.1,grl_max=0.5`` for ``--set`` options; empty for the objective's defaults."""
+    return ",".join(f"{k}={json.dumps(v)}" for k, v in sorted((options or {}).items()))
+
+
+def parse_sets(values: list[str]) -> dict[str, Any]:
+    """``["weight=0.1"]`` -> ``{"weight": 0.1}`` (JSON values; anything else stays a string)."""
+    options: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set weight=0.1")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def row_key(pair: str, objective: str, seed: int, variant: str = "") -> str:
+    return f"{pair}/{objective}" + (f"[{variant}]" if variant else "") + f"/seed{seed}"
+
+
+def row_label(row: dict[str, Any]) -> str:
+    return row["objective"] + (f" [{row['variant']}]" if row.get("variant") else "")
 
 
 def _stats(values: list[float]) -> tuple[float, float, int]:
@@ -106,10 +134,12 @@ def render(results: dict[str, Any]) -> str:
     rows = list(results.get("rows", {}).values())
     pairs = [p for p in PAIRS if any(r["pair"] == p for r in rows)] + sorted(
         {r["pair"] for r in rows} - set(PAIRS))
+    labels = [label for objective in OBJECTIVES for label in [objective] + sorted(
+        {row_label(r) for r in rows if r["objective"] == objective and r.get("variant")})]
     cell: dict[tuple[str, str], dict[str, tuple[float, float, int]]] = {}
     for pair in pairs:
-        for objective in OBJECTIVES:
-            done = [r for r in rows if (r["pair"], r["objective"]) == (pair, objective)]
+        for objective in labels:
+            done = [r for r in rows if (r["pair"], row_label(r)) == (pair, objective)]
             if done:
                 cell[pair, objective] = {
                     "target": _stats([100 * r["target_test_accuracy"] for r in done]),
@@ -126,7 +156,8 @@ def render(results: dict[str, Any]) -> str:
              + (", a few rows of each file" if smoke else "") + ". Source: `<domain>_train.csv`, model selected on "
              "`<domain>_dev.csv`; target: the other domain's `train` texts without labels; reported: the selected "
              "model's accuracy on the target's `test.csv` (never used for selection). Each adaptation row is the "
-             "source-only config plus `objective: {name: <objective>}` (the objective's own text defaults). Mean ± "
+             "source-only config plus `objective: {name: <objective>}` (the objective's own text defaults; a row "
+             "`<objective> [k=v]` is a variant with those options added, outside the goals). Mean ± "
              "std over seeds (n); Δ: the mean, over the seeds both rows have (paired: same seed, same data "
              "order), of the row's target accuracy minus source-only's on the pair.", "",
              "| pair | objective | target test acc (%) | Δ vs source-only | source dev acc (%) | selected epoch "
@@ -134,7 +165,7 @@ def render(results: dict[str, Any]) -> str:
              "|:--|:--|--:|--:|--:|--:|--:|"]
     for pair in pairs:
         base = cell.get((pair, "source_only"))
-        for objective in OBJECTIVES:
+        for objective in labels:
             if (pair, objective) not in cell:
                 continue
             c = cell[pair, objective]
@@ -157,7 +188,7 @@ def render(results: dict[str, Any]) -> str:
                      f"-> **{'met' if dann >= 1.0 else 'missed'}**")
     else:
         lines.append("- not measurable yet (no pair has every objective)")
-    options = {o: next((r["objective_options"] for r in rows if r["objective"] == o), None) for o in OBJECTIVES}
+    options = {o: next((r["objective_options"] for r in rows if row_label(r) == o), None) for o in labels}
     machine = results.get("machine", {})
     lines += ["", "Objective options as resolved in the runs (metrics.json): " + "; ".join(
                   f"`{json.dumps(v)}`" for v in options.values() if v), "",
@@ -177,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                              + ", ".join(OBJECTIVES))
     parser.add_argument("--smoke", action="store_true", help="minuscule subsets, 1 seed and one pair by default: "
                                                              "checks the script end to end")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="add an option to every adaptation objective run (a variant row, outside the goals), "
+                             "e.g. --set weight=0.1; repeatable")
     parser.add_argument("--rerun", action="store_true", help="run rows that are already in the results again")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "hftransfer-bench-text-da")
@@ -193,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         bad = sorted(set(given) - set(valid))
         if bad:
             parser.error(f"{name} {bad} unknown; choose from {list(valid)}")
+    try:
+        options = parse_sets(args.set)
+    except ValueError as err:
+        parser.error(str(err))
+    if options and "source_only" in objectives:
+        parser.error(f"--set {args.set} applies to adaptation objectives; drop source_only from --objectives "
+                     f"(got {objectives})")
     stem = "text_da_smoke" if args.smoke else "text_da"
     results_file, table_file = args.out / f"{stem}.json", args.out / f"{stem}.md"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {"rows": {}}
@@ -207,10 +248,10 @@ def main(argv: list[str] | None = None) -> int:
             for seed in range(args.seeds):  # seed-major: a stopped run has whole seeds of every row
                 for pair in pairs:
                     for objective in objectives:
-                        key = row_key(pair, objective, seed)
+                        key = row_key(pair, objective, seed, variant_label(options))
                         if key in results["rows"] and not args.rerun:
                             continue
-                        row = run_row(pair, objective, seed, Path(work), args.smoke)
+                        row = run_row(pair, objective, seed, Path(work), args.smoke, options)
                         results["rows"][key] = row
                         write_json(results_file, results)
                         write_bench_page(table_file, render(results))

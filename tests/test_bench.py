@@ -102,6 +102,30 @@ def test_text_da_table_marks_the_goals_and_says_when_they_are_provisional(bench_
     assert "| p | mmd | 81.0 ± 0.0 (1) | +1.0 |" in text_da.render({"rows": rows})
 
 
+def test_text_da_variant_rows_stand_apart_from_the_defaults_and_the_goals(bench_modules):
+    import text_da
+
+    options = text_da.parse_sets(["weight=0.1", "norm=layer"])
+    assert options == {"weight": 0.1, "norm": "layer"}
+    assert text_da.run_config("dvd-electronics", "dann", 0, Path("o"), False, options)["objective"] == {
+        "name": "dann", "weight": 0.1, "norm": "layer"}
+    assert text_da.run_config("dvd-electronics", "dann", 0, Path("o"), False)["objective"] == {"name": "dann"}
+    variant = text_da.variant_label({"weight": 0.1})
+    assert text_da.row_key("p", "dann", 0, variant) == "p/dann[weight=0.1]/seed0" != text_da.row_key("p", "dann", 0)
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        text_da.parse_sets(["weight"])
+
+    def row(objective, target, variant=""):
+        return {"pair": "p", "objective": objective, "variant": variant, "seed": 0, "target_test_accuracy": target,
+                "source_dev_accuracy": 0.9, "best_epoch": 2, "train_time_s": 10.0, "objective_options": {}}
+
+    rows = {o: row(o, 0.80) for o in text_da.OBJECTIVES} | {"v": row("dann", 0.85, variant)}
+    page = text_da.render({"rows": rows})
+    assert "| p | dann [weight=0.1] | 85.0 ± 0.0 (1) | +5.0 |" in page
+    assert "| p | dann | 80.0 ± 0.0 (1) | +0.0 |" in page
+    assert "text average (1 pair(s)): +0.00 -> **missed**" in page  # the variant's +5 is not the default's
+
+
 def test_peft_defaults_page_ranks_the_candidates_and_searches_off_dev(bench_modules, tmp_path, monkeypatch):
     import pandas as pd
     import peft_defaults
