@@ -308,7 +308,7 @@ def test_lodo_source_is_balanced_without_the_held_out_domain_and_averages_comple
 
     def row(held_out, seed, acc):
         return {"mode": "lodo", "arm": "full", "seed": seed, "held_out": held_out, "target_accuracy": acc,
-                "photo_val_accuracy": 0.9, "train_s": 10.0}
+                "source_val_accuracy": 0.9, "train_s": 10.0}
     rows = {f"{d}{s}": row(d, s, 0.4 + 0.1 * i + 0.01 * s) for s in (0, 1) for i, d in enumerate(lp_ft.DOMAINS)}
     rows["extra"] = row("photo", 2, 0.99)  # seed 2 has one domain only: in photo's cell, not in the average
     table = lp_ft.render_lodo({"rows": rows})
