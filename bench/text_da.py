@@ -99,17 +99,16 @@ def variant_label(options: dict[str, Any] | None) -> str:
 
 
 def parse_sets(values: list[str]) -> dict[str, Any]:
-    """``["weight=0.1"]`` -> ``{"weight": 0.1}`` (JSON values; anything else stays a string)."""
-    options: dict[str, Any] = {}
+    """``["weight=0.1"]`` -> ``{"weight": 0.1}``, parsed as ``hftransfer train``'s ``key=value`` overrides."""
+    from hftransfer.training.config import apply_overrides
+
     for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
+        if not item.partition("=")[0]:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set weight=0.1")
-        try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key] = raw
-    return options
+    try:
+        return apply_overrides({}, values)
+    except ValueError as err:
+        raise ValueError(f"--set {values}: expected KEY=VALUE, e.g. --set weight=0.1 ({err})") from err
 
 
 def row_key(pair: str, objective: str, seed: int, variant: str = "") -> str:
