@@ -16,7 +16,23 @@ TEXT_LORA_VARIANTS = (None, "pooler-head", "default-targets")  # the text LoRA r
 
 
 def _ok_rows(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {k: v for k, v in run.get("rows", {}).items() if v["result"].get("ok")}
+    """The finished seed-0 rows (a row's further seeds are summarised in ``seeds_section`` only)."""
+    return {k: v for k, v in run.get("rows", {}).items() if v["result"].get("ok") and not v["spec"].get("seed_index")}
+
+
+def seed_groups(run: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
+    """{plain row id: {seed index: finished row}} for the rows that have at least one further seed."""
+    rows = run.get("rows", {})
+    groups: dict[str, dict[int, dict[str, Any]]] = {}
+    for row in rows.values():
+        spec = row["spec"]
+        if spec.get("seed_index") and row["result"].get("ok"):
+            groups.setdefault(spec["seed_of"], {})[spec["seed_index"]] = row
+    for base_id, group in groups.items():
+        base = rows.get(base_id)
+        if base and base["result"].get("ok"):
+            group[0] = base
+    return groups
 
 
 def _f(x: Any, digits: int = 1) -> str:
@@ -296,6 +312,50 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
 # ------------------------------------------------------------------------------------------------------- tables
 
 
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, var ** 0.5
+
+
+SEED_GAP_GOALS = (("adapter", 1.0), ("prefix_tuning", 3.0))  # issue 22: with defaults, against `full`, over seeds
+
+
+def seeds_section(run: dict[str, Any]) -> list[str]:
+    """Rows run with several seeds: accuracy mean +- std, and the issue-22 gaps to `full` paired by seed."""
+    groups = seed_groups(run)
+    if not groups:
+        return []
+    lines = ["| dataset | method | tool | seeds | val acc % (mean ± std) | per seed | train samples/s (mean) |",
+             "|---|---|---|---:|---:|---|---:|"]
+    for _, group in sorted(groups.items()):
+        spec = group[min(group)]["spec"]
+        accs = [100 * group[i]["result"]["accuracy"] for i in sorted(group)]
+        mean, std = _mean_std(accs)
+        speed = sum(group[i]["result"]["samples_per_s"] for i in group) / len(group)
+        lines.append(f"| {spec['dataset']} | {_label(spec)} | {spec['tool']} | {len(group)} | {mean:.2f} ± {std:.2f} "
+                     f"| {', '.join(f'{a:.2f}' for a in accs)} (seeds {', '.join(map(str, sorted(group)))}) "
+                     f"| {_f(speed)} |")
+    lines.append("")
+    for _, group in sorted(groups.items()):
+        spec = group[min(group)]["spec"]
+        full = groups.get("/".join((spec["dataset"], "full", spec["tool"])))
+        goal = dict(SEED_GAP_GOALS).get(spec["method"])
+        if goal is None or spec.get("variant") or not full:
+            continue
+        paired = sorted(set(group) & set(full))
+        if not paired:
+            continue
+        gaps = [100 * (full[i]["result"]["accuracy"] - group[i]["result"]["accuracy"]) for i in paired]
+        gap, std = _mean_std(gaps)
+        status = "met" if round(gap, 6) <= goal else "missed"  # 1.0000000001 is 1 point
+        lines.append(f"- `{spec['method']}` within {goal:g} pt of `full` [{spec['dataset']}], mean over "
+                     f"{len(paired)} paired seed(s): full - {spec['method']} = {gap:+.2f} ± {std:.2f} pt "
+                     f"(per seed {', '.join(f'{g:+.2f}' for g in gaps)}) -> **{status}**")
+    return lines
+
+
+
 def training_table(run: dict[str, Any]) -> list[str]:
     rows = run.get("rows", {})
     lines = ["| dataset | method | tool | train samples/s | ratio | samples/CPU-s | ratio | train time s | wall s "
@@ -304,7 +364,7 @@ def training_table(run: dict[str, Any]) -> list[str]:
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows.values():
         spec, res = row["spec"], row["result"]
-        if spec["kind"] not in ("text", "vision"):
+        if spec["kind"] not in ("text", "vision") or spec.get("seed_index"):
             continue
         if not res.get("ok"):
             error = res.get("error", "")[:80]
@@ -486,6 +546,10 @@ def render(store: dict[str, Any], out: Path) -> None:
             finished = inv["finished"] or "stopped before the end"
             lines.append(f"- `{inv['command']}` — {inv['started']} → {finished} ({len(inv['rows'])} rows)")
         lines += ["", "### Training", ""] + training_table(run)
+        seeds = seeds_section(run)
+        if seeds:
+            lines += ["", "### Several seeds (seed 0 is the row above; seed i trains with torch seed 42 + i)", ""]
+            lines += seeds
         bare = bare_table(run)
         if len(bare) > 2:
             lines += ["", "### Bare model, random tensors (batch as in training)", ""] + bare

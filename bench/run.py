@@ -4,6 +4,10 @@
     python bench/run.py --mode quick                 # a few minutes: subsets, low resolution, 1-2 epochs
     python bench/run.py --mode full                  # the accuracy figures (long: hours on a 2-core CPU)
     python bench/run.py --mode full --only text      # one half; --rows REGEX re-runs matching rows only
+    python bench/run.py --mode full --rows '^sst2/adapter/hftransfer$' --seeds 3 --first-seed 1   # seeds 1 and 2
+
+Seed 0 of a row is the row itself (id unchanged, torch seed 42); ``--seeds N`` adds the training rows' seeds 1..N-1 as
+rows ``<id>/seed<i>`` (torch seed 42 + i), which RESULTS.md summarises as mean +- std beside the one-seed tables.
 
 Every row (one tool x one method x one dataset) runs in its own subprocess so its peak RSS is its own; the hftransfer
 row and its peer run back to back. Results merge into ``--out``/results.json (rows keyed by mode and id, so a partial
@@ -193,6 +197,29 @@ def _smoke_rows() -> list[dict[str, Any]]:
     return rows
 
 
+SEED_BASE = 42  # seed 0 of every row: the torch / Trainer seed the one-seed rows always used
+SEEDED_KINDS = ("text", "vision")  # rows that train (bare-model and latency rows measure no accuracy)
+
+
+def with_seeds(rows: list[dict[str, Any]], seeds: int, first_seed: int = 0) -> list[dict[str, Any]]:
+    """Seeds ``first_seed``..``seeds - 1`` of ``rows``, seed-major (every row's seed 1, then every row's seed 2).
+
+    Seed 0 is the row as built (its id unchanged); seed ``i`` >= 1 of a training row is a copy with ``seed`` 42 + i,
+    ``seed_index`` i, ``seed_of`` the plain row's id and id ``<id>/seed<i>``. Rows that do not train have seed 0 only.
+    """
+    if seeds < 1 or not 0 <= first_seed < seeds:
+        raise SystemExit(f"--seeds {seeds} --first-seed {first_seed}: need seeds >= 1 and 0 <= first-seed < seeds "
+                         "(e.g. --seeds 3 --first-seed 1 runs seeds 1 and 2)")
+    out: list[dict[str, Any]] = []
+    for index in range(first_seed, seeds):
+        if index == 0:
+            out += rows
+            continue
+        out += [{**row, "seed": SEED_BASE + index, "seed_index": index, "seed_of": row["id"],
+                 "id": f"{row['id']}/seed{index}"} for row in rows if row["kind"] in SEEDED_KINDS]
+    return out
+
+
 def _only(rows: list[dict[str, Any]], only: str | None, pattern: str | None) -> list[dict[str, Any]]:
     if only == "text":
         rows = [r for r in rows if r["kind"] == "text" or r.get("modality") == "text"]
@@ -327,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="smoke: a seconds-long wiring check on minuscule data (used by tests/test_bench.py)")
     parser.add_argument("--only", choices=("text", "vision"), default=None)
     parser.add_argument("--rows", default=None, help="regex on row ids (e.g. 'hymenoptera/full') to run only those")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="seeds per training row: seed 0 is the row itself, seed i >= 1 the row <id>/seed<i>")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="start at this seed (e.g. --seeds 3 --first-seed 1 adds seeds 1 and 2 to a finished run)")
     parser.add_argument("--out", default=str(BENCH_DIR / "results"))
     parser.add_argument("--work-dir", default=None, help="scratch space for subsets and model outputs (default: tmp)")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per row")
@@ -348,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     import report
 
     out = Path(args.out)
-    rows = _only(build_rows(args.mode), args.only, args.rows)
+    rows = with_seeds(_only(build_rows(args.mode), args.only, args.rows), args.seeds, args.first_seed)
     if args.list:
         for r in rows:
             print(r["id"], json.dumps({k: v for k, v in r.items() if k not in ("id", "mode")}))

@@ -322,3 +322,38 @@ def test_lodo_source_is_balanced_without_the_held_out_domain_and_averages_comple
                  for i, d in enumerate(lp_ft.DOMAINS)})
     assert "+2.5 over 2 seed(s) -> **missed**" in lp_ft.render_lodo({"rows": rows})
     sys.modules.pop("lp_ft", None)
+
+
+def test_seeds_add_seed_rows_that_the_report_averages_and_pairs(bench_modules):
+    _, report, run = bench_modules
+    rows = [r for r in run.build_rows("full") if r["id"] in ("sst2/full/hftransfer", "sst2/adapter/hftransfer")
+            or r["kind"] == "bare"]
+    seeded = run.with_seeds(rows, 3, first_seed=1)
+    # seed-major, training rows only, seed 0 (the plain row) not rerun
+    assert [r["id"] for r in seeded] == ["sst2/full/hftransfer/seed1", "sst2/adapter/hftransfer/seed1",
+                                         "sst2/full/hftransfer/seed2", "sst2/adapter/hftransfer/seed2"]
+    assert [r["seed"] for r in seeded] == [43, 43, 44, 44] and seeded[0]["seed_of"] == "sst2/full/hftransfer"
+    assert [r["id"] for r in run.with_seeds(rows, 1)] == [r["id"] for r in rows]
+    with pytest.raises(SystemExit, match="--first-seed"):
+        run.with_seeds(rows, 2, first_seed=2)
+
+    def entry(spec, acc):
+        return {"spec": spec, "result": {"ok": True, "accuracy": acc, "samples_per_s": 10.0, "train_time_s": 1.0,
+                                         "wall_s": 2.0}}
+
+    full, adapter = rows[[r["id"] for r in rows].index("sst2/full/hftransfer")], \
+        rows[[r["id"] for r in rows].index("sst2/adapter/hftransfer")]
+    store = {full["id"]: entry(full, 0.90), adapter["id"]: entry(adapter, 0.88)}
+    accs = {"sst2/full/hftransfer/seed1": 0.89, "sst2/adapter/hftransfer/seed1": 0.885,
+            "sst2/full/hftransfer/seed2": 0.91, "sst2/adapter/hftransfer/seed2": 0.905}
+    store.update({r["id"]: entry(r, accs[r["id"]]) for r in seeded})
+    run_ = {"rows": store}
+    # the one-seed tables and goals see seed 0 only
+    assert set(report._ok_rows(run_)) == {"sst2/full/hftransfer", "sst2/adapter/hftransfer"}
+    assert sum("sst2 | adapter" in line for line in report.training_table(run_)) == 1
+    text = "\n".join(report.seeds_section(run_))
+    assert "| sst2 | full | hftransfer | 3 | 90.00 ± 1.00 | 90.00, 89.00, 91.00 (seeds 0, 1, 2) |" in text
+    # gaps paired by seed: 2.0, 0.5, 0.5 -> mean 1.0 -> met (<= 1 pt)
+    assert "full - adapter = +1.00 ± 0.87 pt (per seed +2.00, +0.50, +0.50) -> **met**" in text
+    store["sst2/adapter/hftransfer/seed2"]["result"]["accuracy"] = 0.895  # gap 1.5 on seed 2 -> mean 1.33
+    assert "-> **missed**" in "\n".join(report.seeds_section(run_))
