@@ -1,4 +1,5 @@
-"""Domain-adaptation bench: every objective on PACS photo -> art_painting / cartoon / sketch and MNIST -> USPS.
+"""Domain-adaptation bench: every objective on PACS photo -> art_painting / cartoon / sketch, PACS leave-one-domain-out
+and MNIST -> USPS.
 
 EfficientNet-Lite0 (packaged ImageNet weights), full fine-tuning, 128 px on PACS, 32 px on digits. Each row is one
 (pair, objective, seed); the checkpoint is chosen on held-out *source* validation (never on target labels) and the
@@ -11,9 +12,16 @@ the baseline of the goals is the better of the two source-only numbers. Results 
 ``results/da_results.json`` after every row (a stopped run keeps its rows); ``results/DA.md`` is the table with the
 issue 11 goals marked met/missed.
 
+Leave one domain out (``pacs_lodo_<domain>``, issue 22): each PACS domain is held out in turn; the source is the other
+three, balanced as in ``bench/lp_ft.py --lodo`` (40 images of every class from each, the same images), the held-out
+domain's images (all of them, unlabelled) are the target stream, and the score is on the 60 images per class that
+``lp_ft.py --lodo`` scores (same images, so the two tables can be read side by side; training settings are this
+script's PACS ones). Multi-source adaptation: the source domains are merged, not told apart.
+
     python bench/domain_adaptation.py --mode full                  # hours on a 2-core CPU (3 seeds)
     python bench/domain_adaptation.py --mode full --seeds 1        # one seed
     python bench/domain_adaptation.py --mode full --rows 'pacs_photo_sketch/(dann|mmd)'
+    python bench/domain_adaptation.py --mode full --seeds 1 --rows 'pacs_lodo_.*/(source_only|dann)/'
     python bench/domain_adaptation.py --mode smoke                 # minuscule: checks the script end to end
     python bench/domain_adaptation.py --render-only
 """
@@ -34,6 +42,9 @@ from typing import Any
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lp_ft import DOMAINS, merge_domains, target_subset  # noqa: E402
+from lp_ft import SETTINGS as LP_FT_SETTINGS  # noqa: E402
+
 from common import DATA_ROOT, REPO_ROOT, machine_info, offline_env, write_json  # noqa: E402
 
 
@@ -79,15 +90,48 @@ def _prepare():
     return module
 
 
+LODO_PREFIX = "pacs_lodo_"  # + the held-out domain
+
+
+def _lodo_sizes(mode: str) -> dict[str, int]:
+    """Source images per domain and class, target images per class: lp_ft.py's leave-one-domain-out settings."""
+    lodo = LP_FT_SETTINGS["lodo_smoke" if mode == "smoke" else "lodo"]
+    return {"source": lodo["source_per_domain_class"], "target": lodo["target_per_class"]}
+
+
 def rows(mode: str, seeds: int) -> list[dict[str, Any]]:
     pairs = [("digits_mnist_usps", "digits")] + [(f"pacs_photo_{t}", "pacs") for t in PACS_TARGETS]
+    pairs += [(f"{LODO_PREFIX}{d}", "pacs_lodo") for d in DOMAINS]
     return [{"id": f"{pair}/{objective}/seed{seed}", "pair": pair, "kind": kind, "objective": objective,
              "seed": seed} for pair, kind in pairs for objective in OBJECTIVES for seed in range(seeds)]
 
 
+def _once(path: Path, build) -> Path:
+    """``build(tmp)`` into a temporary sibling of ``path``, renamed to ``path``: an interrupted build leaves nothing
+    that a later run would mistake for the finished folder."""
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
+        build(tmp / "out").rename(path)
+    return path
+
+
+def lodo_folders(held_out: str, mode: str, data_dir: Path) -> dict[str, Path]:
+    """{"source": the three other domains merged and balanced, "target": the held-out domain (every image),
+    "target_eval": its scored subset}."""
+    folders = _prepare().prepare_pacs(data_dir / "pacs", DATA_ROOT, DOMAINS)
+    sizes = _lodo_sizes(mode)
+    others = {d: folders[d] for d in DOMAINS if d != held_out}
+    source = _once(data_dir / f"lodo{sizes['source']}" / held_out,
+                   lambda out: merge_domains(others, out, sizes["source"]))
+    scored = _once(data_dir / f"lodo_targets{sizes['target']}" / held_out,
+                   lambda out: target_subset(folders[held_out], out, sizes["target"]))
+    return {"source": source, "target": folders[held_out], "target_eval": scored}
+
+
 def row_config(row: dict[str, Any], mode: str, data_dir: Path, out_dir: Path,
                source_model: Path | None = None) -> dict[str, Any]:
-    config = copy.deepcopy(MODES[mode][row["kind"]])
+    config = copy.deepcopy(MODES[mode]["pacs" if row["kind"] == "pacs_lodo" else row["kind"]])
     adapt = config.pop("adapt")
     if source_model is not None:  # second stage: start from the source-only model
         config["model"] = {**config["model"], "name": str(source_model)}
@@ -100,6 +144,11 @@ def row_config(row: dict[str, Any], mode: str, data_dir: Path, out_dir: Path,
         data["source"] = str(paths["source"])
         config["target"] = {"source": str(paths["target"])}
         config["target_eval"] = {"source": str(paths["target_eval"])}
+    elif row["kind"] == "pacs_lodo":
+        folders = lodo_folders(row["pair"].removeprefix(LODO_PREFIX), mode, data_dir)
+        data["source"] = str(folders["source"])
+        config["target"] = {"source": str(folders["target"])}
+        config["target_eval"] = {"source": str(folders["target_eval"])}
     else:
         target = row["pair"].removeprefix("pacs_photo_")
         folders = prep.prepare_pacs(data_dir / "pacs", DATA_ROOT, ("photo", target))
@@ -154,6 +203,8 @@ def run_row(row: dict[str, Any], mode: str, data_dir: Path, work: Path) -> dict[
 
 def render(results: dict[str, Any], mode: str) -> str:
     done = [r for r in results.get("rows", {}).values() if r["mode"] == mode]
+    lodo = [r for r in done if r["pair"].startswith(LODO_PREFIX)]
+    done = [r for r in done if not r["pair"].startswith(LODO_PREFIX)]
     pairs = sorted({r["pair"] for r in done}, key=lambda p: (not p.startswith("digits"), p))
     mean = {}
     for pair in pairs:
@@ -169,7 +220,7 @@ def render(results: dict[str, Any], mode: str) -> str:
     for pair in pairs:
         cells = ["{:.1f} ± {:.1f} ({})".format(*mean[pair, o]) if (pair, o) in mean else "–" for o in OBJECTIVES]
         lines.append(f"| {pair} | " + " | ".join(cells) + " |")
-    pacs = [p for p in pairs if p.startswith("pacs")]
+    pacs = [p for p in pairs if p.startswith("pacs_photo")]
     if pacs and all((p, o) in mean for p in pacs for o in OBJECTIVES):
         avg = {o: statistics.mean(mean[p, o][0] for p in pacs) for o in OBJECTIVES}
         lines.append("| PACS average | " + " | ".join(f"{avg[o]:.1f}" for o in OBJECTIVES) + " |")
@@ -190,6 +241,13 @@ def render(results: dict[str, Any], mode: str) -> str:
         lines.append(f"- PACS: every method >= source-only on average: **{'met' if all_ok else 'missed'}**; best "
                      f"`{best}` {avg[best]:.1f} vs {base:.1f} (goal +5): "
                      f"**{'met' if avg[best] - base >= 5 else 'missed'}**")
+    gains = seed_gains(done, pacs)
+    if gains:
+        lines.append("- DANN - source-only on the PACS photo average, per seed (seeds with every pair): "
+                     + ", ".join(f"seed {seed} {gain:+.1f}" for seed, gain in gains.items())
+                     + f" (issue 22: the gain holds over 3 seeds): **{_holds(gains)}**")
+    if lodo:
+        lines += ["", *lodo_table(lodo)]
     settings = {kind: {k: v for k, v in cfg.items() if k != "model"} | {"image_size": cfg["model"]["image_size"]}
                 for kind, cfg in MODES[mode].items()}
     commands = results.get("commands", {}).get(mode) or [results.get("command", {}).get(mode, "?")]
@@ -200,6 +258,61 @@ def render(results: dict[str, Any], mode: str) -> str:
     if NOTES_FILE.is_file():
         lines += [NOTES_FILE.read_text(encoding="utf-8").strip(), ""]
     return "\n".join(lines)
+
+
+def _seed_means(rows: list[dict[str, Any]], pairs: list[str], objective: str) -> dict[int, float]:
+    """Seed -> mean target accuracy (%) over ``pairs`` for the seeds where ``objective`` has every pair."""
+    by_seed: dict[int, dict[str, float]] = {}
+    for r in rows:
+        if r["objective"] == objective and r["pair"] in pairs:
+            by_seed.setdefault(r["seed"], {})[r["pair"]] = 100 * r["target_accuracy"]
+    return {seed: statistics.mean(v.values()) for seed, v in sorted(by_seed.items()) if len(v) == len(pairs)}
+
+
+def seed_gains(rows: list[dict[str, Any]], pairs: list[str], objective: str = "dann") -> dict[int, float]:
+    """Seed -> ``objective``'s average over ``pairs`` minus source-only's (same seed; seeds complete for both)."""
+    if not pairs:
+        return {}
+    base, ours = _seed_means(rows, pairs, "source_only"), _seed_means(rows, pairs, objective)
+    return {seed: ours[seed] - base[seed] for seed in sorted(set(base) & set(ours))}
+
+
+def _holds(gains: dict[int, float]) -> str:
+    if any(g <= 0 for g in gains.values()):
+        return "missed"
+    return "met" if len(gains) >= 3 else f"holds on {len(gains)} seed(s) so far"
+
+
+def lodo_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Leave one domain out: per objective, each held-out domain (mean ± std over seeds) and the average over the four
+    held-out domains per seed (seeds with all four)."""
+    pairs = [f"{LODO_PREFIX}{d}" for d in DOMAINS]
+    objectives = [o for o in OBJECTIVES if any(r["objective"] == o for r in rows)]
+    lines = ["### Leave one domain out (multi-source adaptation to the held-out domain)", "",
+             "Source: the three other domains, balanced (40 images of every class from each, as `bench/lp_ft.py "
+             "--lodo`); target stream: the held-out domain's images without labels; score: the held-out domain's 60 "
+             "images per class that `lp_ft.md`'s leave-one-domain-out table scores. Checkpoints chosen on the "
+             "source's validation split. Mean ± std over seeds (n); `average`: per seed over the four held-out "
+             "domains (seeds with all four).", "",
+             "| objective | " + " | ".join(f"{d} held out" for d in DOMAINS) + " | average |",
+             "|:--|" + "--:|" * (len(DOMAINS) + 1)]
+    for objective in objectives:
+        cells = []
+        for pair in pairs:
+            values = [100 * r["target_accuracy"] for r in rows if r["pair"] == pair and r["objective"] == objective]
+            cells.append(_cell(values))
+        cells.append(_cell(list(_seed_means(rows, pairs, objective).values())))
+        lines.append(f"| {objective} | " + " | ".join(cells) + " |")
+    for objective in objectives:
+        gains = seed_gains(rows, pairs, objective) if objective != "source_only" else {}
+        if gains:
+            lines.append(f"\n- `{objective}` - source-only on the held-out average, per seed: "
+                         + ", ".join(f"seed {seed} {gain:+.1f}" for seed, gain in gains.items()))
+    return lines
+
+
+def _cell(values: list[float]) -> str:
+    return f"{statistics.mean(values):.1f} ± {statistics.pstdev(values):.1f} ({len(values)})" if values else "–"
 
 
 def main(argv: list[str] | None = None) -> int:
