@@ -86,11 +86,18 @@ def run_row(pair: str, objective: str, seed: int, work: Path, smoke: bool,
            "source_dev_accuracy": metrics["final_eval"]["accuracy"], "best_epoch": metrics["best_epoch"],
            "selected_on": metrics["selected_on"], "objective_options": metrics["objective"],
            "train_time_s": round(last["train_time_s"], 1), "wall_s": round(time.perf_counter() - start, 1),
-           # per epoch: source dev (selection) and target test (reported only), to see what selection chose from
+           # per epoch: source dev (selection) and target test (reported only), to see what selection chose from,
+           # and what an unlabelled-target check could see (target_entropy: on the target stream)
            "history": [{"epoch": h["epoch"], "source_dev_accuracy": h["eval_accuracy"],
-                        "target_test_accuracy": h.get("target_eval_accuracy")} for h in metrics["history"]]}
+                        "target_test_accuracy": h.get("target_eval_accuracy"),
+                        **{k: h[k] for k in HISTORY_EXTRA if k in h}} for h in metrics["history"]],
+           # the selected model on the target test texts, per class (precision, recall: the predicted class shares)
+           "target_per_class": metrics["target_eval"].get("per_class")}
     shutil.rmtree(out_dir, ignore_errors=True)  # a saved MiniLM per row would fill the disk
     return row
+
+
+HISTORY_EXTRA = ("target_entropy", "target_eval_loss", "target_eval_f1_macro", "eval_loss")  # kept per epoch
 
 
 def variant_label(options: dict[str, Any] | None) -> str:
