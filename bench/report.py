@@ -326,17 +326,19 @@ def seeds_section(run: dict[str, Any]) -> list[str]:
     groups = seed_groups(run)
     if not groups:
         return []
-    lines = ["| dataset | method | tool | seeds | val acc % (mean ± std) | per seed | train samples/s (mean) |",
-             "|---|---|---|---:|---:|---|---:|"]
+    lines = ["| dataset | method | tool | seeds | val acc % (mean ± std) | per seed "
+             "| train samples/s per seed (date) |", "|---|---|---|---:|---:|---|---|"]
     for _, group in sorted(groups.items()):
         spec = group[min(group)]["spec"]
         accs = [100 * group[i]["result"]["accuracy"] for i in sorted(group)]
         mean, std = _mean_std(accs)
-        speed = sum(group[i]["result"]["samples_per_s"] for i in group) / len(group)
+        speeds = ", ".join(f"{_f(res['samples_per_s'])} ({(res.get('started') or '?')[:10]})"
+                           for res in (group[i]["result"] for i in sorted(group)))
         lines.append(f"| {spec['dataset']} | {_label(spec)} | {spec['tool']} | {len(group)} | {mean:.2f} ± {std:.2f} "
                      f"| {', '.join(f'{a:.2f}' for a in accs)} (seeds {', '.join(map(str, sorted(group)))}) "
-                     f"| {_f(speed)} |")
-    lines.append("")
+                     f"| {speeds} |")
+    lines += ["", "Speeds of different dates are not comparable: the machine differs between sessions (compare rows "
+              "of one date).", ""]
     for _, group in sorted(groups.items()):
         spec = group[min(group)]["spec"]
         full = groups.get("/".join((spec["dataset"], "full", spec["tool"])))

@@ -352,7 +352,7 @@ def test_seeds_add_seed_rows_that_the_report_averages_and_pairs(bench_modules):
     assert set(report._ok_rows(run_)) == {"sst2/full/hftransfer", "sst2/adapter/hftransfer"}
     assert sum("sst2 | adapter" in line for line in report.training_table(run_)) == 1
     text = "\n".join(report.seeds_section(run_))
-    assert "| sst2 | full | hftransfer | 3 | 90.00 ± 1.00 | 90.00, 89.00, 91.00 (seeds 0, 1, 2) |" in text
+    assert "| sst2 | full | hftransfer | 3 | 90.00 ± 1.00 | 90.00, 89.00, 91.00 (seeds 0, 1, 2) | 10.0 (?), " in text
     # gaps paired by seed: 2.0, 0.5, 0.5 -> mean 1.0 -> met (<= 1 pt)
     assert "full - adapter = +1.00 ± 0.87 pt (per seed +2.00, +0.50, +0.50) -> **met**" in text
     store["sst2/adapter/hftransfer/seed2"]["result"]["accuracy"] = 0.895  # gap 1.5 on seed 2 -> mean 1.33
