@@ -276,6 +276,20 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
                     f"full - {method} <= {gap_goal:g} pt",
                     f"{_pct(ours['result']['accuracy'])}% vs {_pct(acc)}% ({gap:+.2f} pt)",
                     gap <= gap_goal, text_full_mode, PEFT_LIMITS.get(method, ""))
+        # with the registered defaults: 3 epochs (every recipe's default) at each method's registered text lr
+        full3 = _row(runs, text_full_mode, lambda s: s["kind"] == "text" and s["method"] == "full"
+                     and s["tool"] == "hftransfer" and s.get("variant") == "3ep-lr5e-5")
+        adapter3 = _row(runs, text_full_mode, lambda s: s["kind"] == "text" and s["method"] == "adapter"
+                        and s["tool"] == "hftransfer" and s.get("variant") == "3ep")
+        if full3 and adapter3:
+            a, f = adapter3["result"], full3["result"]
+            gap = 100 * (f["accuracy"] - a["accuracy"])
+            add(f"MiniLM `adapter` within 1 pt of `full`, both at the registered defaults (3 epochs; full lr "
+                f"{full3['spec']['lr']:g}, adapter lr {adapter3['spec']['lr']:g}) [{adapter3['spec']['dataset']}]",
+                "full - adapter <= 1 pt", f"{_pct(a['accuracy'])}% vs {_pct(f['accuracy'])}% ({gap:+.2f} pt); "
+                f"{_f(a['samples_per_s'])} vs {_f(f['samples_per_s'])} samples/s (runs of "
+                f"{a.get('started', '?')[:10]} and {f.get('started', '?')[:10]})", round(gap, 6) <= 1.0,
+                text_full_mode, PEFT_LIMITS["adapter"])
     for method in ("ia3", "prefix_tuning"):
         mode, ours = _find(runs, lambda s, m=method: s["kind"] == "text" and s["method"] == m
                            and s["tool"] == "hftransfer" and not s.get("variant"))

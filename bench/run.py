@@ -103,6 +103,9 @@ def build_rows(mode: str) -> list[dict[str, Any]]:
             rows += _pair(text, method=method, lr=TEXT_LR[method])
         else:
             rows.append({**text, "tool": "hftransfer", "method": method, "lr": TEXT_LR[method]})
+    if not quick:  # issue 22, "with defaults": the adapter at the recipes' default 3 epochs, beside full's 3ep row
+        rows.append({**text, "tool": "hftransfer", "method": "adapter", "variant": "3ep", "epochs": 3,
+                     "lr": TEXT_LR["adapter"]})
     lp = {**text, "epochs": 10}
     if not quick:  # the peer runs the frozen backbone 10x: a 10k-sentence subset keeps it under an hour
         lp.update(dataset="sst2-10k", max_train=10000)

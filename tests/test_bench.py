@@ -56,7 +56,7 @@ def test_parameter_efficient_rows_exist_and_rows_selects_them(bench_modules):
     assert text | peers | vision <= ids
     assert not {"sst2/adapter/peer", "sst2/prompt_tuning/peer", "cifar10/adapter/hftransfer"} & ids
     picked = {r["id"] for r in run._only(run.build_rows("full"), None, r"/(adapter|ia3|loha)/")}
-    assert picked == {"sst2/adapter/hftransfer", "sst2/ia3/hftransfer", "sst2/ia3/peer",
+    assert picked == {"sst2/adapter/hftransfer", "sst2/adapter/3ep/hftransfer", "sst2/ia3/hftransfer", "sst2/ia3/peer",
                       "hymenoptera/adapter/hftransfer", "hymenoptera/ia3/hftransfer", "hymenoptera/loha/hftransfer"}
 
 
@@ -357,3 +357,23 @@ def test_seeds_add_seed_rows_that_the_report_averages_and_pairs(bench_modules):
     assert "full - adapter = +1.00 ± 0.87 pt (per seed +2.00, +0.50, +0.50) -> **met**" in text
     store["sst2/adapter/hftransfer/seed2"]["result"]["accuracy"] = 0.895  # gap 1.5 on seed 2 -> mean 1.33
     assert "-> **missed**" in "\n".join(report.seeds_section(run_))
+
+
+def test_adapter_goal_with_the_registered_defaults_compares_the_3_epoch_rows(bench_modules):
+    _, report, run = bench_modules
+    rows = {r["id"]: r for r in run.build_rows("full")}
+
+    def entry(row_id, acc, started):
+        return {"spec": rows[row_id], "result": {"ok": True, "accuracy": acc, "samples_per_s": 100.0,
+                                                   "started": started}}
+
+    store = {"sst2/full/hftransfer": entry("sst2/full/hftransfer", 0.90, "2026-01-01T00:00"),
+             "sst2/full/3ep-lr5e-5/hftransfer": entry("sst2/full/3ep-lr5e-5/hftransfer", 0.892, "2026-01-01T01:00"),
+             "sst2/adapter/3ep/hftransfer": entry("sst2/adapter/3ep/hftransfer", 0.884, "2026-01-02T00:00")}
+    goals = [g for g in report.evaluate_goals({"full": {"rows": store}}) if "registered defaults" in g["goal"]]
+    assert len(goals) == 1 and goals[0]["status"] == "MET", goals  # 0.8 pt
+    measured = goals[0]["measured"]
+    assert "88.40% vs 89.20% (+0.80 pt)" in measured and "2026-01-02 and 2026-01-01" in measured
+    store["sst2/adapter/3ep/hftransfer"]["result"]["accuracy"] = 0.880  # 1.2 pt
+    assert [g["status"] for g in report.evaluate_goals({"full": {"rows": store}})
+            if "registered defaults" in g["goal"]] == ["MISSED"]
