@@ -14,7 +14,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH = REPO_ROOT / "bench"
 
 
-BENCH_MODULES = ("common", "report", "run", "text_rows", "vision_rows", "hft_runner", "text_da", "peft_defaults")
+BENCH_MODULES = ("common", "report", "run", "text_rows", "vision_rows", "hft_runner", "text_da", "peft_defaults",
+                 "self_training_gate", "domain_adaptation", "lp_ft")
 
 
 @pytest.fixture()
@@ -377,3 +378,20 @@ def test_adapter_goal_with_the_registered_defaults_compares_the_3_epoch_rows(ben
     store["sst2/adapter/3ep/hftransfer"]["result"]["accuracy"] = 0.880  # 1.2 pt
     assert [g["status"] for g in report.evaluate_goals({"full": {"rows": store}})
             if "registered defaults" in g["goal"]] == ["MISSED"]
+
+
+def test_self_training_gate_lines_compare_each_seed_with_its_better_source_only(bench_modules):
+    import self_training_gate as gate
+
+    def row(variant, seed, acc):
+        return {"variant": variant, "seed": seed, "target_accuracy": acc, "source_accuracy": 0.99}
+
+    rows = [row("source_only", 0, 0.963), row("source_only_continued", 0, 0.953), row("self_training", 0, 0.962),
+            row("source_only", 1, 0.950), row("self_training", 1, 0.955)]
+    lines = "\n".join(gate.difference_lines(rows))
+    assert "seed 0, USPS test vs the better source-only row (96.3): `self_training` -0.1" in lines
+    assert "seed 1, USPS test vs the better source-only row (95.0): `self_training` +0.5" in lines
+    assert "mean over 2 seeds: +0.20 points (issue 22 goal: >= source-only): **met**" in lines
+    rows[-1]["target_accuracy"] = 0.949  # -0.1 and -0.1
+    assert "**missed**" in "\n".join(gate.difference_lines(rows))
+    assert "mean over" not in "\n".join(gate.difference_lines(rows[:3]))  # one seed: no mean line
