@@ -303,12 +303,11 @@ def lodo_table(rows: list[dict[str, Any]]) -> list[str]:
             cells.append(_cell(values))
         cells.append(_cell(list(_seed_means(rows, pairs, objective).values())))
         lines.append(f"| {objective} | " + " | ".join(cells) + " |")
-    for objective in objectives:
-        gains = seed_gains(rows, pairs, objective) if objective != "source_only" else {}
-        if gains:
-            lines.append(f"\n- `{objective}` - source-only on the held-out average, per seed: "
-                         + ", ".join(f"seed {seed} {gain:+.1f}" for seed, gain in gains.items()))
-    return lines
+    gain_lines = [f"- `{objective}` - source-only on the held-out average, per seed: "
+                  + ", ".join(f"seed {seed} {gain:+.1f}" for seed, gain in gains.items())
+                  for objective in objectives if objective != "source_only"
+                  for gains in [seed_gains(rows, pairs, objective)] if gains]
+    return lines + ([""] + gain_lines if gain_lines else [])
 
 
 def _cell(values: list[float]) -> str:
