@@ -596,3 +596,38 @@ def test_objective_loss_parts_reach_the_trackers(tmp_path):
     assert {"train/grl_coefficient", "train/domain_accuracy", "train/cls_loss"} <= set(tags), tags
     coefficients = [e.value for e in acc.Scalars("train/grl_coefficient")]
     assert coefficients == sorted(coefficients) and 0.0 <= coefficients[0] < coefficients[-1] <= 1.0
+
+
+def test_da_bench_lodo_source_is_the_other_domains_balanced_and_the_target_is_the_held_out_one(tmp_path,
+                                                                                              monkeypatch):
+    spec = importlib.util.spec_from_file_location("da_bench", REPO / "bench" / "domain_adaptation.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folders = {}
+    for domain in bench.DOMAINS:  # 5 images of each of 2 classes per domain
+        for cls in ("dog", "horse"):
+            (tmp_path / "pacs" / domain / cls).mkdir(parents=True)
+            for i in range(5):
+                (tmp_path / "pacs" / domain / cls / f"{i}.jpg").write_bytes(b"x")
+        folders[domain] = tmp_path / "pacs" / domain
+
+    class FakePrepare:
+        @staticmethod
+        def prepare_pacs(out, shared, domains):
+            return {d: folders[d] for d in domains}
+
+    monkeypatch.setattr(bench, "_prepare", lambda: FakePrepare)
+    monkeypatch.setattr(bench, "_lodo_sizes", lambda mode: {"source": 2, "target": 3})
+    got = bench.lodo_folders("sketch", "full", tmp_path / "data")
+    source = sorted(p.name for p in got["source"].rglob("*.jpg"))
+    assert len(source) == 2 * 2 * 3 and not any(name.startswith("sketch__") for name in source)
+    for cls in ("dog", "horse"):  # 2 per class from each of the three other domains
+        names = [p.name for p in (got["source"] / cls).iterdir()]
+        assert sorted(n.split("__")[0] for n in names) == sorted(["art_painting", "cartoon", "photo"] * 2)
+    assert got["target"] == folders["sketch"]
+    assert sorted(len(list(d.iterdir())) for d in got["target_eval"].iterdir()) == [3, 3]
+    assert bench.lodo_folders("sketch", "full", tmp_path / "data") == got  # built once, then reused
+    config = bench.row_config({"id": "pacs_lodo_sketch/dann/seed0", "pair": "pacs_lodo_sketch", "kind": "pacs_lodo",
+                               "objective": "dann", "seed": 0}, "full", tmp_path / "data", tmp_path / "out")
+    assert config["data"]["source"] == str(got["source"]) and config["target"]["source"] == str(folders["sketch"])
+    assert config["model"]["image_size"] == bench.MODES["full"]["pacs"]["model"]["image_size"]
