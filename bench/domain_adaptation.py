@@ -42,7 +42,7 @@ from typing import Any
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lp_ft import DOMAINS, merge_domains, target_subset  # noqa: E402
+from lp_ft import DOMAINS, mean_std_cell, merge_domains, target_subset  # noqa: E402
 from lp_ft import SETTINGS as LP_FT_SETTINGS  # noqa: E402
 
 from common import DATA_ROOT, REPO_ROOT, machine_info, offline_env, write_json  # noqa: E402
@@ -300,18 +300,14 @@ def lodo_table(rows: list[dict[str, Any]]) -> list[str]:
         cells = []
         for pair in pairs:
             values = [100 * r["target_accuracy"] for r in rows if r["pair"] == pair and r["objective"] == objective]
-            cells.append(_cell(values))
-        cells.append(_cell(list(_seed_means(rows, pairs, objective).values())))
+            cells.append(mean_std_cell(values))
+        cells.append(mean_std_cell(list(_seed_means(rows, pairs, objective).values())))
         lines.append(f"| {objective} | " + " | ".join(cells) + " |")
     gain_lines = [f"- `{objective}` - source-only on the held-out average, per seed: "
                   + ", ".join(f"seed {seed} {gain:+.1f}" for seed, gain in gains.items())
                   for objective in objectives if objective != "source_only"
                   for gains in [seed_gains(rows, pairs, objective)] if gains]
     return lines + ([""] + gain_lines if gain_lines else [])
-
-
-def _cell(values: list[float]) -> str:
-    return f"{statistics.mean(values):.1f} ± {statistics.pstdev(values):.1f} ({len(values)})" if values else "–"
 
 
 def main(argv: list[str] | None = None) -> int:

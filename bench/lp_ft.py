@@ -199,7 +199,7 @@ def render(results: dict[str, Any], mode: str) -> str:
     return "\n".join(lines)
 
 
-def _cell(values: list[float]) -> str:
+def mean_std_cell(values: list[float]) -> str:
     """mean ± std (n), or a dash for none."""
     return f"{statistics.mean(values):.1f} ± {statistics.pstdev(values):.1f} ({len(values)})" if values else "–"
 
@@ -221,12 +221,12 @@ def render_lodo(results: dict[str, Any], mode: str = "lodo") -> str:
         mine = [r for r in rows if r["arm"] == arm]
         if not mine:
             continue
-        per_domain = [_cell([100 * r["target_accuracy"] for r in mine if r["held_out"] == d]) for d in DOMAINS]
+        per_domain = [mean_std_cell([100 * r["target_accuracy"] for r in mine if r["held_out"] == d]) for d in DOMAINS]
         average = list(_seed_averages(mine).values())
-        source = _cell([100 * r["source_val_accuracy"] for r in mine])
+        source = mean_std_cell([100 * r["source_val_accuracy"] for r in mine])
         train = statistics.mean(r["train_s"] for r in mine)
         lines.append(f"| {arm} | {source} | " + " | ".join(per_domain)
-                     + f" | {_cell(average)} | {len(average)} | {train:.0f} |")
+                     + f" | {mean_std_cell(average)} | {len(average)} | {train:.0f} |")
     averages = {arm: _seed_averages([r for r in rows if r["arm"] == arm]) for arm in ("full", "lp_ft_wise_ft")}
     paired = sorted(set(averages["full"]) & set(averages["lp_ft_wise_ft"]))
     if paired:
