@@ -1,17 +1,25 @@
-"""Parameter-efficient defaults on SST-2 (issue 22): a search on SST-2 train that never reads dev.
+"""Parameter-efficient defaults (issue 22): searched on SST-2 train and hymenoptera, confirmed on CIFAR-10.
 
-MiniLM (``packaged:all-MiniLM-L6-v2``), max_length 66, batch 32, 2 epochs (what ``bench/run.py``'s SST-2 rows run).
-Each candidate (method options and learning rate over the method's registered defaults) trains on a fixed stratified
-10,000-sentence subset of SST-2 ``train`` and is selected and compared on 2,000 *other* train sentences (the "tune"
-split). SST-2 ``dev`` is never read, so the defaults chosen here are not fitted to it. The winner goes into the
-method's registration; the confirmation on the whole train set, reported on ``dev`` beside ``full``, is the method's
-``sst2/<method>`` row of ``bench/run.py`` (``RESULTS.md``, with the issue 22 goals).
+Text (``--task sst2``, the default): MiniLM (``packaged:all-MiniLM-L6-v2``), max_length 66, batch 32, 2 epochs (what
+``bench/run.py``'s SST-2 rows run). Each candidate (method options and learning rate over the method's registered
+defaults) trains on a fixed stratified 10,000-sentence subset of SST-2 ``train`` and is selected and compared on 2,000
+*other* train sentences (the "tune" split). SST-2 ``dev`` is never read, so the defaults chosen here are not fitted to
+it. The winner goes into the method's registration; the confirmation on the whole train set, reported on ``dev``
+beside ``full``, is the method's ``sst2/<method>`` row of ``bench/run.py`` (``RESULTS.md``, with the issue 22 goals).
+
+Images: EfficientNet-Lite0 (``packaged:efficientnet_lite0``) with each recipe's registered defaults (optimiser,
+schedule, augmentation). ``--task hymenoptera`` is the search: 224 px, 10 epochs, compared on hymenoptera ``val`` (the
+choice split: its numbers pick the defaults and are not held-out results). ``--task cifar10`` is the confirmation on
+another dataset that no choice reads: the same candidates on the CIFAR-10 subset at 96 px for 3 epochs (the settings
+of ``bench/run.py``'s cifar10 rows), scored on its test split at the *last* epoch (no checkpoint is picked on it).
 
 Rows merge into ``results/peft_defaults.json`` after each run (finished rows are skipped unless ``--rerun``);
 ``results/peft_defaults.md`` is the page.
 
     nice -n 19 .venv/bin/python bench/peft_defaults.py --methods adapter,prefix_tuning
     nice -n 19 .venv/bin/python bench/peft_defaults.py --methods adapter,full,ia3,prompt_tuning
+    nice -n 19 .venv/bin/python bench/peft_defaults.py --task hymenoptera
+    nice -n 19 .venv/bin/python bench/peft_defaults.py --task cifar10
     .venv/bin/python bench/peft_defaults.py --render-only
 """
 
@@ -23,15 +31,26 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SST2, machine_info, offline_env, stratified_indices, write_bench_page, write_json  # noqa: E402
+from common import (  # noqa: E402
+    CIFAR_NPZ,
+    HYMENOPTERA,
+    SST2,
+    machine_info,
+    offline_env,
+    stratified_indices,
+    write_bench_page,
+    write_json,
+)
 
 
 MODEL = "packaged:all-MiniLM-L6-v2"
+VISION_MODEL = "packaged:efficientnet_lite0"
 BASE = {"model": {"name": MODEL, "max_length": 66}, "epochs": 2, "batch_size": 32}
 SEARCH_TRAIN, SEARCH_TUNE = 10_000, 2_000
 # Candidates per method: overrides of the registered defaults ({} = the defaults as registered when it ran).
@@ -52,6 +71,36 @@ SEARCH = {
     "prompt_tuning": [{}, {"optim": {"lr": 1e-1}}, {"optim": {"lr": 3e-1}}],
     # the reference the goals are judged against: bench/run.py's sst2/full row (lr 1e-4), same split and epochs
     "full": [{"optim": {"lr": 1e-4}}],
+}
+# Image candidates (adapter: residual 1x1-conv adapters on the CNN blocks; ia3: PEFT's scaling vectors), with `full`
+# and `linear_probe` at their defaults as the references a parameter-efficient default has to stand beside.
+VISION_SEARCH = {
+    "adapter": [{}, {"optim": {"lr": 3e-3}}, {"optim": {"lr": 3e-4}}, {"method": {"reduction_factor": 8}}],
+    "ia3": [{}, {"optim": {"lr": 1e-2}}, {"optim": {"lr": 1e-3}}],
+    "full": [{}],
+    "linear_probe": [{}],
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One dataset of the search: its base config, what its score means, and whether it picks (or only confirms)."""
+
+    title: str
+    base: dict[str, Any]
+    candidates: dict[str, list[dict[str, Any]]]
+    split: str
+    picks: bool  # True: the search's choice split (best epoch on it); False: held out (last epoch, nothing picked)
+
+
+TASKS = {
+    "sst2": Task("SST-2 search (MiniLM)", BASE, SEARCH, f"tune ({SEARCH_TUNE:,} train sentences)", picks=True),
+    "hymenoptera": Task("Hymenoptera search (EfficientNet-Lite0, 224 px, 10 epochs)",
+                        {"model": {"name": VISION_MODEL, "image_size": 224}, "epochs": 10, "batch_size": 32},
+                        VISION_SEARCH, "val (153 images, the choice split)", picks=True),
+    "cifar10": Task("CIFAR-10 confirmation (EfficientNet-Lite0, 96 px, 3 epochs)",
+                    {"model": {"name": VISION_MODEL, "image_size": 96}, "epochs": 3, "batch_size": 32},
+                    VISION_SEARCH, "test (2,000 images, last epoch: held out, picks nothing)", picks=False),
 }
 
 
@@ -79,40 +128,88 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def row_key(method: str, overrides: dict[str, Any], seed: int) -> str:
-    return f"search/{method}/{json.dumps(overrides, sort_keys=True)}/seed{seed}"
+def row_key(method: str, overrides: dict[str, Any], seed: int, task: str = "sst2") -> str:
+    prefix = "search" if task == "sst2" else task  # the SST-2 rows' keys predate the image tasks
+    return f"{prefix}/{method}/{json.dumps(overrides, sort_keys=True)}/seed{seed}"
 
 
-def run_row(method: str, overrides: dict[str, Any], seed: int, work: Path) -> dict[str, Any]:
+def task_data(task: str, work: Path) -> dict[str, Any]:
+    """The ``data`` section of a task's runs (SST-2: the search split; images: the shared folders / npz)."""
+    if task == "sst2":
+        train, validation = search_split(work)
+        return {"train": str(train), "validation": str(validation), "label_names": ["negative", "positive"]}
+    return {"source": str(HYMENOPTERA if task == "hymenoptera" else CIFAR_NPZ)}
+
+
+def run_row(method: str, overrides: dict[str, Any], seed: int, work: Path, task: str = "sst2") -> dict[str, Any]:
     import yaml
 
     import hftransfer
 
-    train, validation = search_split(work)
-    out_dir = work / f"search_{method}_seed{seed}"
-    config = _merge({**BASE, "recipe": method, "seed": seed, "output_dir": str(out_dir),
-                     "overwrite_output_dir": True, "progress_bar": False,
-                     "data": {"train": str(train), "validation": str(validation),
-                              "label_names": ["negative", "positive"]}}, overrides)
+    spec = TASKS[task]
+    out_dir = work / f"{task}_{method}_seed{seed}"
+    config = _merge({**spec.base, "recipe": method, "seed": seed, "output_dir": str(out_dir),
+                     "overwrite_output_dir": True, "progress_bar": False, "data": task_data(task, work)}, overrides)
     start = time.perf_counter()
     result = hftransfer.train(config)
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     resolved = yaml.safe_load((result.output_dir / "config.yaml").read_text())  # the config as resolved
     last = metrics["history"][-1]
-    row = {"method": method, "overrides": overrides, "seed": seed,
-           "split": "tune (2,000 train sentences)",
-           "accuracy": metrics["final_eval"]["accuracy"], "best_epoch": metrics["best_epoch"],
+    accuracy = metrics["final_eval"]["accuracy"] if spec.picks else last["eval_accuracy"]
+    row = {"task": task, "method": method, "overrides": overrides, "seed": seed, "split": spec.split,
+           "accuracy": accuracy, "best_epoch": metrics["best_epoch"],
            "per_epoch": [h["eval_accuracy"] for h in metrics["history"]],
            "lr": (resolved.get("optim") or {}).get("lr"), "method_options": resolved.get("method"),
            "train_samples_per_s": round(last.get("train_samples_per_s") or 0.0, 1),
-           "train_time_s": round(last["train_time_s"], 1), "wall_s": round(time.perf_counter() - start, 1)}
+           "train_time_s": round(last["train_time_s"], 1), "wall_s": round(time.perf_counter() - start, 1),
+           "date": time.strftime("%Y-%m-%d", time.gmtime())}
     shutil.rmtree(out_dir, ignore_errors=True)
     return row
 
 
+def _label(overrides: dict[str, Any]) -> str:
+    return json.dumps(overrides) if overrides else "defaults"
+
+
+def _task_rows(results: dict[str, Any], task: str) -> list[dict[str, Any]]:
+    return [r for r in results.get("rows", {}).values() if r.get("task", "sst2") == task]
+
+
+def _means(rows: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """Mean accuracy over seeds per (method, candidate label)."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], _label(r["overrides"])), []).append(r["accuracy"])
+    return {key: sum(v) / len(v) for key, v in groups.items()}
+
+
+def choice_lines(results: dict[str, Any]) -> list[str]:
+    """Per image method: the hymenoptera winner against the registered defaults, and whether CIFAR-10 agrees."""
+    picked, held_out = _means(_task_rows(results, "hymenoptera")), _means(_task_rows(results, "cifar10"))
+    lines = []
+    for method in [m for m in VISION_SEARCH if len(VISION_SEARCH[m]) > 1]:
+        scores = {label: acc for (m, label), acc in picked.items() if m == method}
+        if "defaults" not in scores or len(scores) < len(VISION_SEARCH[method]):
+            continue
+        best = max(scores, key=lambda label: (scores[label], label == "defaults"))  # ties keep the defaults
+        line = (f"- `{method}`: hymenoptera picks `{best}` ({100 * scores[best]:.2f} vs the defaults' "
+                f"{100 * scores['defaults']:.2f})")
+        if best == "defaults":
+            line += "; the registered defaults stay"
+        if (method, best) in held_out and (method, "defaults") in held_out:
+            gain = 100 * (held_out[method, best] - held_out[method, "defaults"])
+            verdict = ("same candidate" if best == "defaults" else
+                       "**confirmed**" if gain >= 0 else "**not confirmed**")
+            line += (f"; CIFAR-10 test: {100 * held_out[method, best]:.2f} vs {100 * held_out[method, 'defaults']:.2f}"
+                     f" ({gain:+.2f}): {verdict}")
+        else:
+            line += "; CIFAR-10 confirmation not run yet"
+        lines.append(line + ".")
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
-    rows = list(results.get("rows", {}).values())
-    lines = ["# Parameter-efficient defaults on SST-2", "",
+    lines = ["# Parameter-efficient defaults", "", "## " + TASKS["sst2"].title, "",
              f"MiniLM (`{MODEL}`), max_length {BASE['model']['max_length']}, batch {BASE['batch_size']}, "
              f"{BASE['epochs']} epochs. Trained on {SEARCH_TRAIN:,} SST-2 train sentences, compared on "
              f"{SEARCH_TUNE:,} other train sentences (`tune` split, accuracy in %; 0.05 points = one sentence); "
@@ -120,20 +217,42 @@ def render(results: dict[str, Any]) -> str:
              "(`RESULTS.md`).", "",
              "| method | overrides of the defaults then registered | lr | seed | tune acc | per epoch | samples/s |",
              "|:--|:--|--:|--:|--:|--:|--:|"]
-    for r in sorted(rows, key=lambda r: (r["method"], -r["accuracy"])):
-        lines.append(f"| {r['method']} | `{json.dumps(r['overrides']) if r['overrides'] else 'defaults'}` | "
+    for r in sorted(_task_rows(results, "sst2"), key=lambda r: (r["method"], -r["accuracy"])):
+        lines.append(f"| {r['method']} | `{_label(r['overrides'])}` | "
                      f"{r['lr']} | {r['seed']} | {100 * r['accuracy']:.2f} | "
                      f"{', '.join(f'{100 * a:.1f}' for a in r['per_epoch'])} | {r['train_samples_per_s']} |")
+    for task in ("hymenoptera", "cifar10"):
+        rows = _task_rows(results, task)
+        if not rows:
+            continue
+        spec = TASKS[task]
+        lines += ["", "## " + spec.title, "",
+                  f"`{VISION_MODEL}`, batch {spec.base['batch_size']}, each recipe's registered defaults otherwise. "
+                  f"Accuracy in % on {spec.split}.", "",
+                  "| method | overrides of the defaults then registered | lr | seed | acc | per epoch | samples/s "
+                  "| date |",
+                  "|:--|:--|--:|--:|--:|--:|--:|:--|"]
+        for r in sorted(rows, key=lambda r: (r["method"], -r["accuracy"])):
+            lines.append(f"| {r['method']} | `{_label(r['overrides'])}` | {r['lr']} | {r['seed']} | "
+                         f"{100 * r['accuracy']:.2f} | {', '.join(f'{100 * a:.1f}' for a in r['per_epoch'])} | "
+                         f"{r['train_samples_per_s']} | {r.get('date', '?')} |")
+    choices = choice_lines(results)
+    if choices:
+        lines += ["", "Image defaults, chosen on hymenoptera val and checked on CIFAR-10 test (mean over seeds):", "",
+                  *choices]
     machine = results.get("machine", {})
-    lines += ["", f"Machine: {machine.get('cpu_model', '?')}, {machine.get('nproc', '?')} CPUs, hftransfer git "
-              f"{machine.get('git_commit', '?')}.", "",
+    lines += ["", f"Machine (last run): {machine.get('cpu_model', '?')}, {machine.get('nproc', '?')} CPUs, hftransfer "
+              f"git {machine.get('git_commit', '?')}.", "",
               "Commands (in order): " + ", ".join(f"`{c}`" for c in results.get("commands", [])), ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=",".join(SEARCH), help="comma-separated, of: " + ", ".join(SEARCH))
+    parser.add_argument("--task", choices=sorted(TASKS), default="sst2",
+                        help="sst2 / hymenoptera: the searches; cifar10: the images' confirmation")
+    parser.add_argument("--methods", default=None, help="comma-separated (default: every method of the task); "
+                        f"sst2: {', '.join(SEARCH)}; images: {', '.join(VISION_SEARCH)}")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1")
     parser.add_argument("--rerun", action="store_true", help="run rows already in the results again")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
@@ -143,24 +262,26 @@ def main(argv: list[str] | None = None) -> int:
     json_path, page = args.out / "peft_defaults.json", args.out / "peft_defaults.md"
     results = json.loads(json_path.read_text()) if json_path.is_file() else {"rows": {}, "commands": []}
     if not args.render_only:
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = [m for m in methods if m not in SEARCH]
+        task = TASKS[args.task]
+        methods = [m.strip() for m in (args.methods or ",".join(task.candidates)).split(",") if m.strip()]
+        unknown = [m for m in methods if m not in task.candidates]
         if unknown:
-            parser.error(f"--methods: no search candidates for {unknown}; search knows {sorted(SEARCH)}")
-        if not (SST2 / "train.csv").is_file():
-            parser.error(f"SST-2 not found at {SST2} (the bench needs ../shared/data/sst2)")
+            parser.error(f"--methods: no {args.task} candidates for {unknown}; it knows {sorted(task.candidates)}")
+        needed = {"sst2": SST2 / "train.csv", "hymenoptera": HYMENOPTERA / "val", "cifar10": CIFAR_NPZ}[args.task]
+        if not needed.exists():
+            parser.error(f"--task {args.task}: {needed} not found (the bench needs ../shared/data)")
         offline_env()
         results["machine"] = machine_info()
         results["commands"].append("nice -n 19 .venv/bin/python bench/peft_defaults.py " + " ".join(
             argv if argv is not None else sys.argv[1:]))
         args.work_dir.mkdir(parents=True, exist_ok=True)
         for method in methods:
-            for overrides in SEARCH[method]:
+            for overrides in task.candidates[method]:
                 for seed in range(args.seeds):
-                    key = row_key(method, overrides, seed)
+                    key = row_key(method, overrides, seed, args.task)
                     if key in results["rows"] and not args.rerun:
                         continue
-                    results["rows"][key] = run_row(method, overrides, seed, args.work_dir)
+                    results["rows"][key] = run_row(method, overrides, seed, args.work_dir, args.task)
                     print(key, f"{100 * results['rows'][key]['accuracy']:.2f}", flush=True)
                     write_json(json_path, results)
     write_bench_page(page, render(results))

@@ -395,3 +395,75 @@ def test_self_training_gate_lines_compare_each_seed_with_its_better_source_only(
     rows[-1]["target_accuracy"] = 0.949  # -0.1 and -0.1
     assert "**missed**" in "\n".join(gate.difference_lines(rows))
     assert "mean over" not in "\n".join(gate.difference_lines(rows[:3]))  # one seed: no mean line
+
+
+def test_peft_defaults_image_choice_is_made_on_hymenoptera_and_judged_on_cifar10(bench_modules, tmp_path):
+    import peft_defaults
+
+    def row(task, method, accuracy, overrides, seed=0):
+        return {"task": task, "method": method, "overrides": overrides, "seed": seed, "accuracy": accuracy,
+                "per_epoch": [0.5, accuracy], "lr": 1e-3, "train_samples_per_s": 20.0, "date": "2026-12-05"}
+
+    fast = {"optim": {"lr": 3e-3}}
+    rows = {f"{task}/{method}/{json.dumps(o)}/seed{s}": row(task, method, acc, o, s)
+            for task, method, o, s, acc in [
+                ("hymenoptera", "adapter", {}, 0, 0.90), ("hymenoptera", "adapter", fast, 0, 0.94),
+                ("hymenoptera", "adapter", {}, 1, 0.92), ("hymenoptera", "adapter", fast, 1, 0.92),
+                ("hymenoptera", "adapter", {"optim": {"lr": 3e-4}}, 0, 0.80),
+                ("hymenoptera", "adapter", {"method": {"reduction_factor": 8}}, 0, 0.85),
+                ("cifar10", "adapter", {}, 0, 0.70), ("cifar10", "adapter", fast, 0, 0.72)]}
+    lines = peft_defaults.choice_lines({"rows": rows})
+    # mean over seeds on hymenoptera: 0.93 vs 0.91; CIFAR-10 agrees (+2.00)
+    assert lines == ['- `adapter`: hymenoptera picks `{"optim": {"lr": 0.003}}` (93.00 vs the defaults\' 91.00); '
+                     'CIFAR-10 test: 72.00 vs 70.00 (+2.00): **confirmed**.']
+    rows["cifar10/adapter/{}/seed0"]["accuracy"] = 0.75
+    assert peft_defaults.choice_lines({"rows": rows})[0].endswith("72.00 vs 75.00 (-3.00): **not confirmed**.")
+    # a tie on hymenoptera keeps the registered defaults
+    rows["hymenoptera/adapter/{}/seed0"]["accuracy"] = 0.94
+    assert "picks `defaults`" in peft_defaults.choice_lines({"rows": rows})[0]
+    # an incomplete search states nothing; ia3 has no rows at all
+    del rows['hymenoptera/adapter/{"method": {"reduction_factor": 8}}/seed0']
+    assert peft_defaults.choice_lines({"rows": rows}) == []
+    page = peft_defaults.render({"rows": rows})
+    assert "## Hymenoptera search" in page and "## CIFAR-10 confirmation" in page
+    assert "test (2,000 images, last epoch: held out, picks nothing)" in page
+    assert '| adapter | `{"optim": {"lr": 0.003}}` | 0.001 | 0 | 72.00 | 50.0, 72.0 | 20.0 | 2026-12-05 |' in page
+    # rows of the older SST-2 search (no "task" field) stay in the SST-2 table only
+    page = peft_defaults.render({"rows": {"x": {k: v for k, v in row("sst2", "ia3", 0.87, {}).items()
+                                                if k != "task"}}})
+    assert "| ia3 | `defaults` | 0.001 | 0 | 87.00 |" in page and "## Hymenoptera" not in page
+    assert peft_defaults.row_key("ia3", {}, 0) == "search/ia3/{}/seed0"  # the stored SST-2 keys
+    assert peft_defaults.row_key("ia3", {}, 1, "cifar10") == "cifar10/ia3/{}/seed1"
+    assert peft_defaults.task_data("cifar10", tmp_path) == {"source": str(peft_defaults.CIFAR_NPZ)}
+
+
+def test_peft_defaults_scores_the_held_out_task_at_its_last_epoch(bench_modules, tmp_path, monkeypatch):
+    # hymenoptera val picks the checkpoint (best epoch); CIFAR-10 test picks nothing, so its score is the last epoch's
+    import types
+
+    import hftransfer
+    import peft_defaults
+    import yaml
+
+    seen = []
+
+    def fake_train(config):
+        seen.append(config)
+        out = Path(config["output_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        history = [{"epoch": 1, "eval_accuracy": 0.9, "train_time_s": 1.0, "train_samples_per_s": 10.0},
+                   {"epoch": 2, "eval_accuracy": 0.8, "train_time_s": 2.0, "train_samples_per_s": 10.0}]
+        (out / "metrics.json").write_text(json.dumps({"history": history, "best_epoch": 1,
+                                                      "final_eval": {"accuracy": 0.9}}))
+        (out / "config.yaml").write_text(yaml.safe_dump({"optim": {"lr": 1e-3}, "method": {}}))
+        return types.SimpleNamespace(output_dir=out)
+
+    monkeypatch.setattr(hftransfer, "train", fake_train)
+    picked = peft_defaults.run_row("adapter", {"optim": {"lr": 3e-3}}, 0, tmp_path, "hymenoptera")
+    held_out = peft_defaults.run_row("adapter", {}, 0, tmp_path, "cifar10")
+    assert picked["accuracy"] == 0.9 and held_out["accuracy"] == 0.8
+    assert held_out["split"].startswith("test") and picked["split"].startswith("val")
+    assert seen[0]["model"] == {"name": peft_defaults.VISION_MODEL, "image_size": 224}
+    assert seen[0]["optim"] == {"lr": 3e-3} and seen[0]["epochs"] == 10
+    assert seen[1]["model"]["image_size"] == 96 and seen[1]["epochs"] == 3
+    assert seen[0]["data"] == {"source": str(peft_defaults.HYMENOPTERA)}
