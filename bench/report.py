@@ -377,8 +377,8 @@ def training_table(run: dict[str, Any]) -> list[str]:
     rows = run.get("rows", {})
     lines = ["| dataset | method | tool | train samples/s | ratio | samples/CPU-s | ratio | train time s | wall s "
              "| train mem MB | ratio (vs full) | peak RSS MB | val acc % | Δ acc pt | trainable params | cores used "
-             "| others' CPU |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| others' CPU | date |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows.values():
         spec, res = row["spec"], row["result"]
         if spec["kind"] not in ("text", "vision") or spec.get("seed_index"):
@@ -386,7 +386,7 @@ def training_table(run: dict[str, Any]) -> list[str]:
         if not res.get("ok"):
             error = res.get("error", "")[:80]
             lines.append(f"| {spec['dataset']} | {_label(spec)} | {spec['tool']} | FAILED: {error} "
-                         "| | | | | | | | | | | | | |")
+                         f"| | | | | | | | | | | | | | {_date(res)} |")
             continue
         peer = rows.get("/".join((spec["dataset"], spec["method"], "peer")))
         peer_res = peer["result"] if peer and peer["result"].get("ok") else None
@@ -396,6 +396,7 @@ def training_table(run: dict[str, Any]) -> list[str]:
         speed = _ratio(res["samples_per_s"], peer_res["samples_per_s"]) if is_ours and peer_res else None
         cpu = (_ratio(res.get("samples_per_cpu_s"), peer_res.get("samples_per_cpu_s"))
                if is_ours and peer_res else None)
+        apart = " (dates differ)" if speed is not None and _date(res) != _date(peer_res) else ""
         dacc = 100 * (res["accuracy"] - peer_res["accuracy"]) if is_ours and peer_res else None
         mem_ratio = (_ratio(res.get("train_mem_mb"), full_res.get("train_mem_mb"))
                      if full_res and spec["method"] != "full" else None)
@@ -403,12 +404,19 @@ def training_table(run: dict[str, Any]) -> list[str]:
         busy = res.get("interference", res.get("cpu_busy_before"))
         lines.append(
             f"| {spec['dataset']}{' @' + str(spec['image_size']) + 'px' if spec.get('image_size') else ''} "
-            f"| {_label(spec)} | {spec['tool']} | {_f(res['samples_per_s'])} | {_f(speed, 2)} "
-            f"| {_f(res.get('samples_per_cpu_s'))} | {_f(cpu, 2)} | {_f(res['train_time_s'])} | {_f(res['wall_s'])} "
+            f"| {_label(spec)} | {spec['tool']} | {_f(res['samples_per_s'])} | {_f(speed, 2)}{apart} "
+            f"| {_f(res.get('samples_per_cpu_s'))} | {_f(cpu, 2)}{apart} | {_f(res['train_time_s'])} "
+            f"| {_f(res['wall_s'])} "
             f"| {_f(res.get('train_mem_mb'))} | {_f(mem_ratio, 2)} | {_f(res.get('peak_rss_mb'))} "
             f"| {_pct(res['accuracy'])} | {'–' if dacc is None else f'{dacc:+.2f}'} "
-            f"| {_f(res.get('trainable_params'))} | {_f(cores, 2)} | {'–' if busy is None else f'{busy:.0%}'} |")
+            f"| {_f(res.get('trainable_params'))} | {_f(cores, 2)} | {'–' if busy is None else f'{busy:.0%}'} "
+            f"| {_date(res)} |")
     return lines
+
+
+def _date(result: dict[str, Any]) -> str:
+    """The day a row ran: speeds of different days come from different machines and are not comparable."""
+    return (result.get("started") or "?")[:10]
 
 
 def bare_table(run: dict[str, Any]) -> list[str]:
@@ -539,7 +547,8 @@ def render(store: dict[str, Any], out: Path) -> None:
              "the least disturbed attempt kept; all attempts are in results.json), `cores used` = CPU seconds / "
              "wall seconds of the training phase (2.0 = both cores all the time; less means waiting for data or "
              "for the CPU), and samples per CPU-second is given next to wall-clock samples/s because it depends less "
-             "on what else runs.", ""]
+             "on what else runs. `date` is the day a row ran: the machine differs between sessions, so compare speeds "
+             "of one date only (a speed ratio between rows of two dates is marked `(dates differ)`).", ""]
     lines += ["## Goals (issues 5 and 10)", "",
               "Judged on the full-mode rows where they exist, else on the quick-mode rows (marked). The closing note "
               "below explains each miss.", "",

@@ -441,9 +441,10 @@ def test_peft_defaults_scores_the_held_out_task_at_its_last_epoch(bench_modules,
     # hymenoptera val picks the checkpoint (best epoch); CIFAR-10 test picks nothing, so its score is the last epoch's
     import types
 
-    import hftransfer
     import peft_defaults
     import yaml
+
+    import hftransfer
 
     seen = []
 
@@ -467,3 +468,25 @@ def test_peft_defaults_scores_the_held_out_task_at_its_last_epoch(bench_modules,
     assert seen[0]["optim"] == {"lr": 3e-3} and seen[0]["epochs"] == 10
     assert seen[1]["model"]["image_size"] == 96 and seen[1]["epochs"] == 3
     assert seen[0]["data"] == {"source": str(peft_defaults.HYMENOPTERA)}
+
+
+def test_training_table_dates_each_row_and_marks_a_speed_ratio_across_dates(bench_modules):
+    # The machine changes between sessions: a speed ratio between rows of two dates must say so.
+    _, report, _ = bench_modules
+
+    def row(tool, started, samples_per_s):
+        return {"spec": {"kind": "text", "dataset": "sst2", "method": "lora", "tool": tool},
+                "result": {"ok": True, "samples_per_s": samples_per_s, "samples_per_cpu_s": samples_per_s / 2,
+                           "train_time_s": 1.0, "wall_s": 2.0, "accuracy": 0.9, "started": started}}
+
+    rows = {"sst2/lora/hftransfer": row("hftransfer", "2026-12-05T03:00:00", 30.0),
+            "sst2/lora/peer": row("peer", "2026-12-05T03:10:00", 10.0)}
+    lines = report.training_table({"rows": rows})
+    assert lines[0].endswith("| others' CPU | date |") and lines[1].count("|") == lines[0].count("|")
+    ours = next(line for line in lines if "| hftransfer |" in line)
+    assert "| 30.0 | 3.00 | 15.0 | 3.00 |" in ours and ours.endswith("| 2026-12-05 |")
+    rows["sst2/lora/peer"]["result"]["started"] = "2026-11-25T18:00:00"
+    ours = next(line for line in report.training_table({"rows": rows}) if "| hftransfer |" in line)
+    assert "| 3.00 (dates differ) |" in ours and ours.count("(dates differ)") == 2
+    assert next(line for line in report.training_table({"rows": rows}) if "| peer |" in line).endswith(
+        "| 2026-11-25 |")
