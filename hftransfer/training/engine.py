@@ -132,7 +132,7 @@ class TransferTrainer:
             self.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps, log_with=log_with,
             project_dir=str(self.output_dir / "logs"), find_unused_parameters=bool(cfg.unfreeze_schedule))
         acc = self.accelerator
-        check_accelerator(acc, cfg.batch_size)
+        check_accelerator(acc, cfg.batch_size, cfg.objective)
         prepare_output_dir(self.output_dir, cfg.overwrite_output_dir, acc)
         self.checkpoints = RunCheckpoints(acc, self.output_dir, cfg.keep_checkpoints, self._log)
         self.wise_ft = WiseFT.for_run(cfg.wise_ft, self.output_dir, acc, self._log)

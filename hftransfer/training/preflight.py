@@ -16,8 +16,10 @@ from hftransfer.backbones import check_backbone_name
 from hftransfer.errors import ConfigurationError, OutputDirError
 from hftransfer.hub.push import check_push_target
 from hftransfer.metrics import classification_metric_names
+from hftransfer.objectives import list_objectives, normalize_objective, objective_entry
 from hftransfer.training import checkpoint as ckpt
 from hftransfer.training.model_setup import load_model_with_method
+from hftransfer.training.sharding import sharding_kind
 
 
 if TYPE_CHECKING:
@@ -65,10 +67,11 @@ def prepare_output_dir(out: Path, overwrite: bool, accelerator: Accelerator) -> 
     accelerator.wait_for_everyone()
 
 
-def check_accelerator(accelerator: Accelerator, batch_size: int) -> None:
+def check_accelerator(accelerator: Accelerator, batch_size: int, objective: str | dict | None = None) -> None:
     """fp16 trains with autocast and a gradient scaler; accelerate gives neither on a CPU, where the run would
     silently train in fp32 while its metrics say fp16 (DeepSpeed scales the loss itself). ``batch_size`` is the
-    global batch: it must split evenly across the processes."""
+    global batch: it must split evenly across the processes. ``objective`` (the config's) must fit the sharding:
+    :func:`check_objective_sharding`."""
     acc = accelerator
     if acc.mixed_precision == "fp16" and acc.scaler is None and acc.distributed_type != DistributedType.DEEPSPEED:
         raise ConfigurationError(
@@ -78,6 +81,27 @@ def check_accelerator(accelerator: Accelerator, batch_size: int) -> None:
     if batch_size % acc.num_processes:
         raise ConfigurationError(f"batch_size={batch_size} is the global batch and must divide evenly "
                                  f"across {acc.num_processes} processes; use a multiple of {acc.num_processes}.")
+    check_objective_sharding(acc, objective)
+
+
+def check_objective_sharding(accelerator: Accelerator, objective: str | dict | None) -> None:
+    """An objective that trains modules of its own (DANN's discriminator) puts them in the model's optimizer; FSDP
+    and DeepSpeed ZeRO build their sharded optimizer around the one prepared model, so they cannot train them
+    (FSDP fails inside ``accelerate.prepare``, ZeRO inside its optimizer). Refuse before any data is read."""
+    kind = sharding_kind(accelerator)
+    if kind is None or objective is None:
+        return
+    entry = objective_entry(normalize_objective(objective)["name"])
+    own = entry.objective_cls.own_modules
+    if own:
+        usable = [o for o in list_objectives()
+                  if o != "source_only" and not objective_entry(o).objective_cls.own_modules]
+        raise ConfigurationError(
+            f"objective.name={entry.name!r} trains {own} beside the model, in the model's optimizer, but this run "
+            f"shards state with {kind} (accelerate's FSDP / DeepSpeed preset), whose optimizer holds one model only. "
+            f"Launch it without the sharding preset (`accelerate launch --num_processes N -m hftransfer.recipes ...`: "
+            f"DDP, every process holds the whole model), or choose an objective that trains no module of its own: "
+            f"{', '.join(usable)}.")
 
 
 def check_against_data(config: TrainConfig, data: LoadedData) -> None:
