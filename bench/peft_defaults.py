@@ -204,6 +204,11 @@ def choice_lines(results: dict[str, Any]) -> list[str]:
                      f" ({gain:+.2f}): {verdict}")
         else:
             line += "; CIFAR-10 confirmation not run yet"
+        tested = {label: acc for (m, label), acc in held_out.items() if m == method}
+        top = max(tested, key=tested.get) if len(tested) > 1 else None
+        if top is not None and top != best:
+            line += (f" (for information, CIFAR-10 test ranks `{top}` first: {100 * tested[top]:.2f}; the test split "
+                     "picks nothing)")
         lines.append(line + ".")
     return lines
 

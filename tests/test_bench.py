@@ -417,10 +417,15 @@ def test_peft_defaults_image_choice_is_made_on_hymenoptera_and_judged_on_cifar10
     assert lines == ['- `adapter`: hymenoptera picks `{"optim": {"lr": 0.003}}` (93.00 vs the defaults\' 91.00); '
                      'CIFAR-10 test: 72.00 vs 70.00 (+2.00): **confirmed**.']
     rows["cifar10/adapter/{}/seed0"]["accuracy"] = 0.75
-    assert peft_defaults.choice_lines({"rows": rows})[0].endswith("72.00 vs 75.00 (-3.00): **not confirmed**.")
-    # a tie on hymenoptera keeps the registered defaults
+    assert "72.00 vs 75.00 (-3.00): **not confirmed** (for information, CIFAR-10 test ranks `defaults` first" in (
+        peft_defaults.choice_lines({"rows": rows})[0])
+    # a tie on hymenoptera keeps the registered defaults; CIFAR-10's own ranking is shown, not used
     rows["hymenoptera/adapter/{}/seed0"]["accuracy"] = 0.94
-    assert "picks `defaults`" in peft_defaults.choice_lines({"rows": rows})[0]
+    rows["cifar10/adapter/{}/seed0"]["accuracy"] = 0.70
+    line = peft_defaults.choice_lines({"rows": rows})[0]
+    assert "picks `defaults`" in line and "the registered defaults stay" in line
+    assert line.endswith('(for information, CIFAR-10 test ranks `{"optim": {"lr": 0.003}}` first: 72.00; the test '
+                         'split picks nothing).')
     # an incomplete search states nothing; ia3 has no rows at all
     del rows['hymenoptera/adapter/{"method": {"reduction_factor": 8}}/seed0']
     assert peft_defaults.choice_lines({"rows": rows}) == []
