@@ -414,7 +414,7 @@ def test_peft_defaults_image_choice_is_made_on_hymenoptera_and_judged_on_cifar10
                 ("cifar10", "adapter", {}, 0, 0.70), ("cifar10", "adapter", fast, 0, 0.72)]}
     lines = peft_defaults.choice_lines({"rows": rows})
     # mean over seeds on hymenoptera: 0.93 vs 0.91; CIFAR-10 agrees (+2.00)
-    assert lines == ['- `adapter`: hymenoptera picks `{"optim": {"lr": 0.003}}` (93.00 vs the defaults\' 91.00); '
+    assert lines == ['- `adapter`: hymenoptera val pick `{"optim": {"lr": 0.003}}` (93.00 vs the defaults\' 91.00); '
                      'CIFAR-10 test: 72.00 vs 70.00 (+2.00): **confirmed**.']
     rows["cifar10/adapter/{}/seed0"]["accuracy"] = 0.75
     assert "72.00 vs 75.00 (-3.00): **not confirmed** (for information, CIFAR-10 test ranks `defaults` first" in (
@@ -423,7 +423,7 @@ def test_peft_defaults_image_choice_is_made_on_hymenoptera_and_judged_on_cifar10
     rows["hymenoptera/adapter/{}/seed0"]["accuracy"] = 0.94
     rows["cifar10/adapter/{}/seed0"]["accuracy"] = 0.70
     line = peft_defaults.choice_lines({"rows": rows})[0]
-    assert "picks `defaults`" in line and "the registered defaults stay" in line
+    assert "pick `defaults`" in line and "the registered defaults stay" in line
     assert line.endswith('(for information, CIFAR-10 test ranks `{"optim": {"lr": 0.003}}` first: 72.00; the test '
                          'split picks nothing).')
     # an incomplete search states nothing; ia3 has no rows at all
@@ -440,6 +440,24 @@ def test_peft_defaults_image_choice_is_made_on_hymenoptera_and_judged_on_cifar10
     assert peft_defaults.row_key("ia3", {}, 0) == "search/ia3/{}/seed0"  # the stored SST-2 keys
     assert peft_defaults.row_key("ia3", {}, 1, "cifar10") == "cifar10/ia3/{}/seed1"
     assert peft_defaults.task_data("cifar10", tmp_path) == {"source": str(peft_defaults.CIFAR_NPZ)}
+
+
+def test_peft_defaults_cifar_choice_split_is_cut_from_train_and_never_holds_test(bench_modules, tmp_path, monkeypatch):
+    import numpy as np
+    import peft_defaults
+
+    labels = np.repeat(np.arange(10), 50)
+    npz = tmp_path / "cifar.npz"
+    np.savez(npz, x_train=np.arange(500)[:, None].repeat(3, 1).astype(np.int64), y_train=labels,
+             x_test=np.full((20, 3), -1), y_test=np.arange(20) % 10, class_names=np.array([str(i) for i in range(10)]))
+    monkeypatch.setattr(peft_defaults, "CIFAR_NPZ", npz)
+    monkeypatch.setattr(peft_defaults, "CIFAR_CHOICE", 100)
+    source = peft_defaults.task_data("cifar10-choice", tmp_path / "work")["source"]
+    with np.load(source) as z:
+        train, held = set(z["x_train"][:, 0]), set(z["x_test"][:, 0])
+        assert len(train) == 400 and len(held) == 100 and not train & held and train | held == set(range(500))
+        assert np.bincount(z["y_test"]).tolist() == [10] * 10  # stratified
+        assert -1 not in held  # the test split is not in it
 
 
 def test_peft_defaults_scores_the_held_out_task_at_its_last_epoch(bench_modules, tmp_path, monkeypatch):
