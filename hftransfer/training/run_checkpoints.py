@@ -87,7 +87,8 @@ class RunCheckpoints:
           resume).
         """
         acc = self.accelerator
-        extra = full_tensors(_objective_extra_state(objective))  # a collective for FSDP shards
+        # no trainable modules here (preflight refuses such objectives under sharding): an EMA teacher, statistics
+        extra = full_tensors(objective.state_dict())  # a collective for FSDP shards
         losses = gather_object([[state.loss_sum, state.loss_count]])  # per process (TrainState: rank 0's)
         with ExitStack() as stack:
             tmp = None
@@ -132,11 +133,11 @@ class RunCheckpoints:
 
     def _resume_sharded(self, path: Path, objective: Objective) -> dict[str, Any]:
         """A collective: ``Accelerator.load_state`` (models, optimizer, scheduler, each process's RNG), then the
-        objective's other tensors; returns the saved TrainState."""
+        objective's tensors; returns the saved TrainState."""
         self.accelerator.load_state(str(path))
         extra = ckpt.load_objective_state(path)
         if extra:
-            current = objective.state_dict()  # the trainable modules' part was restored by load_state
+            current = objective.state_dict()
             objective.load_state_dict({**current, **{k: shaped_like(v, current[k]) for k, v in extra.items()}})
         return read_json(path / ckpt.TRAINER_STATE)
 
@@ -186,10 +187,3 @@ class RunCheckpoints:
                 else:
                     unwrapped.load_state_dict(weights, strict=name == FULL_WEIGHTS)
                 return
-
-
-def _objective_extra_state(objective: Objective) -> dict[str, Any]:
-    """The objective's tensors outside its trainable modules (an EMA teacher, running statistics): under sharding
-    the modules are prepared by accelerate, so ``save_state``/``load_state`` already carry them."""
-    modules = tuple(f"{name}." for name in objective.trainable_modules())
-    return {k: v for k, v in objective.state_dict().items() if not k.startswith(modules)}
