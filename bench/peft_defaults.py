@@ -57,7 +57,8 @@ VISION_MODEL = "packaged:efficientnet_lite0"
 BASE = {"model": {"name": MODEL, "max_length": 66}, "epochs": 2, "batch_size": 32}
 SEARCH_TRAIN, SEARCH_TUNE = 10_000, 2_000
 CIFAR_CHOICE = 1_000  # of the CIFAR-10 subset's 5,000 train images, held back to choose on (stratified)
-# Candidates per method: overrides of the registered defaults ({} = the defaults as registered when it ran).
+# Candidates per method: overrides of the registered defaults ({} = the defaults as registered when it ran; main()
+# refuses to add {} rows once the registration moved away from the stored ones, see stale_defaults).
 SEARCH = {
     "adapter": [{}, {"method": {"reduction_factor": 8}}, {"method": {"reduction_factor": 4}},
                 {"optim": {"lr": 3e-3}}, {"method": {"reduction_factor": 4}, "optim": {"lr": 3e-3}},
@@ -202,6 +203,31 @@ def run_row(method: str, overrides: dict[str, Any], seed: int, work: Path, task:
     return row
 
 
+def registered_lr(method: str, task: str) -> float:
+    """The learning rate a ``{}`` candidate of ``method`` trains with today on ``task``'s backbone."""
+    from hftransfer.recipes.registry import get_recipe
+    from hftransfer.training.config import OptimConfig
+
+    modality = "text" if task == "sst2" else "image"
+    return (get_recipe(method).defaults_for(modality).get("optim") or {}).get("lr", OptimConfig.lr)
+
+
+def stale_defaults(results: dict[str, Any], task: str, methods: list[str]) -> list[str]:
+    """Stored ``{}`` rows of ``task`` that ran at another learning rate than the one registered now.
+
+    ``{}`` means "the defaults registered when it ran"; once a registration changes, new ``{}`` seeds would be another
+    candidate under the same label, and the means would mix the two."""
+    stale = []
+    for method in methods:
+        now = registered_lr(method, task)
+        then = sorted({r["lr"] for r in _task_rows(results, task)
+                       if r["method"] == method and not r["overrides"] and r.get("lr") is not None})
+        if then and then != [now]:
+            rates = ", ".join(map(str, then))
+            stale.append(f"{method} (stored `defaults` rows ran at lr {rates}; registered now: {now})")
+    return stale
+
+
 def _label(overrides: dict[str, Any]) -> str:
     return json.dumps(overrides) if overrides else "defaults"
 
@@ -313,6 +339,14 @@ def main(argv: list[str] | None = None) -> int:
         needed = {"sst2": SST2 / "train.csv", "hymenoptera": HYMENOPTERA / "val"}.get(args.task, CIFAR_NPZ)
         if not needed.exists():
             parser.error(f"--task {args.task}: {needed} not found (the bench needs ../shared/data)")
+        new_defaults = [m for m in methods if {} in task.candidates[m] and (args.rerun or any(
+            row_key(m, {}, seed, args.task) not in results["rows"] for seed in range(args.seeds)))]
+        stale = stale_defaults(results, args.task, new_defaults)
+        if stale:
+            parser.error(f"--task {args.task}: the registered defaults changed since the stored rows ran: "
+                         f"{'; '.join(stale)}. New `{{}}` rows would mix two candidates under one label: name the "
+                         "former defaults explicitly in the candidate list (e.g. {'optim': {'lr': 0.001}}) and move "
+                         "their rows to that key, or pass --out to a new folder.")
         offline_env()
         results["machine"] = machine_info()
         results["commands"].append("nice -n 19 .venv/bin/python bench/peft_defaults.py " + " ".join(

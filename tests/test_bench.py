@@ -513,3 +513,36 @@ def test_training_table_dates_each_row_and_marks_a_speed_ratio_across_dates(benc
     assert "| 3.00 (dates differ) |" in ours and ours.count("(dates differ)") == 2
     assert next(line for line in report.training_table({"rows": rows}) if "| peer |" in line).endswith(
         "| 2026-11-25 |")
+
+
+def test_peft_defaults_refuses_new_defaults_rows_once_the_registration_changed(bench_modules, tmp_path, monkeypatch):
+    import peft_defaults
+
+    # adapter's image rate moved from 1e-3 to 3e-3 after the stored `{}` row ran
+    assert peft_defaults.registered_lr("adapter", "hymenoptera") == 3e-3
+    assert peft_defaults.registered_lr("ia3", "sst2") == 1e-2
+    stored = {"task": "hymenoptera", "method": "adapter", "overrides": {}, "seed": 0, "accuracy": 0.9, "lr": 1e-3,
+              "best_epoch": 1, "per_epoch": [0.9], "split": "val", "train_samples_per_s": 1.0, "date": "2026-12-05"}
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "peft_defaults.json").write_text(json.dumps(
+        {"rows": {"hymenoptera/adapter/{}/seed0": stored}, "commands": []}))
+    (tmp_path / "hymenoptera" / "val").mkdir(parents=True)
+    monkeypatch.setattr(peft_defaults, "HYMENOPTERA", tmp_path / "hymenoptera")
+    ran = []
+
+    def fake_run(method, overrides, seed, work, task="sst2"):
+        ran.append((method, json.dumps(overrides), seed))
+        lr = (overrides.get("optim") or {}).get("lr", peft_defaults.registered_lr(method, task))
+        return {**stored, "overrides": overrides, "seed": seed, "lr": lr}
+
+    monkeypatch.setattr(peft_defaults, "run_row", fake_run)
+    common = ["--task", "hymenoptera", "--methods", "adapter", "--out", str(out), "--work-dir", str(tmp_path / "w")]
+    with pytest.raises(SystemExit):  # a second `{}` seed would run at 3e-3 under the label of the 1e-3 row
+        peft_defaults.main([*common, "--seeds", "2"])
+    assert ran == []
+    assert "adapter (stored `defaults` rows ran at lr 0.001; registered now: 0.003)" in \
+        peft_defaults.stale_defaults(json.loads((out / "peft_defaults.json").read_text()), "hymenoptera", ["adapter"])
+    # one seed: the stored `{}` row is kept, only the other candidates run
+    assert peft_defaults.main([*common, "--seeds", "1"]) == 0
+    assert ran and all(overrides != "{}" for _, overrides, _ in ran)
