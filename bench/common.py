@@ -112,19 +112,36 @@ class Stopwatch:
 # -------------------------------------------------------------------------------------------------- machine info
 
 
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's entries of /proc/cpuinfo (empty where it cannot be read)."""
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return info
+
+
+def cpu_tag() -> str:
+    """A short name of this CPU that tells machines apart in the results: model name, family/model numbers and the
+    fastest bf16 path (AMX, AVX-512 bf16, or neither: there bf16 is slow)."""
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    bf16 = ("AMX bf16" if "amx_bf16" in flags else "AVX-512 bf16" if "avx512_bf16" in flags else "no native bf16")
+    return (f"{info.get('model name', 'unknown CPU')} (family {info.get('cpu family', '?')} model "
+            f"{info.get('model', '?')}, {bf16})")
+
+
 def machine_info() -> dict[str, Any]:
     import torch
 
-    cpu_model = ""
-    flags: list[str] = []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not cpu_model:
-                cpu_model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
+    info = _cpuinfo()
+    cpu_model = info.get("model name", "")
+    flags = info.get("flags", "").split()
     try:
         mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3, 1)
     except (ValueError, OSError):
@@ -149,6 +166,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model,
+        "cpu": cpu_tag(),
         "cpu_bf16_flags": [f for f in flags if f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")],
         "memory_gb": mem_gb,
         "torch_threads": torch.get_num_threads(),

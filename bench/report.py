@@ -289,7 +289,7 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
                 f"{full3['spec']['lr']:g}, adapter lr {adapter3['spec']['lr']:g}) [{adapter3['spec']['dataset']}]",
                 "full - adapter <= 1 pt", f"{_pct(a['accuracy'])}% vs {_pct(f['accuracy'])}% ({gap:+.2f} pt); "
                 f"{_f(a['samples_per_s'])} vs {_f(f['samples_per_s'])} samples/s (runs of "
-                f"{a.get('started', '?')[:10]} and {f.get('started', '?')[:10]})", round(gap, 6) <= 1.0,
+                f"{_date(a)} and {_date(f)})", round(gap, 6) <= 1.0,
                 text_full_mode, PEFT_LIMITS["adapter"])
     for method in ("ia3", "prefix_tuning"):
         mode, ours = _find(runs, lambda s, m=method: s["kind"] == "text" and s["method"] == m
@@ -347,13 +347,13 @@ def seeds_section(run: dict[str, Any]) -> list[str]:
         spec = group[min(group)]["spec"]
         accs = [100 * group[i]["result"]["accuracy"] for i in sorted(group)]
         mean, std = _mean_std(accs)
-        speeds = ", ".join(f"{_f(res['samples_per_s'])} ({(res.get('started') or '?')[:10]})"
+        speeds = ", ".join(f"{_f(res['samples_per_s'])} ({_date(res)})"
                            for res in (group[i]["result"] for i in sorted(group)))
         lines.append(f"| {spec['dataset']} | {_label(spec)} | {spec['tool']} | {len(group)} | {mean:.2f} ± {std:.2f} "
                      f"| {', '.join(f'{a:.2f}' for a in accs)} (seeds {', '.join(map(str, sorted(group)))}) "
                      f"| {speeds} |")
-    lines += ["", "Speeds of different dates are not comparable: the machine differs between sessions (compare rows "
-              "of one date).", ""]
+    lines += ["", "Speeds of different machines are not comparable: the machine differs between sessions (compare "
+              "rows of one date and CPU).", ""]
     for _, group in sorted(groups.items()):
         spec = group[min(group)]["spec"]
         full = groups.get("/".join((spec["dataset"], "full", spec["tool"])))
@@ -396,7 +396,7 @@ def training_table(run: dict[str, Any]) -> list[str]:
         speed = _ratio(res["samples_per_s"], peer_res["samples_per_s"]) if is_ours and peer_res else None
         cpu = (_ratio(res.get("samples_per_cpu_s"), peer_res.get("samples_per_cpu_s"))
                if is_ours and peer_res else None)
-        apart = " (dates differ)" if speed is not None and _date(res) != _date(peer_res) else ""
+        apart = " (machines differ)" if speed is not None and not _same_machine(res, peer_res) else ""
         dacc = 100 * (res["accuracy"] - peer_res["accuracy"]) if is_ours and peer_res else None
         mem_ratio = (_ratio(res.get("train_mem_mb"), full_res.get("train_mem_mb"))
                      if full_res and spec["method"] != "full" else None)
@@ -415,8 +415,16 @@ def training_table(run: dict[str, Any]) -> list[str]:
 
 
 def _date(result: dict[str, Any]) -> str:
-    """The day a row ran: speeds of different days come from different machines and are not comparable."""
-    return (result.get("started") or "?")[:10]
+    """The day a row ran, and its CPU where the row recorded it (rows before 2026-12-05 07:00 did not)."""
+    day = (result.get("started") or "?")[:10]
+    return f"{day}, {result['cpu']}" if result.get("cpu") else day
+
+
+def _same_machine(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two rows' speeds are comparable: same day and, where both recorded it, the same CPU (one day can span
+    two sessions on two machines)."""
+    same_day = (a.get("started") or "?")[:10] == (b.get("started") or "?")[:10]
+    return same_day and (not a.get("cpu") or not b.get("cpu") or a["cpu"] == b["cpu"])
 
 
 def bare_table(run: dict[str, Any]) -> list[str]:
@@ -547,8 +555,9 @@ def render(store: dict[str, Any], out: Path) -> None:
              "the least disturbed attempt kept; all attempts are in results.json), `cores used` = CPU seconds / "
              "wall seconds of the training phase (2.0 = both cores all the time; less means waiting for data or "
              "for the CPU), and samples per CPU-second is given next to wall-clock samples/s because it depends less "
-             "on what else runs. `date` is the day a row ran: the machine differs between sessions, so compare speeds "
-             "of one date only (a speed ratio between rows of two dates is marked `(dates differ)`).", ""]
+             "on what else runs. `date` is the day a row ran and, since 2026-12-05, its CPU: the machine differs "
+             "between sessions, so compare speeds of one date and CPU only (a speed ratio between rows of two "
+             "machines is marked `(machines differ)`).", ""]
     lines += ["## Goals (issues 5 and 10)", "",
               "Judged on the full-mode rows where they exist, else on the quick-mode rows (marked). The closing note "
               "below explains each miss.", "",
@@ -563,14 +572,16 @@ def render(store: dict[str, Any], out: Path) -> None:
             continue
         m = run.get("machine", {})
         lines += [f"## {mode} mode", ""]
-        lines += [f"- Machine: `nproc` = {m.get('nproc')}, CPU `{m.get('cpu_model')}` (flags: "
+        lines += [f"- Machine of the latest invocation: `nproc` = {m.get('nproc')}, CPU `{m.get('cpu_model')}` "
+                  "(flags: "
                   f"{', '.join(m.get('cpu_bf16_flags', []))}), {m.get('memory_gb')} GB RAM, torch threads "
                   f"{m.get('torch_threads')}",
                   "- Versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
                   f"- hftransfer commit: `{m.get('git_commit')}`"]
         for inv in run.get("invocations", []):
             finished = inv["finished"] or "stopped before the end"
-            lines.append(f"- `{inv['command']}` — {inv['started']} → {finished} ({len(inv['rows'])} rows)")
+            cpu = f", {inv['cpu']}" if inv.get("cpu") else ""
+            lines.append(f"- `{inv['command']}` — {inv['started']} → {finished} ({len(inv['rows'])} rows{cpu})")
         lines += ["", "### Training", ""] + training_table(run)
         seeds = seeds_section(run)
         if seeds:

@@ -42,6 +42,7 @@ from common import (  # noqa: E402
     MemoryMonitor,
     children_cpu_seconds,
     cpu_busy_fraction,
+    cpu_tag,
     machine_info,
     offline_env,
     proc_stat_busy_seconds,
@@ -259,6 +260,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     out.update(mon.report())
     out["torch_threads"] = torch.get_num_threads()
     out["started"] = _dt.datetime.fromtimestamp(start).isoformat(timespec="seconds")
+    out["cpu"] = cpu_tag()  # rows of one results file come from several machines: each row names its own
     out["load_average_after"] = list(os.getloadavg())
     return out
 
@@ -404,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         run = store["runs"].setdefault(args.mode, {"rows": {}, "invocations": []})
         run["machine"] = machine
         invocation = {"command": command, "started": started.isoformat(timespec="seconds"), "finished": None,
-                      "rows": [r["id"] for r in rows]}
+                      "cpu": machine["cpu"], "rows": [r["id"] for r in rows]}
         run["invocations"].append(invocation)
 
         def save_row(row_id: str, entry: dict) -> None:  # every finished row is kept, even if the run is stopped

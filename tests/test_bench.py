@@ -493,8 +493,8 @@ def test_peft_defaults_scores_the_held_out_task_at_its_last_epoch(bench_modules,
     assert seen[0]["data"] == {"source": str(peft_defaults.HYMENOPTERA)}
 
 
-def test_training_table_dates_each_row_and_marks_a_speed_ratio_across_dates(bench_modules):
-    # The machine changes between sessions: a speed ratio between rows of two dates must say so.
+def test_training_table_dates_each_row_and_marks_a_speed_ratio_across_machines(bench_modules):
+    # The machine changes between sessions: a speed ratio between rows of two machines must say so.
     _, report, _ = bench_modules
 
     def row(tool, started, samples_per_s):
@@ -510,9 +510,18 @@ def test_training_table_dates_each_row_and_marks_a_speed_ratio_across_dates(benc
     assert "| 30.0 | 3.00 | 15.0 | 3.00 |" in ours and ours.endswith("| 2026-12-05 |")
     rows["sst2/lora/peer"]["result"]["started"] = "2026-11-25T18:00:00"
     ours = next(line for line in report.training_table({"rows": rows}) if "| hftransfer |" in line)
-    assert "| 3.00 (dates differ) |" in ours and ours.count("(dates differ)") == 2
+    assert "| 3.00 (machines differ) |" in ours and ours.count("(machines differ)") == 2
     assert next(line for line in report.training_table({"rows": rows}) if "| peer |" in line).endswith(
         "| 2026-11-25 |")
+    # one day can span two sessions on two machines: rows that name their CPU are compared by it too
+    rows["sst2/lora/peer"]["result"].update(started="2026-12-05T01:00:00", cpu="AMD EPYC (family 25 model 17)")
+    rows["sst2/lora/hftransfer"]["result"]["cpu"] = "Intel(R) Xeon(R) Processor (family 6 model 167)"
+    ours = next(line for line in report.training_table({"rows": rows}) if "| hftransfer |" in line)
+    assert ours.count("(machines differ)") == 2
+    assert ours.endswith("| 2026-12-05, Intel(R) Xeon(R) Processor (family 6 model 167) |")
+    rows["sst2/lora/peer"]["result"]["cpu"] = rows["sst2/lora/hftransfer"]["result"]["cpu"]
+    ours = next(line for line in report.training_table({"rows": rows}) if "| hftransfer |" in line)
+    assert "(machines differ)" not in ours
 
 
 def test_peft_defaults_refuses_new_defaults_rows_once_the_registration_changed(bench_modules, tmp_path, monkeypatch):
@@ -546,3 +555,17 @@ def test_peft_defaults_refuses_new_defaults_rows_once_the_registration_changed(b
     # one seed: the stored `{}` row is kept, only the other candidates run
     assert peft_defaults.main([*common, "--seeds", "1"]) == 0
     assert ran and all(overrides != "{}" for _, overrides, _ in ran)
+
+
+def test_cpu_tag_names_the_model_and_its_bf16_path(bench_modules, monkeypatch):
+    import common
+
+    info = {"model name": "Intel(R) Xeon(R) Processor", "cpu family": "6", "model": "143",
+            "flags": "fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile"}
+    monkeypatch.setattr(common, "_cpuinfo", lambda: dict(info))
+    assert common.cpu_tag() == "Intel(R) Xeon(R) Processor (family 6 model 143, AMX bf16)"
+    info["flags"] = "fpu avx2 avx512f avx512_bf16"
+    assert common.cpu_tag().endswith(", AVX-512 bf16)")
+    info["flags"] = "fpu avx2"
+    assert common.cpu_tag().endswith(", no native bf16)")
+    assert common._cpuinfo is not None and isinstance(common.machine_info()["cpu"], str)
