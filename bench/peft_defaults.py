@@ -44,6 +44,7 @@ from common import (  # noqa: E402
     CIFAR_NPZ,
     HYMENOPTERA,
     SST2,
+    cpu_tag,
     machine_info,
     offline_env,
     stratified_indices,
@@ -198,7 +199,7 @@ def run_row(method: str, overrides: dict[str, Any], seed: int, work: Path, task:
            "lr": (resolved.get("optim") or {}).get("lr"), "method_options": resolved.get("method"),
            "train_samples_per_s": round(last.get("train_samples_per_s") or 0.0, 1),
            "train_time_s": round(last["train_time_s"], 1), "wall_s": round(time.perf_counter() - start, 1),
-           "date": time.strftime("%Y-%m-%d", time.gmtime())}
+           "date": time.strftime("%Y-%m-%d", time.gmtime()), "cpu": cpu_tag()}
     shutil.rmtree(out_dir, ignore_errors=True)
     return row
 
