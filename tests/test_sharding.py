@@ -195,7 +195,7 @@ def test_sharded_processes_share_batchnorm_statistics_so_the_saved_model_is_the_
     preset, preamble = SHARDED_LAUNCH[kind]
     script = tmp_path / "probe.py"
     script.write_text(train_script(preamble + BATCHNORM_PROBE))
-    config = tiny_config(tmp_path, **{"model.name": "timm:test_efficientnet", "optim.name": "adamw"})
+    config = tiny_config(tmp_path / "run", **{"model.name": "timm:test_efficientnet", "optim.name": "adamw"})
     (tmp_path / "w").mkdir()
     launched = accelerate_launch(script, json.dumps(config), str(tmp_path / "w"),
                                  launcher=("--config_file", str(preset)), env=cpu_env())
