@@ -415,7 +415,7 @@ def training_table(run: dict[str, Any]) -> list[str]:
 
 
 def _date(result: dict[str, Any]) -> str:
-    """The day a row ran, and its CPU where the row recorded it (rows before 2026-12-05 07:00 did not)."""
+    """The day a row ran, and its CPU where recorded (rows of 2026-12-05 on; earlier ones did not record it)."""
     day = (result.get("started") or "?")[:10]
     return f"{day}, {result['cpu']}" if result.get("cpu") else day
 
