@@ -45,7 +45,7 @@ from hftransfer.training.run_data import (
 )
 from hftransfer.training.run_log import RunLog
 from hftransfer.training.scoring import predict, score, score_test_split
-from hftransfer.training.sharding import average_batchnorm_statistics, fill_deepspeed_auto, sharding_kind
+from hftransfer.training.sharding import fill_deepspeed_auto, sharding_kind
 from hftransfer.training.state import TrainState
 from hftransfer.training.trackers import PROJECT_NAME, check_trackers, flat_hparams, tracker_init_kwargs
 from hftransfer.training.wise_ft import WiseFT
@@ -263,7 +263,6 @@ class TransferTrainer:
         bar.close()
         compiled = self._compile_seconds() - compiled_before  # one-off compile time is not training throughput
         state.train_time += time.perf_counter() - start - compiled
-        average_batchnorm_statistics(acc, self.model)  # FSDP / DeepSpeed: every process scores and saves one model
         metrics = self.evaluate(epoch=epoch + 1)
         # Every process saw a slice of each batch: average the loss over all of them.
         totals = acc.reduce(torch.tensor([state.loss_sum, float(state.loss_count)], device=acc.device),

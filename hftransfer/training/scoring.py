@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from hftransfer.metrics import classification_report, compute_classification_metrics, confusion_matrix
 from hftransfer.training.loaders import split_loader
+from hftransfer.training.sharding import average_batchnorm_statistics
 
 
 if TYPE_CHECKING:
@@ -28,8 +29,10 @@ if TYPE_CHECKING:
 def predict(accelerator: Accelerator, model: torch.nn.Module, loader: Any,
             progress_bar: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
     """Logits and labels of a prepared loader, gathered across processes, and the mean loss (NaN for unlabelled
-    data). Leaves ``model`` in eval mode."""
+    data). Leaves ``model`` in eval mode. Under FSDP / DeepSpeed the processes' BatchNorm statistics are averaged
+    first, so every process scores (and later saves) one model."""
     acc = accelerator
+    average_batchnorm_statistics(acc, model)
     model.eval()
     logits_all, labels_all = [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress_bar and acc.is_local_main_process)):
