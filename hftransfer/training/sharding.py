@@ -3,7 +3,7 @@
 Under FSDP and ZeRO-3 no process holds the whole model: saving gathers the full state dict on the main process
 first (then trained-parameter-only methods such as LoRA filter it as usual), and loading the best model back scatters
 a full state dict into the shards. BatchNorm statistics, which no process shares there, are averaged before each
-evaluation. DeepSpeed's ``auto`` batch size and gradient clipping come from the recipe config.
+evaluation and each checkpoint. DeepSpeed's ``auto`` batch size and gradient clipping come from the recipe config.
 """
 
 from __future__ import annotations
