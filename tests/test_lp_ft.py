@@ -189,3 +189,30 @@ def test_norm_statistics_frozen_keeps_batchnorm_in_eval_mode_while_its_affine_pa
     model(pixel_values=torch.randn(4, 3, 32, 32))
     changed = [not torch.equal(b, m.running_mean) for b, m in zip(before, norms)]
     assert all(changed) if stats == "update" else not any(changed)
+
+
+# --- "probe first" as an option of the parameter-efficient methods (methods/head_probe.py) ---------------------------
+
+@pytest.mark.parametrize("recipe", ["adapter", "prefix_tuning", "prompt_tuning"])
+def test_probe_first_is_an_opt_in_option_of_the_parameter_efficient_methods(recipe):
+    assert get_method(recipe).head_warmup() is None  # default: the head starts random, as before
+    method = get_method(recipe, {"probe_epochs": 7, "probe_lr": 0.05, "feature_precision": "fp32"})
+    assert method.head_warmup() == HeadWarmup(epochs=7, lr=0.05, weight_decay=1e-4, feature_precision="fp32")
+    with pytest.raises(ConfigurationError, match=r"method\.probe_epochs=-1"):
+        get_method(recipe, {"probe_epochs": -1})
+    with pytest.raises(ConfigurationError, match=r"method\.feature_precision='fp16'"):
+        get_method(recipe, {"probe_epochs": 3, "feature_precision": "fp16"})
+
+
+def test_adapter_probe_fits_the_head_only_and_keeps_what_the_adapter_trains(tmp_path):
+    model, data, acc, config = _setup(tmp_path, recipe="adapter", **{"method.probe_epochs": 60})
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stats = warm_up_head(model, data, acc, config, "no", lambda _: None)
+    assert stats["probe_train_accuracy"] >= stats["probe_initial_train_accuracy"] + 0.4
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("head.") for k in changed), sorted(changed)
+    # the adapters and the head train afterwards, the backbone stays frozen: what the method set, untouched
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == trained
+    assert any(".hft_adapter." in n for n in trained) and not any(n.startswith("backbone.") and ".hft_adapter."
+                                                                    not in n for n in trained)

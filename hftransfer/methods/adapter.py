@@ -26,7 +26,8 @@ from torch import nn
 
 from hftransfer.backbones.architectures import cnn_block_pattern, transformer_block_families
 from hftransfer.errors import ConfigurationError
-from hftransfer.methods.base import MethodConfig, TransferMethod
+from hftransfer.methods.base import HeadWarmup, TransferMethod
+from hftransfer.methods.head_probe import HeadProbeConfig
 from hftransfer.methods.peft_base import is_norm_param
 from hftransfer.methods.registry import register_method, working_methods
 from hftransfer.saved_format import HEAD_PREFIX
@@ -46,7 +47,7 @@ SUPPORTED = ("transformer blocks of timm ViTs, transformers ViT/DeiT and BERT/Ro
 
 
 @dataclass
-class AdapterConfig(MethodConfig):
+class AdapterConfig(HeadProbeConfig):
     placement: str = field(default="houlsby", metadata={
         "help": "Transformers: 'houlsby' (after attention and MLP), 'pfeiffer' (after the MLP) or 'parallel' (beside "
                 "the MLP). CNNs always get one residual conv adapter after each block."})
@@ -68,6 +69,7 @@ class AdapterConfig(MethodConfig):
                                      f"{sorted(ACTIVATIONS)}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigurationError(f"adapter dropout must be in [0, 1); received dropout={self.dropout}.")
+        super().__post_init__()
 
 
 class Bottleneck(nn.Module):
@@ -173,6 +175,9 @@ class Adapter(TransferMethod):
     supported_backbones = SUPPORTED
     saves_full_weights = False
     config: AdapterConfig
+
+    def head_warmup(self) -> HeadWarmup | None:
+        return self.config.head_warmup()
 
     def check_backbone(self, model: AutoTransfer) -> None:
         _, sites = find_sites(model.backbone.base_model(), self.config.placement)

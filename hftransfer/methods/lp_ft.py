@@ -10,17 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hftransfer.errors import ConfigurationError
-from hftransfer.methods.base import HeadWarmup, MethodConfig
+from hftransfer.methods.base import HeadWarmup
 from hftransfer.methods.full import FullFineTuning
-from hftransfer.methods.linear_probe import FEATURE_PRECISIONS, LinearProbeConfig
+from hftransfer.methods.head_probe import HeadProbeConfig
 from hftransfer.methods.registry import register_method
 
 
-_PRECISION_HELP = LinearProbeConfig.__dataclass_fields__["feature_precision"].metadata["help"]  # the same option
-
-
 @dataclass
-class LpFtConfig(MethodConfig):
+class LpFtConfig(HeadProbeConfig):
     probe_epochs: int = field(default=100, metadata={"help": (
         "Passes of the probe over the cached training features (mini-batches of up to 1024 rows, AdamW, LR decayed "
         "to 0 by a cosine). The features are computed once, so a pass costs only a linear layer's forward and "
@@ -28,10 +25,6 @@ class LpFtConfig(MethodConfig):
         "starts, LP-FT's premise: on EfficientNet-Lite0 features of PACS photo (600 rows, 1280 features) at the "
         "default LR, train accuracy is 96% after 10 passes and 100% from 50 on, and the loss falls from 0.19 (10) "
         "to 0.017 (50) and 0.006 (100), then only to 0.003 at 200 (bench/results/lp_ft.md).")})
-    probe_lr: float = field(default=3e-3, metadata={"help": (
-        "AdamW learning rate of the probe (peak of the cosine); that of the linear_probe recipe.")})
-    probe_weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay of the probe."})
-    feature_precision: str = field(default="auto", metadata={"help": _PRECISION_HELP})
     norm_statistics: str = field(default="frozen", metadata={"help": (
         "BatchNorm running statistics during fine-tuning: 'frozen' (the pretrained statistics the probe was fitted on "
         "stay; the affine parameters still train) or 'update' (as full fine-tuning). Measured on PACS photo -> "
@@ -42,20 +35,12 @@ class LpFtConfig(MethodConfig):
         rules = {
             "probe_epochs": (isinstance(self.probe_epochs, int) and not isinstance(self.probe_epochs, bool)
                              and self.probe_epochs >= 1, "use a whole number of passes >= 1 (e.g. 100)."),
-            "probe_lr": (_number(self.probe_lr) and self.probe_lr > 0, "use a learning rate > 0 (e.g. 0.003)."),
-            "probe_weight_decay": (_number(self.probe_weight_decay) and self.probe_weight_decay >= 0,
-                                   "use a weight decay >= 0 (e.g. 1e-4)."),
-            "feature_precision": (self.feature_precision in FEATURE_PRECISIONS,
-                                  f"choose one of {list(FEATURE_PRECISIONS)}."),
             "norm_statistics": (self.norm_statistics in ("update", "frozen"), "choose 'update' or 'frozen'."),
         }
         for name, (ok, fix) in rules.items():
             if not ok:
                 raise ConfigurationError(f"method.{name}={getattr(self, name)!r} is invalid for lp_ft: {fix}")
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+        super().__post_init__()
 
 
 # The fine-tuning stage starts from a fitted head, so it needs no large LR to move a random one: as in the paper, it
@@ -74,7 +59,5 @@ class LpFt(FullFineTuning):
     def freezes_norm_statistics(self) -> bool:
         return self.config.norm_statistics == "frozen"
 
-    def head_warmup(self) -> HeadWarmup:
-        cfg = self.config
-        return HeadWarmup(epochs=cfg.probe_epochs, lr=float(cfg.probe_lr), weight_decay=float(cfg.probe_weight_decay),
-                          feature_precision=cfg.feature_precision)
+    def head_warmup(self) -> HeadWarmup | None:
+        return self.config.head_warmup()

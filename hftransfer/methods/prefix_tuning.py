@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hftransfer.errors import ConfigurationError
-from hftransfer.methods.base import MethodConfig
+from hftransfer.methods.base import HeadWarmup
+from hftransfer.methods.head_probe import HeadProbeConfig
 from hftransfer.methods.prompts import PROMPT_INITS, TEXT_PROMPT_FAMILIES, DeepPrompts, PromptMethod
 from hftransfer.methods.registry import register_method
 
 
 @dataclass
-class PrefixTuningConfig(MethodConfig):
+class PrefixTuningConfig(HeadProbeConfig):
     num_virtual_tokens: int = field(default=20, metadata={"help": "prompt tokens per layer"})
     projection: bool = field(default=False, metadata={
         "help": "reparameterise the per-layer prompts by a two-layer tanh MLP (P-Tuning v2's option)"})
@@ -28,6 +29,7 @@ class PrefixTuningConfig(MethodConfig):
             raise ConfigurationError(f"init={self.init!r} is not supported; choose one of {PROMPT_INITS}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigurationError(f"dropout must be in [0, 1); received {self.dropout}.")
+        super().__post_init__()
 
 
 @register_method("prefix_tuning", PrefixTuningConfig,
@@ -40,6 +42,9 @@ class PrefixTuning(PromptMethod):
     supported_backbones = TEXT_PROMPT_FAMILIES
     instead = "Use vpt (deep=true) for vision transformers, or lora / adapter for any backbone."
     config: PrefixTuningConfig
+
+    def head_warmup(self) -> HeadWarmup | None:
+        return self.config.head_warmup()
 
     def num_virtual_tokens(self) -> int:
         return self.config.num_virtual_tokens

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import torch
 
 from hftransfer.errors import ConfigurationError
-from hftransfer.methods.base import MethodConfig
+from hftransfer.methods.base import HeadWarmup
+from hftransfer.methods.head_probe import HeadProbeConfig
 from hftransfer.methods.prompts import TEXT_PROMPT_FAMILIES, InputPrompts, PromptMethod
 from hftransfer.methods.registry import register_method
 
@@ -16,7 +17,7 @@ PROMPT_TUNING_INITS = ("random", "text")
 
 
 @dataclass
-class PromptTuningConfig(MethodConfig):
+class PromptTuningConfig(HeadProbeConfig):
     num_virtual_tokens: int = field(default=20, metadata={"help": "learned tokens inserted after [CLS]"})
     init: str = field(default="random", metadata={
         "help": "'random' (normal, scaled like the word embeddings) or 'text' (the word embeddings of init_text)"})
@@ -36,6 +37,7 @@ class PromptTuningConfig(MethodConfig):
                                      f"init={self.init!r}. Set init: text or drop init_text.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigurationError(f"dropout must be in [0, 1); received {self.dropout}.")
+        super().__post_init__()
 
 
 @register_method("prompt_tuning", PromptTuningConfig,
@@ -48,6 +50,9 @@ class PromptTuning(PromptMethod):
     supported_backbones = TEXT_PROMPT_FAMILIES
     instead = "Use vpt for vision transformers, or lora / adapter for any backbone."
     config: PromptTuningConfig
+
+    def head_warmup(self) -> HeadWarmup | None:
+        return self.config.head_warmup()
 
     def num_virtual_tokens(self) -> int:
         return self.config.num_virtual_tokens
