@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -78,7 +79,8 @@ SEARCH = {
                       {"method": {"num_virtual_tokens": 40}},
                       # P-Tuning v2's reparameterisation: the prompts come out of a two-layer tanh MLP
                       {"method": {"projection": True}}, {"method": {"projection": True}, "optim": {"lr": 3e-3}},
-                      {"method": {"probe_epochs": 100}}, {"model": {"config_overrides": NO_DROPOUT}}],
+                      {"method": {"probe_epochs": 100}}, {"model": {"config_overrides": NO_DROPOUT}},
+                      {"model": {"config_overrides": NO_DROPOUT}, "optim": {"lr": 3e-2}}],
     "ia3": [{}, {"optim": {"lr": 1e-2}}, {"optim": {"lr": 3e-2}}],
     "prompt_tuning": [{}, {"optim": {"lr": 1e-1}}, {"optim": {"lr": 3e-1}}, {"method": {"probe_epochs": 100}}],
     # the reference the goals are judged against: bench/run.py's sst2/full row (lr 1e-4), same split and epochs
@@ -205,7 +207,8 @@ def run_row(method: str, overrides: dict[str, Any], seed: int, work: Path, task:
            "lr": (resolved.get("optim") or {}).get("lr"), "method_options": resolved.get("method"),
            "train_samples_per_s": round(last.get("train_samples_per_s") or 0.0, 1),
            "train_time_s": round(last["train_time_s"], 1),
-           "probe_s": round((metrics.get("head_warmup") or {}).get("probe_seconds", 0.0), 1), "wall_s": round(time.perf_counter() - start, 1),
+           "probe_s": round((metrics.get("head_warmup") or {}).get("probe_seconds", 0.0), 1),
+           "wall_s": round(time.perf_counter() - start, 1),
            "date": time.strftime("%Y-%m-%d", time.gmtime()), "cpu": cpu_tag()}
     shutil.rmtree(out_dir, ignore_errors=True)
     return row
@@ -334,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rerun", action="store_true", help="run rows already in the results again")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "hftransfer-bench-peft")
+    parser.add_argument("--only", default=None, metavar="REGEX",
+                        help="run only the rows whose key matches (e.g. 'prefix_tuning/.*seed1$')")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args(argv)
     json_path, page = args.out / "peft_defaults.json", args.out / "peft_defaults.md"
@@ -347,8 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         needed = {"sst2": SST2 / "train.csv", "hymenoptera": HYMENOPTERA / "val"}.get(args.task, CIFAR_NPZ)
         if not needed.exists():
             parser.error(f"--task {args.task}: {needed} not found (the bench needs ../shared/data)")
-        new_defaults = [m for m in methods if {} in task.candidates[m] and (args.rerun or any(
-            row_key(m, {}, seed, args.task) not in results["rows"] for seed in range(args.seeds)))]
+        new_defaults = [m for m in methods if {} in task.candidates[m] and any(
+            (args.rerun or row_key(m, {}, seed, args.task) not in results["rows"])
+            and not (args.only and not re.search(args.only, row_key(m, {}, seed, args.task)))
+            for seed in range(args.seeds))]
         stale = stale_defaults(results, args.task, new_defaults)
         if stale:
             parser.error(f"--task {args.task}: the registered defaults changed since the stored rows ran: "
@@ -364,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             for overrides in task.candidates[method]:
                 for seed in range(args.seeds):
                     key = row_key(method, overrides, seed, args.task)
-                    if key in results["rows"] and not args.rerun:
+                    if (key in results["rows"] and not args.rerun) or (args.only and not re.search(args.only, key)):
                         continue
                     results["rows"][key] = run_row(method, overrides, seed, args.work_dir, args.task)
                     print(key, f"{100 * results['rows'][key]['accuracy']:.2f}", flush=True)
