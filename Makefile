@@ -38,9 +38,12 @@ demo: install
 test: install
 	$(PY) -m pytest -m "not integration and not slow and not gpu"
 
-# Second tier: everything else except GPU tests.
+# Second tier: everything else except GPU tests, on TEST_WORKERS pytest-xdist workers with one torch thread each (two
+# torch processes with a thread per core each slow each other down many times). --dist loadfile keeps a test file on
+# one worker, so its module fixtures (the hub's seeded repos) are built once.
+TEST_WORKERS ?= 2
 test-integration: install-test-extras
-	$(PY) -m pytest -m "(integration or slow) and not gpu"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "(integration or slow) and not gpu" -n $(TEST_WORKERS) --dist loadfile
 
 test-all: install-test-extras
 	$(PY) -m pytest -m "not gpu"
