@@ -216,3 +216,14 @@ def test_adapter_probe_fits_the_head_only_and_keeps_what_the_adapter_trains(tmp_
     assert {n for n, p in model.named_parameters() if p.requires_grad} == trained
     assert any(".hft_adapter." in n for n in trained) and not any(n.startswith("backbone.") and ".hft_adapter."
                                                                     not in n for n in trained)
+
+
+def test_an_adapter_run_with_probe_epochs_fits_the_head_first_and_reloads(tmp_path):
+    # the engine asks any method for its head-only stage; the option is saved with the model and reloads
+    config = tiny_config(tmp_path, recipe="adapter", epochs=1, **{"method.probe_epochs": 40})
+    result = hftransfer.train(config)
+    stats = json.loads((result.output_dir / "metrics.json").read_text())["head_warmup"]
+    assert stats["probe_epochs"] == 40 and stats["probe_train_accuracy"] > stats["probe_initial_train_accuracy"]
+    assert "adapter: probe fitted" in (result.output_dir / "train.log").read_text()
+    again = AutoTransfer.from_pretrained(result.model_dir)
+    assert again.method.name == "adapter" and again.method.config.probe_epochs == 40
