@@ -16,6 +16,7 @@ from hftransfer.errors import ConfigurationError
 from hftransfer.methods import get_method, list_methods
 from hftransfer.methods.base import HeadWarmup
 from hftransfer.modeling import AutoTransfer
+from hftransfer.recipes.listing import example_yaml, recipe_lines
 from hftransfer.training.accelerator import build_accelerator
 from hftransfer.training.config import TrainConfig
 from hftransfer.training.head_warmup import warm_up_head
@@ -202,6 +203,10 @@ def test_probe_first_is_an_opt_in_option_of_the_parameter_efficient_methods(reci
         get_method(recipe, {"probe_epochs": -1})
     with pytest.raises(ConfigurationError, match=r"method\.feature_precision='fp16'"):
         get_method(recipe, {"probe_epochs": 3, "feature_precision": "fp16"})
+    # `hftransfer recipes` lists the shared options, but its example shows the method's own (probe_lr alone does
+    # nothing); lp_ft's own probe_epochs is shown
+    assert "probe_epochs=0" in " ".join(recipe_lines(recipe)) and "probe" not in example_yaml(recipe)
+    assert "probe_epochs: 100" in example_yaml("lp_ft")
 
 
 def test_adapter_probe_fits_the_head_only_and_keeps_what_the_adapter_trains(tmp_path):

@@ -35,9 +35,10 @@ def example_yaml(name: str) -> str:
     recipe = get_recipe(name)
     options = method_option_defaults(name)
     lines = [f"recipe: {name}"]
-    shown = {k: v for k, v in options.items() if v not in (None, [], {}, False)}
+    own = vars(recipe.config_cls).get("__annotations__", {})  # the method's own options, not shared ones (probe_*)
+    shown = [(k, v) for k, v in options.items() if k in own and v not in (None, [], {}, False)]
     if shown:
-        lines.append("method: {" + ", ".join(f"{k}: {v}" for k, v in list(shown.items())[:4]) + "}")
+        lines.append("method: {" + ", ".join(f"{k}: {v}" for k, v in shown[:4]) + "}")
     lines.append(f"model: {{name: {recipe.example_model}}}")
     hub = "" if recipe.example_model.startswith("packaged:") else "  (a hub model)"
     return "; ".join(lines) + hub
