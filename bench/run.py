@@ -107,6 +107,10 @@ def build_rows(mode: str) -> list[dict[str, Any]]:
     if not quick:  # issue 22, "with defaults": the adapter at the recipes' default 3 epochs, beside full's 3ep row
         rows.append({**text, "tool": "hftransfer", "method": "adapter", "variant": "3ep", "epochs": 3,
                      "lr": TEXT_LR["adapter"]})
+    if not quick:  # issue 22, a lead from the tune split (peft_defaults.md, session 19): no backbone dropout
+        rows.append({**text, "tool": "hftransfer", "method": "prefix_tuning", "variant": "no-dropout",
+                     "lr": TEXT_LR["prefix_tuning"],
+                     "config_overrides": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}})
     lp = {**text, "epochs": 10}
     if not quick:  # the peer runs the frozen backbone 10x: a 10k-sentence subset keeps it under an hour
         lp.update(dataset="sst2-10k", max_train=10000)
