@@ -23,6 +23,10 @@ CIFAR_NPZ = DATA_ROOT / "cifar10_subset" / "cifar10_subset.npz"
 MB = 1024 * 1024
 
 
+# BERT-family config attributes (`model.config_overrides`): a frozen backbone without dropout (issue 22 rows)
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
 def offline_env() -> None:
     """No hub access, quiet libraries; set before any Hugging Face import."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     CIFAR_NPZ,
     HYMENOPTERA,
+    NO_DROPOUT,
     SST2,
     cpu_tag,
     machine_info,
@@ -58,7 +59,6 @@ MODEL = "packaged:all-MiniLM-L6-v2"
 VISION_MODEL = "packaged:efficientnet_lite0"
 BASE = {"model": {"name": MODEL, "max_length": 66}, "epochs": 2, "batch_size": 32}
 SEARCH_TRAIN, SEARCH_TUNE = 10_000, 2_000
-NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}  # BERT-family config attributes
 CIFAR_CHOICE = 1_000  # of the CIFAR-10 subset's 5,000 train images, held back to choose on (stratified)
 # Candidates per method: overrides of the registered defaults ({} = the defaults as registered when it ran; main()
 # refuses to add {} rows once the registration moved away from the stored ones, see stale_defaults).
@@ -352,10 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         needed = {"sst2": SST2 / "train.csv", "hymenoptera": HYMENOPTERA / "val"}.get(args.task, CIFAR_NPZ)
         if not needed.exists():
             parser.error(f"--task {args.task}: {needed} not found (the bench needs ../shared/data)")
+        def to_run(key: str) -> bool:
+            return (args.rerun or key not in results["rows"]) and not (args.only and not re.search(args.only, key))
+
         new_defaults = [m for m in methods if {} in task.candidates[m] and any(
-            (args.rerun or row_key(m, {}, seed, args.task) not in results["rows"])
-            and not (args.only and not re.search(args.only, row_key(m, {}, seed, args.task)))
-            for seed in range(args.seeds))]
+            to_run(row_key(m, {}, seed, args.task)) for seed in range(args.seeds))]
         stale = stale_defaults(results, args.task, new_defaults)
         if stale:
             parser.error(f"--task {args.task}: the registered defaults changed since the stored rows ran: "
@@ -371,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             for overrides in task.candidates[method]:
                 for seed in range(args.seeds):
                     key = row_key(method, overrides, seed, args.task)
-                    if (key in results["rows"] and not args.rerun) or (args.only and not re.search(args.only, key)):
+                    if not to_run(key):
                         continue
                     results["rows"][key] = run_row(method, overrides, seed, args.work_dir, args.task)
                     print(key, f"{100 * results['rows'][key]['accuracy']:.2f}", flush=True)

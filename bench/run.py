@@ -39,6 +39,7 @@ sys.path.insert(0, str(BENCH_DIR))
 from hftransfer.methods import METHODS  # noqa: E402
 
 from common import (  # noqa: E402
+    NO_DROPOUT,
     MemoryMonitor,
     children_cpu_seconds,
     cpu_busy_fraction,
@@ -110,7 +111,7 @@ def build_rows(mode: str) -> list[dict[str, Any]]:
     if not quick:  # issue 22, a lead from the tune split (peft_defaults.md, session 19): no backbone dropout
         rows.append({**text, "tool": "hftransfer", "method": "prefix_tuning", "variant": "no-dropout",
                      "lr": TEXT_LR["prefix_tuning"],
-                     "config_overrides": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}})
+                     "config_overrides": NO_DROPOUT})
     lp = {**text, "epochs": 10}
     if not quick:  # the peer runs the frozen backbone 10x: a 10k-sentence subset keeps it under an hour
         lp.update(dataset="sst2-10k", max_train=10000)
