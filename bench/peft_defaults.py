@@ -82,7 +82,8 @@ SEARCH = {
                       {"method": {"probe_epochs": 100}}, {"model": {"config_overrides": NO_DROPOUT}},
                       {"model": {"config_overrides": NO_DROPOUT}, "optim": {"lr": 3e-2}}],
     "ia3": [{}, {"optim": {"lr": 1e-2}}, {"optim": {"lr": 3e-2}}],
-    "prompt_tuning": [{}, {"optim": {"lr": 1e-1}}, {"optim": {"lr": 3e-1}}, {"method": {"probe_epochs": 100}}],
+    "prompt_tuning": [{}, {"optim": {"lr": 1e-1}}, {"optim": {"lr": 3e-1}}, {"method": {"probe_epochs": 100}},
+                      {"model": {"config_overrides": NO_DROPOUT}}],
     # the reference the goals are judged against: bench/run.py's sst2/full row (lr 1e-4), same split and epochs
     "full": [{"optim": {"lr": 1e-4}}],
 }
@@ -205,6 +206,7 @@ def run_row(method: str, overrides: dict[str, Any], seed: int, work: Path, task:
            "accuracy": accuracy, "best_epoch": metrics["best_epoch"],
            "per_epoch": [h["eval_accuracy"] for h in metrics["history"]],
            "lr": (resolved.get("optim") or {}).get("lr"), "method_options": resolved.get("method"),
+           "method_defaults": registered_method_defaults(method),
            "train_samples_per_s": round(last.get("train_samples_per_s") or 0.0, 1),
            "train_time_s": round(last["train_time_s"], 1),
            "probe_s": round((metrics.get("head_warmup") or {}).get("probe_seconds", 0.0), 1),
@@ -223,19 +225,33 @@ def registered_lr(method: str, task: str) -> float:
     return (get_recipe(method).defaults_for(modality).get("optim") or {}).get("lr", OptimConfig.lr)
 
 
+def registered_method_defaults(method: str) -> dict[str, Any]:
+    """The defaults of ``method``'s own options (its config dataclass) as registered today."""
+    from hftransfer.recipes.registry import get_recipe
+
+    return get_recipe(method).config_cls().to_dict()
+
+
 def stale_defaults(results: dict[str, Any], task: str, methods: list[str]) -> list[str]:
-    """Stored ``{}`` rows of ``task`` that ran at another learning rate than the one registered now.
+    """Stored ``{}`` rows of ``task`` that ran at another learning rate, or other method option defaults (rows that
+    recorded them), than the ones registered now.
 
     ``{}`` means "the defaults registered when it ran"; once a registration changes, new ``{}`` seeds would be another
     candidate under the same label, and the means would mix the two."""
     stale = []
     for method in methods:
+        stored = [r for r in _task_rows(results, task) if r["method"] == method and not r["overrides"]]
         now = registered_lr(method, task)
-        then = sorted({r["lr"] for r in _task_rows(results, task)
-                       if r["method"] == method and not r["overrides"] and r.get("lr") is not None})
+        then = sorted({r["lr"] for r in stored if r.get("lr") is not None})
         if then and then != [now]:
             rates = ", ".join(map(str, then))
             stale.append(f"{method} (stored `defaults` rows ran at lr {rates}; registered now: {now})")
+        options = registered_method_defaults(method)
+        moved = sorted({f"{k}={r['method_defaults'].get(k)!r}" for r in stored if "method_defaults" in r
+                        for k, v in options.items() if r["method_defaults"].get(k) != v})
+        if moved:
+            stale.append(f"{method} (stored `defaults` rows ran with method.{', method.'.join(moved)}; registered "
+                         f"now: {', '.join(f'{k}={options[k]!r}' for k in sorted({m.split('=')[0] for m in moved}))})")
     return stale
 
 

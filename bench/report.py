@@ -280,17 +280,19 @@ def evaluate_goals(runs: dict[str, Any]) -> list[dict[str, str]]:
         # with the registered defaults: 3 epochs (every recipe's default) at each method's registered text lr
         full3 = _row(runs, text_full_mode, lambda s: s["kind"] == "text" and s["method"] == "full"
                      and s["tool"] == "hftransfer" and s.get("variant") == "3ep-lr5e-5")
-        adapter3 = _row(runs, text_full_mode, lambda s: s["kind"] == "text" and s["method"] == "adapter"
-                        and s["tool"] == "hftransfer" and s.get("variant") == "3ep")
-        if full3 and adapter3:
-            a, f = adapter3["result"], full3["result"]
+        for method, gap_goal in (("adapter", 1.0), ("prefix_tuning", 3.0)):
+            ours3 = _row(runs, text_full_mode, lambda s, m=method: s["kind"] == "text" and s["method"] == m
+                         and s["tool"] == "hftransfer" and s.get("variant") == "3ep")
+            if not (full3 and ours3):
+                continue
+            a, f = ours3["result"], full3["result"]
             gap = 100 * (f["accuracy"] - a["accuracy"])
-            add(f"MiniLM `adapter` within 1 pt of `full`, both at the registered defaults (3 epochs; full lr "
-                f"{full3['spec']['lr']:g}, adapter lr {adapter3['spec']['lr']:g}) [{adapter3['spec']['dataset']}]",
-                "full - adapter <= 1 pt", f"{_pct(a['accuracy'])}% vs {_pct(f['accuracy'])}% ({gap:+.2f} pt); "
-                f"{_f(a['samples_per_s'])} vs {_f(f['samples_per_s'])} samples/s (runs of "
-                f"{_date(a)} and {_date(f)})", round(gap, 6) <= 1.0,
-                text_full_mode, PEFT_LIMITS["adapter"])
+            add(f"MiniLM `{method}` within {gap_goal:g} pt of `full`, both at the registered defaults (3 epochs; "
+                f"full lr {full3['spec']['lr']:g}, {method} lr {ours3['spec']['lr']:g}) [{ours3['spec']['dataset']}]",
+                f"full - {method} <= {gap_goal:g} pt", f"{_pct(a['accuracy'])}% vs {_pct(f['accuracy'])}% "
+                f"({gap:+.2f} pt); {_f(a['samples_per_s'])} vs {_f(f['samples_per_s'])} samples/s (runs of "
+                f"{_date(a)} and {_date(f)})", round(gap, 6) <= gap_goal,
+                text_full_mode, PEFT_LIMITS[method])
     for method in ("ia3", "prefix_tuning"):
         mode, ours = _find(runs, lambda s, m=method: s["kind"] == "text" and s["method"] == m
                            and s["tool"] == "hftransfer" and not s.get("variant"))

@@ -39,7 +39,6 @@ sys.path.insert(0, str(BENCH_DIR))
 from hftransfer.methods import METHODS  # noqa: E402
 
 from common import (  # noqa: E402
-    NO_DROPOUT,
     MemoryMonitor,
     children_cpu_seconds,
     cpu_busy_fraction,
@@ -105,13 +104,14 @@ def build_rows(mode: str) -> list[dict[str, Any]]:
             rows += _pair(text, method=method, lr=TEXT_LR[method])
         else:
             rows.append({**text, "tool": "hftransfer", "method": method, "lr": TEXT_LR[method]})
-    if not quick:  # issue 22, "with defaults": the adapter at the recipes' default 3 epochs, beside full's 3ep row
-        rows.append({**text, "tool": "hftransfer", "method": "adapter", "variant": "3ep", "epochs": 3,
-                     "lr": TEXT_LR["adapter"]})
-    if not quick:  # issue 22, a lead from the tune split (peft_defaults.md, session 19): no backbone dropout
-        rows.append({**text, "tool": "hftransfer", "method": "prefix_tuning", "variant": "no-dropout",
-                     "lr": TEXT_LR["prefix_tuning"],
-                     "config_overrides": NO_DROPOUT})
+    if not quick:  # issue 22, "with defaults": the recipes' default 3 epochs, beside full's 3ep row
+        for method in ("adapter", "prefix_tuning"):
+            rows.append({**text, "tool": "hftransfer", "method": method, "variant": "3ep", "epochs": 3,
+                         "lr": TEXT_LR[method]})
+    if not quick:  # issue 22: the former default (the frozen encoder's dropout on), beside today's default
+        for method in ("prefix_tuning", "prompt_tuning"):
+            rows.append({**text, "tool": "hftransfer", "method": method, "variant": "backbone-dropout",
+                         "lr": TEXT_LR[method], "method_options": {"backbone_dropout": True}})
     lp = {**text, "epochs": 10}
     if not quick:  # the peer runs the frozen backbone 10x: a 10k-sentence subset keeps it under an hour
         lp.update(dataset="sst2-10k", max_train=10000)

@@ -34,6 +34,7 @@ def run_hftransfer(spec: dict[str, Any], mon: MemoryMonitor) -> dict[str, Any]:
         method_cfg = {"r": spec.get("lora_r", 8), "alpha": spec.get("lora_alpha", 16)}
         if spec.get("lora_targets"):
             method_cfg["target_modules"] = list(spec["lora_targets"])
+    method_cfg.update(spec.get("method_options") or {})
     config = {
         "recipe": method,
         "method": method_cfg,

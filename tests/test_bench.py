@@ -560,6 +560,20 @@ def test_peft_defaults_refuses_new_defaults_rows_once_the_registration_changed(b
     assert ran and all(overrides != "{}" for _, overrides, _ in ran)
 
 
+def test_peft_defaults_sees_a_changed_default_of_a_method_option(bench_modules):
+    import peft_defaults
+
+    now = peft_defaults.registered_method_defaults("prefix_tuning")
+    assert now["backbone_dropout"] is False and now["num_virtual_tokens"] == 20
+    row = {"task": "sst2", "method": "prefix_tuning", "overrides": {}, "lr": 1e-2}
+    results = {"rows": {"a": {**row, "method_defaults": {**now, "backbone_dropout": True}}}}
+    assert peft_defaults.stale_defaults(results, "sst2", ["prefix_tuning"]) == [
+        "prefix_tuning (stored `defaults` rows ran with method.backbone_dropout=True; registered now: "
+        "backbone_dropout=False)"]
+    results["rows"]["a"]["method_defaults"] = now
+    assert peft_defaults.stale_defaults(results, "sst2", ["prefix_tuning"]) == []
+
+
 def test_cpu_tag_names_the_model_and_its_bf16_path(bench_modules, monkeypatch):
     import common
 

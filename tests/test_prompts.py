@@ -334,6 +334,21 @@ def test_random_base_saves_full_weights_and_reloads(models, tmp_path):
                                rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("key", ["prompt_tuning", "p_tuning", "prefix_tuning"])
+def test_text_prompts_train_without_the_frozen_encoder_s_dropout_unless_asked(models, key):
+    from hftransfer.training.freezing import set_train_mode
+
+    for backbone_dropout in (False, True):
+        model = load(models["bert"], method_of(key), {**TEXT_METHODS[key], "backbone_dropout": backbone_dropout})
+        assert model.backbone.model.config.hidden_dropout_prob > 0  # the tiny encoder has dropout to switch off
+        set_train_mode(model, "all")
+        batch = batch_of(model)
+        first, second = model(**batch).logits, model(**batch).logits
+        assert torch.equal(first, second) is not backbone_dropout
+        assert model.head.training and model.backbone.token_hook.training
+        assert model.backbone.model.training is backbone_dropout
+
+
 # --- checkpointing, precision --------------------------------------------------------------------------------------
 
 
@@ -421,18 +436,46 @@ def text_csv(path: Path, n: int = 48) -> Path:
     return path
 
 
-@pytest.mark.parametrize("recipe", ["prompt_tuning", "p_tuning", "prefix_tuning"])
-def test_text_prompt_recipes_train_through_the_engine(models, tmp_path, recipe):
+@pytest.mark.parametrize("recipe, backbone_dropout", [("prompt_tuning", None), ("p_tuning", None),
+                                                      ("prefix_tuning", None), ("prefix_tuning", True)])
+def test_text_prompt_recipes_train_through_the_engine(models, tmp_path, recipe, backbone_dropout):
     import hftransfer
 
     csv = text_csv(tmp_path / "reviews.csv")
+    method = {"num_virtual_tokens": 4} if backbone_dropout is None else {"num_virtual_tokens": 4,
+                                                                          "backbone_dropout": backbone_dropout}
+    watch = Watch()
     result = hftransfer.train({
-        "recipe": recipe, "model": {"name": models["bert"]}, "method": {"num_virtual_tokens": 4},
+        "recipe": recipe, "model": {"name": models["bert"]}, "method": method,
         "data": {"train": str(csv), "text_column": "text", "label_column": "label"},
         "epochs": 1, "batch_size": 16, "progress_bar": False, "output_dir": str(tmp_path / "run"),
-    })
+    }, callbacks=[watch])
+    # By default the frozen encoder trains in eval mode (no dropout); backbone_dropout=true keeps its train mode.
+    assert watch.modes == {(bool(backbone_dropout), True, True)}
     saved = json.loads((result.model_dir / "hftransfer_config.json").read_text())
     assert saved["method"]["name"] == recipe
+    assert saved["method"]["config"]["backbone_dropout"] is bool(backbone_dropout)
     log = (Path(result.output_dir) / "train.log").read_text()
     assert "trainable params:" in log
     AutoTransfer.from_pretrained(result.model_dir)
+
+
+def test_the_default_trains_exactly_as_the_encoder_with_dropout_set_to_zero(models, tmp_path):
+    # What the bench measured as a variant (model.config_overrides with the dropout probabilities 0) is the default.
+    import hftransfer
+
+    csv = text_csv(tmp_path / "reviews.csv")
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    weights = []
+    for name, method, model in [("default", {}, {}),
+                                ("overrides", {"backbone_dropout": True}, {"config_overrides": no_dropout})]:
+        result = hftransfer.train({
+            "recipe": "prefix_tuning", "model": {"name": models["bert"], **model},
+            "method": {"num_virtual_tokens": 4, **method},
+            "data": {"train": str(csv), "text_column": "text", "label_column": "label"}, "seed": 3,
+            "epochs": 2, "batch_size": 16, "progress_bar": False, "output_dir": str(tmp_path / name),
+        })
+        weights.append(load_file(result.model_dir / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys() and any(k.startswith("backbone.token_hook.") for k in weights[0])
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key

@@ -71,9 +71,6 @@ class TransferMethod(abc.ABC):
     supported_backbones: ClassVar[str] = "any backbone"
     saves_full_weights: ClassVar[bool] = True
     trains_backbone: ClassVar[bool] = True  # False: backbone outputs never change (features can be cached)
-    # True: while training, the frozen backbone stays in eval mode (no dropout, fixed statistics); only the modules
-    # returned by trained_modules() switch to train mode.
-    keeps_backbone_eval: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig):
         self.config = config
@@ -100,6 +97,12 @@ class TransferMethod(abc.ABC):
     def trained_modules(self, model: AutoTransfer) -> list[nn.Module]:
         """Modules this method added inside the backbone that train even when the backbone is in eval mode."""
         return []
+
+    @property
+    def keeps_backbone_eval(self) -> bool:
+        """Whether, while training, the frozen backbone stays in eval mode (no dropout, fixed statistics); only the
+        modules returned by :meth:`trained_modules` switch to train mode."""
+        return False
 
     @property
     def freezes_norm_statistics(self) -> bool:

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 
 from hftransfer.errors import ConfigurationError
 from hftransfer.methods.base import MethodConfig
-from hftransfer.methods.prompts import TEXT_PROMPT_FAMILIES, EncodedPrompts, PromptMethod
+from hftransfer.methods.prompts import TEXT_PROMPT_FAMILIES, BackboneDropoutOption, EncodedPrompts, PromptMethod
 from hftransfer.methods.registry import register_method
 
 
 @dataclass
-class PTuningConfig(MethodConfig):
+class PTuningConfig(MethodConfig, BackboneDropoutOption):
     num_virtual_tokens: int = field(default=20, metadata={"help": "virtual tokens inserted after [CLS]"})
     encoder_hidden_size: int | None = field(default=None, metadata={
         "help": "width of the prompt encoder MLP; None: the encoder's hidden size"})

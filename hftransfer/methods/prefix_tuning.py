@@ -7,12 +7,18 @@ from dataclasses import dataclass, field
 from hftransfer.errors import ConfigurationError
 from hftransfer.methods.base import HeadWarmup
 from hftransfer.methods.head_probe import HeadProbeConfig
-from hftransfer.methods.prompts import PROMPT_INITS, TEXT_PROMPT_FAMILIES, DeepPrompts, PromptMethod
+from hftransfer.methods.prompts import (
+    PROMPT_INITS,
+    TEXT_PROMPT_FAMILIES,
+    BackboneDropoutOption,
+    DeepPrompts,
+    PromptMethod,
+)
 from hftransfer.methods.registry import register_method
 
 
 @dataclass
-class PrefixTuningConfig(HeadProbeConfig):
+class PrefixTuningConfig(HeadProbeConfig, BackboneDropoutOption):
     num_virtual_tokens: int = field(default=20, metadata={"help": "prompt tokens per layer"})
     projection: bool = field(default=False, metadata={
         "help": "reparameterise the per-layer prompts by a two-layer tanh MLP (P-Tuning v2's option)"})

@@ -9,7 +9,7 @@ import torch
 from hftransfer.errors import ConfigurationError
 from hftransfer.methods.base import HeadWarmup
 from hftransfer.methods.head_probe import HeadProbeConfig
-from hftransfer.methods.prompts import TEXT_PROMPT_FAMILIES, InputPrompts, PromptMethod
+from hftransfer.methods.prompts import TEXT_PROMPT_FAMILIES, BackboneDropoutOption, InputPrompts, PromptMethod
 from hftransfer.methods.registry import register_method
 
 
@@ -17,7 +17,7 @@ PROMPT_TUNING_INITS = ("random", "text")
 
 
 @dataclass
-class PromptTuningConfig(HeadProbeConfig):
+class PromptTuningConfig(HeadProbeConfig, BackboneDropoutOption):
     num_virtual_tokens: int = field(default=20, metadata={"help": "learned tokens inserted after [CLS]"})
     init: str = field(default="random", metadata={
         "help": "'random' (normal, scaled like the word embeddings) or 'text' (the word embeddings of init_text)"})

@@ -45,11 +45,14 @@ class Vpt(PromptMethod):
     """Visual prompt tuning: prompt tokens after the class/register tokens of a frozen ViT kept in eval mode."""
 
     modality = "image"
-    keeps_backbone_eval = True
     supported_backbones = VISION_PROMPT_FAMILIES
     instead = ("Use prompt_tuning / prefix_tuning for text encoders, or lora / adapter (residual adapters for CNNs) "
                "for any backbone.")
     config: VptConfig
+
+    @property
+    def keeps_backbone_eval(self) -> bool:
+        return True
 
     def num_virtual_tokens(self) -> int:
         return self.config.num_tokens
