@@ -247,11 +247,12 @@ def stale_defaults(results: dict[str, Any], task: str, methods: list[str]) -> li
             rates = ", ".join(map(str, then))
             stale.append(f"{method} (stored `defaults` rows ran at lr {rates}; registered now: {now})")
         options = registered_method_defaults(method)
-        moved = sorted({f"{k}={r['method_defaults'].get(k)!r}" for r in stored if "method_defaults" in r
+        moved = sorted({(k, repr(r["method_defaults"].get(k))) for r in stored if "method_defaults" in r
                         for k, v in options.items() if r["method_defaults"].get(k) != v})
         if moved:
-            stale.append(f"{method} (stored `defaults` rows ran with method.{', method.'.join(moved)}; registered "
-                         f"now: {', '.join(f'{k}={options[k]!r}' for k in sorted({m.split('=')[0] for m in moved}))})")
+            then_text = ", ".join(f"method.{k}={v}" for k, v in moved)
+            now_text = ", ".join(f"{k}={options[k]!r}" for k in sorted({k for k, _ in moved}))
+            stale.append(f"{method} (stored `defaults` rows ran with {then_text}; registered now: {now_text})")
     return stale
 
 

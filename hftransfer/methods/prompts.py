@@ -53,7 +53,8 @@ class BackboneDropoutOption:
     backbone_dropout: bool = field(default=False, metadata={"help": (
         "Keep the frozen encoder's own dropout on while training. false (default): the frozen encoder runs in eval "
         "mode, so only the prompts and the head see a changing function; on SST-2 with MiniLM this scored higher "
-        "on dev (prefix_tuning +0.61 points, 3 seeds) and trained 1.3x faster (bench/results/peft_defaults.md).")})
+        "on dev (prefix_tuning +0.61, prompt_tuning +0.95 points, 3 seeds) and trained 1.3-1.5x faster "
+        "(bench/results/RESULTS.md).")})
 
 
 class InputPrompts(TokenHook):
