@@ -56,11 +56,13 @@ from common import (  # noqa: E402
 TEXT_LR = {"full": 1e-4, "lora": 1e-3, "linear_probe": 3e-3}  # picked on an 8k-sentence subset (1 epoch)
 VISION_LR = {"full": 0.01, "lora": 0.01, "linear_probe": 0.01}
 # Parameter-efficient rows (issue #10), default method options; the adapter's learning rate is its registered text
-# default (chosen by bench/peft_defaults.py), as is ia3's; the others' come from the methods' papers / recipes.
-TEXT_LR.update({m: METHODS[m].defaults_for("text")["optim"]["lr"] for m in ("adapter", "ia3")})
+# default (chosen by bench/peft_defaults.py), as are ia3's and p_tuning's; the others' come from the methods' papers /
+# recipes.
+TEXT_LR.update({m: METHODS[m].defaults_for("text")["optim"]["lr"] for m in ("adapter", "ia3", "p_tuning")})
 TEXT_LR.update({"prompt_tuning": 3e-2, "prefix_tuning": 5e-3})
 VISION_LR.update({"adapter": 0.01, "ia3": 0.01, "loha": 0.01})
-TEXT_PEFT_ROWS = {"adapter": False, "ia3": True, "prompt_tuning": False, "prefix_tuning": True}  # method -> has a peer
+TEXT_PEFT_ROWS = {"adapter": False, "ia3": True, "prompt_tuning": False, "prefix_tuning": True,
+                  "p_tuning": False}  # method -> has a peer
 VISION_PEFT_ROWS = ("adapter", "ia3", "loha")  # hymenoptera only; the tutorial-loop peer has no such methods
 QV = ["query", "value"]
 

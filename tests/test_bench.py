@@ -51,11 +51,13 @@ def test_parameter_efficient_rows_exist_and_rows_selects_them(bench_modules):
     # lora/full, hymenoptera adapter/ia3/loha; `--rows REGEX` picks them out.
     _, _, run = bench_modules
     ids = {r["id"] for r in run.build_rows("full")}
-    text = {f"sst2/{m}/hftransfer" for m in ("adapter", "ia3", "prompt_tuning", "prefix_tuning", "lora", "full")}
+    text = {f"sst2/{m}/hftransfer" for m in ("adapter", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning",
+                                          "lora", "full")}
     peers = {"sst2/ia3/peer", "sst2/prefix_tuning/peer"}
     vision = {f"hymenoptera/{m}/hftransfer" for m in ("adapter", "ia3", "loha", "lora", "linear_probe", "full")}
     assert text | peers | vision <= ids
-    assert not {"sst2/adapter/peer", "sst2/prompt_tuning/peer", "cifar10/adapter/hftransfer"} & ids
+    unpaired = {"sst2/adapter/peer", "sst2/prompt_tuning/peer", "sst2/p_tuning/peer", "cifar10/adapter/hftransfer"}
+    assert not unpaired & ids
     picked = {r["id"] for r in run._only(run.build_rows("full"), None, r"/(adapter|ia3|loha)/")}
     assert picked == {"sst2/adapter/hftransfer", "sst2/adapter/3ep/hftransfer", "sst2/ia3/hftransfer", "sst2/ia3/peer",
                       "hymenoptera/adapter/hftransfer", "hymenoptera/ia3/hftransfer", "hymenoptera/loha/hftransfer"}
