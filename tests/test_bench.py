@@ -56,8 +56,8 @@ def test_parameter_efficient_rows_exist_and_rows_selects_them(bench_modules):
     peers = {"sst2/ia3/peer", "sst2/prefix_tuning/peer"}
     vision = {f"hymenoptera/{m}/hftransfer" for m in ("adapter", "ia3", "loha", "lora", "linear_probe", "full")}
     assert text | peers | vision <= ids
-    unpaired = {"sst2/adapter/peer", "sst2/prompt_tuning/peer", "sst2/p_tuning/peer", "cifar10/adapter/hftransfer"}
-    assert not unpaired & ids
+    absent = {"sst2/adapter/peer", "sst2/prompt_tuning/peer", "sst2/p_tuning/peer", "cifar10/adapter/hftransfer"}
+    assert not absent & ids
     picked = {r["id"] for r in run._only(run.build_rows("full"), None, r"/(adapter|ia3|loha)/")}
     assert picked == {"sst2/adapter/hftransfer", "sst2/adapter/3ep/hftransfer", "sst2/ia3/hftransfer", "sst2/ia3/peer",
                       "hymenoptera/adapter/hftransfer", "hymenoptera/ia3/hftransfer", "hymenoptera/loha/hftransfer"}
