@@ -17,7 +17,9 @@ class CoralConfig(AlignmentConfig):
 
 @register_objective("coral", CoralConfig,
                     combines_with="any backbone; full, lora, linear_probe (aligns the bottleneck)",
-                    modality_defaults={"text": {"source_warmup": TEXT_SOURCE_WARMUP}})
+                    # LayerNorm in the text bottleneck: the near-shift gain of BatchNorm, a third of its far-shift
+                    # loss (bench/results/text_da.md, session 22)
+                    modality_defaults={"text": {"source_warmup": TEXT_SOURCE_WARMUP, "norm": "layer"}})
 class Coral(AlignmentObjective):
     """Matches means and covariances of bottleneck features, on the global batch of all processes."""
 
