@@ -162,6 +162,9 @@ def test_text_backbones_get_the_text_defaults_and_user_values_win():
     # back every pseudo-label there.
     assert get_objective("self_training", "text").config.gate_max_entropy == 0.7
     assert get_objective("self_training", "image").config.gate_max_entropy == 0.5
+    # CORAL's text bottleneck uses LayerNorm (bench/results/text_da.md, session 22); images keep BatchNorm
+    assert get_objective("coral", "text").config.norm == "layer"
+    assert get_objective("coral", "image").config.norm == "batch"
     user = get_objective({"name": "dann", "weight": 1.0, "source_warmup": 0.0}, "text").config
     assert (user.weight, user.source_warmup) == (1.0, 0.0)
 
