@@ -153,6 +153,9 @@ def test_peft_defaults_page_ranks_the_candidates_and_searches_off_dev(bench_modu
     train, tune = (pd.read_csv(p) for p in peft_defaults.search_split(tmp_path / "work"))
     assert len(train) == 20 and len(tune) == 10 and not set(train["sentence"]) & set(tune["sentence"])
     assert tune["label"].value_counts().tolist() == [5, 5]
+    # The whole-train variant keeps the same tune split and trains on every other sentence.
+    whole, same_tune = (pd.read_csv(p) for p in peft_defaults.search_split(tmp_path / "work", whole=True))
+    assert same_tune.equals(tune) and len(whole) == 30 and not set(whole["sentence"]) & set(tune["sentence"])
 
 
 def test_report_renders_goals_from_rows(bench_modules, tmp_path):

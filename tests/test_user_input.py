@@ -63,8 +63,16 @@ OPTION_CLASSES = {name: cls for name, cls in
 
 
 def test_yaml_reads_only_true_and_false_as_booleans():
-    assert load_yaml("a: no\nb: yes\nc: on\nd: off\ne: true\nf: False\ng: 1e-3\nh: [no, 2]") == {
-        "a": "no", "b": "yes", "c": "on", "d": "off", "e": True, "f": False, "g": "1e-3", "h": ["no", 2]}
+    assert load_yaml("a: no\nb: yes\nc: on\nd: off\ne: true\nf: False\nh: [no, 2]") == {
+        "a": "no", "b": "yes", "c": "on", "d": "off", "e": True, "f": False, "h": ["no", 2]}
+
+
+def test_yaml_reads_exponent_floats_without_a_dot_as_numbers():
+    # YAML 1.1 reads 1e-3 as a string: an untyped option (model.config_overrides) would get "1e-3".
+    assert load_yaml("a: 1e-3\nb: 5E+2\nc: -2.5e-1\nd: 1_000e-3\ne: e5\nf: 1e\ng: 3") == {
+        "a": 1e-3, "b": 500.0, "c": -0.25, "d": 1.0, "e": "e5", "f": "1e", "g": 3}
+    assert apply_overrides({}, ["model.config_overrides.hidden_dropout_prob=1e-1"]) == {
+        "model": {"config_overrides": {"hidden_dropout_prob": 0.1}}}
 
 
 @pytest.mark.parametrize("key", STRING_FIELDS)

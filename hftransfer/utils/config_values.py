@@ -23,7 +23,8 @@ FALSE_WORDS = ("false", "no", "off")
 
 
 class _Yaml12BoolLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` whose booleans are YAML 1.2's: ``true``/``false`` in any case, nothing else."""
+    """``yaml.SafeLoader`` with YAML 1.2's booleans (``true``/``false`` in any case, nothing else) and floats
+    (``3e-4`` is a number, as in YAML 1.2 and JSON; YAML 1.1 wants ``3.0e-4`` and reads ``3e-4`` as a string)."""
 
 
 _Yaml12BoolLoader.yaml_implicit_resolvers = {
@@ -32,6 +33,9 @@ _Yaml12BoolLoader.yaml_implicit_resolvers = {
 }
 _Yaml12BoolLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Yaml12BoolLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def load_yaml(text: str) -> Any:
