@@ -89,7 +89,8 @@ SEARCH = {
     # the reference the goals are judged against: bench/run.py's sst2/full row (lr 1e-4), same split and epochs
     "full": [{"optim": {"lr": 1e-4}}],
 }
-WHOLE_SEARCH = {"adapter": [{}, {"optim": {"lr": 1e-3}}]}
+WHOLE_SEARCH = {"adapter": [{}, {"optim": {"lr": 1e-3}}],
+                "prefix_tuning": [{}, {"optim": {"lr": 3e-3}}]}
 # Image candidates (adapter: residual 1x1-conv adapters on the CNN blocks; ia3: PEFT's scaling vectors), with `full`
 # and `linear_probe` at their defaults as the references a parameter-efficient default has to stand beside.
 VISION_SEARCH = {
@@ -334,8 +335,8 @@ def render(results: dict[str, Any]) -> str:
         lines += ["", "## " + TASKS["sst2-whole"].title, "",
                   f"As above, trained on every SST-2 train sentence but the {SEARCH_TUNE:,} of the tune split "
                   "(about 65,000), compared on that split; SST-2 dev not read.", "",
-                  "| method | overrides of the defaults then registered | lr | seed | tune acc | per epoch | samples/s "
-                  "| date |",
+                  "| method | overrides of the defaults then registered | lr | seed | tune acc | per epoch "
+                  "| samples/s | date |",
                   "|:--|:--|--:|--:|--:|--:|--:|:--|"]
         for r in sorted(whole, key=lambda r: (r["method"], -r["accuracy"])):
             lines.append(f"| {r['method']} | `{_label(r['overrides'])}` | {r['lr']} | {r['seed']} | "
@@ -389,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [m for m in methods if m not in task.candidates]
         if unknown:
             parser.error(f"--methods: no {args.task} candidates for {unknown}; it knows {sorted(task.candidates)}")
-        needed = {"sst2": SST2 / "train.csv", "sst2-whole": SST2 / "train.csv", "hymenoptera": HYMENOPTERA / "val"}.get(args.task, CIFAR_NPZ)
+        needed = {"sst2": SST2 / "train.csv", "sst2-whole": SST2 / "train.csv",
+                  "hymenoptera": HYMENOPTERA / "val"}.get(args.task, CIFAR_NPZ)
         if not needed.exists():
             parser.error(f"--task {args.task}: {needed} not found (the bench needs ../shared/data)")
         def to_run(key: str) -> bool:

@@ -94,10 +94,9 @@ def _tag(mode: str | None, status: str) -> str:
 
 # What limits a parameter-efficient method's accuracy goal when it is missed (measured, see results_notes.md).
 PEFT_LIMITS = {
-    "adapter": "the defaults searched off dev (reduction_factor 4, lr 3e-3; bench/results/peft_defaults.md) reach "
-               "88.85% on the tune split vs full's 90.20% at 2 epochs; wider bottlenecks, higher rates and the "
-               "parallel placement do not close it; a 3rd epoch closed it in the 10k-sentence search (89.60%) but "
-               "not on the whole train set (87.39%, one seed)",
+    "adapter": "one seed: the goal is judged on the seed-paired mean (the several-seeds lines); defaults searched "
+               "off dev (reduction_factor 4; lr 1e-3 on text, chosen on the whole train set: "
+               "bench/results/peft_defaults.md)",
     "prefix_tuning": "prompt methods need many more steps than 2 epochs on a 22M-parameter encoder (P-Tuning v2 "
                      "reports parity on >= 300M-parameter models)",
 }
