@@ -132,6 +132,7 @@ TASKS = {
                            f"{CIFAR_CHOICE:,} train images held back from training (the choice split; test unread)",
                            picks=True),
 }
+TEXT_TASKS = ("sst2", "sst2-whole")  # the SST-2 tasks: MiniLM, the search split
 CHOICE_TASKS = {"hymenoptera": "hymenoptera val", "cifar10-choice": "CIFAR-10's held-back train images"}
 
 
@@ -191,7 +192,7 @@ def cifar_choice_npz(work: Path) -> Path:
 
 def task_data(task: str, work: Path) -> dict[str, Any]:
     """The ``data`` section of a task's runs (SST-2: the search split; images: the shared folders / npz)."""
-    if task in ("sst2", "sst2-whole"):
+    if task in TEXT_TASKS:
         train, validation = search_split(work, whole=task == "sst2-whole")
         return {"train": str(train), "validation": str(validation), "label_names": ["negative", "positive"]}
     if task == "cifar10-choice":
@@ -233,7 +234,7 @@ def registered_lr(method: str, task: str) -> float:
     from hftransfer.recipes.registry import get_recipe
     from hftransfer.training.config import OptimConfig
 
-    modality = "text" if task.startswith("sst2") else "image"
+    modality = "text" if task in TEXT_TASKS else "image"
     return (get_recipe(method).defaults_for(modality).get("optim") or {}).get("lr", OptimConfig.lr)
 
 
@@ -390,8 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [m for m in methods if m not in task.candidates]
         if unknown:
             parser.error(f"--methods: no {args.task} candidates for {unknown}; it knows {sorted(task.candidates)}")
-        needed = {"sst2": SST2 / "train.csv", "sst2-whole": SST2 / "train.csv",
-                  "hymenoptera": HYMENOPTERA / "val"}.get(args.task, CIFAR_NPZ)
+        needed = (SST2 / "train.csv" if args.task in TEXT_TASKS
+                  else {"hymenoptera": HYMENOPTERA / "val"}.get(args.task, CIFAR_NPZ))
         if not needed.exists():
             parser.error(f"--task {args.task}: {needed} not found (the bench needs ../shared/data)")
         def to_run(key: str) -> bool:
