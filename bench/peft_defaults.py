@@ -82,7 +82,9 @@ SEARCH = {
                       # P-Tuning v2's reparameterisation: the prompts come out of a two-layer tanh MLP
                       {"method": {"projection": True}}, {"method": {"projection": True}, "optim": {"lr": 3e-3}},
                       {"method": {"probe_epochs": 100}}, {"model": {"config_overrides": NO_DROPOUT}},
-                      {"model": {"config_overrides": NO_DROPOUT}, "optim": {"lr": 3e-2}}],
+                      {"model": {"config_overrides": NO_DROPOUT}, "optim": {"lr": 3e-2}},
+                      # the first layer's prompts after the embedding layer: the text keeps its positions (session 24)
+                      {"method": {"prompt_positions": False}}],
     "ia3": [{}, {"optim": {"lr": 1e-2}}, {"optim": {"lr": 3e-2}}],
     "prompt_tuning": [{}, {"optim": {"lr": 1e-1}}, {"optim": {"lr": 3e-1}}, {"method": {"probe_epochs": 100}},
                       {"model": {"config_overrides": NO_DROPOUT}}],
@@ -90,7 +92,9 @@ SEARCH = {
     "full": [{"optim": {"lr": 1e-4}}],
 }
 WHOLE_SEARCH = {"adapter": [{}, {"optim": {"lr": 1e-3}}],
-                "prefix_tuning": [{}, {"optim": {"lr": 3e-3}}]}
+                "prefix_tuning": [{}, {"optim": {"lr": 3e-3}},
+                                  # more capacity: 67k sentences may use tokens that 10k could not (session 24)
+                                  {"method": {"num_virtual_tokens": 40}}]}
 # Image candidates (adapter: residual 1x1-conv adapters on the CNN blocks; ia3: PEFT's scaling vectors), with `full`
 # and `linear_probe` at their defaults as the references a parameter-efficient default has to stand beside.
 VISION_SEARCH = {

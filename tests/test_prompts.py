@@ -20,13 +20,14 @@ TEXT_METHODS = {
     "p_tuning": {"num_virtual_tokens": 4, "encoder_hidden_size": 16},
     "prefix_tuning": {"num_virtual_tokens": 3},
     "prefix_tuning_projection": {"num_virtual_tokens": 3, "projection": True, "projection_hidden_size": 8},
+    "prefix_tuning_kept_positions": {"num_virtual_tokens": 3, "prompt_positions": False},
 }
 VISION_METHODS = {"vpt": {"num_tokens": 3}, "vpt_deep": {"num_tokens": 2, "deep": True, "dropout": 0.1}}
 SENTENCES = ["the film was very dull and not fun", "good movie", "a great film"]
 
 
 def method_of(key: str) -> str:
-    return key.replace("_text", "").replace("_projection", "").replace("_deep", "")
+    return key.replace("_text", "").replace("_projection", "").replace("_deep", "").replace("_kept_positions", "")
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +228,27 @@ def test_max_length_leaves_room_for_virtual_tokens(models):
     roberta(**roberta.preprocess([" ".join(["good"] * 200)]))
     with pytest.raises(ConfigurationError, match=r"num_virtual_tokens=62 leaves 2 of the 64 positions.*at most 61"):
         load(models["bert"], "prompt_tuning", {"num_virtual_tokens": 62})
+
+
+@pytest.mark.parametrize("family", TEXT_FAMILIES)
+def test_prefix_prompts_without_positions_keep_the_text_where_it_was(models, family):
+    # prompt_positions=false: block 0 sees the plain embedding of the text (its own positions) with the first
+    # layer's prompts spliced in after [CLS] as they are; no position is used up, so max_length stays.
+    plain = load(models[family])
+    model = load(models[family], "prefix_tuning", {"num_virtual_tokens": 3, "prompt_positions": False}).eval()
+    shifted = load(models[family], "prefix_tuning", {"num_virtual_tokens": 3})
+    assert model.preprocessor.max_length == plain.preprocessor.max_length
+    assert shifted.preprocessor.max_length == shifted.backbone.token_interface().max_positions - 3
+    tokens, hook = model.backbone.token_interface(), model.backbone.token_hook
+    seen = []
+    tokens.blocks()[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+    batch = model.backbone.select_inputs(batch_of(model))
+    with torch.no_grad():
+        model.forward_features(**batch)
+        text = tokens.embed_tokens(batch).tokens
+    torch.testing.assert_close(seen[0][:, :1], text[:, :1])
+    torch.testing.assert_close(seen[0][:, 1:4], hook.prompts[0].expand(len(SENTENCES), -1, -1))
+    torch.testing.assert_close(seen[0][:, 4:], text[:, 1:])
 
 
 def test_left_padded_batches_are_refused(models):

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hftransfer.backbones.tokens import TokenInterface, TokenSequence, insert_after_prefix
+from hftransfer.backbones.tokens import TokenInterface, TokenSequence
 
 
 def is_timm_vit(model: nn.Module) -> bool:
@@ -35,7 +35,7 @@ class TimmViTTokens(TokenInterface):
         num_prefix = int(model.num_prefix_tokens)
         seq = TokenSequence(x, None, num_prefix)
         if prompts is not None:
-            seq = seq.replace(tokens=insert_after_prefix(x, num_prefix, prompts), num_virtual=prompts.shape[1])
+            seq = seq.insert_virtual(prompts)
         return seq
 
     def blocks(self) -> list[nn.Module]:

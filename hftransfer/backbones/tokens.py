@@ -51,6 +51,15 @@ class TokenSequence:
         tokens = torch.cat([self.tokens[:, :start], prompts.to(self.tokens.dtype), self.tokens[:, end:]], dim=1)
         return self.replace(tokens=tokens)
 
+    def insert_virtual(self, prompts: torch.Tensor) -> TokenSequence:
+        """This (embedded) sequence with ``prompts`` (batch, P, dim) spliced in after the prefix tokens as hidden
+        states: they get no position embedding, so the real tokens keep their positions; the mask counts them."""
+        mask = self.mask
+        if mask is not None:
+            mask = insert_after_prefix(mask, self.num_prefix, mask.new_ones(mask.shape[0], prompts.shape[1]))
+        return self.replace(tokens=insert_after_prefix(self.tokens, self.num_prefix, prompts), mask=mask,
+                            num_virtual=prompts.shape[1])
+
     def without_virtual(self) -> TokenSequence:
         """The sequence with the virtual tokens removed (what pooling sees)."""
         if not self.num_virtual:
@@ -79,6 +88,10 @@ class TokenHook(nn.Module):
     """
 
     num_virtual: int
+    # True: the input prompts go through the backbone's embedding layer (text: as virtual words, with position
+    # embeddings, so the text behind them moves by P positions); False: they join the embedded sequence as hidden
+    # states and every real token keeps its pretrained position.
+    embeds_prompts: bool = True
 
     def forward(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
@@ -163,7 +176,10 @@ class TokenInterface(abc.ABC):
             return self.pool(self.run_blocks(self.embed_tokens(inputs)))
         batch = next(iter(inputs.values())).shape[0]
         prompts, deep = hook(batch)
-        seq = self.embed_tokens(inputs, prompts)
+        if hook.embeds_prompts:
+            seq = self.embed_tokens(inputs, prompts)
+        else:
+            seq = self.embed_tokens(inputs).insert_virtual(prompts)
         if deep is None:
             return self.pool(self.run_blocks(seq))
         if deep.shape[0] != len(self.blocks()):

@@ -75,7 +75,7 @@ class VisionTokens(_TransformersTokens):
         num_prefix = 1 + int(getattr(model.embeddings, "distillation_token", None) is not None)
         seq = TokenSequence(x, None, num_prefix)
         if prompts is not None:
-            seq = seq.replace(tokens=insert_after_prefix(x, num_prefix, prompts), num_virtual=prompts.shape[1])
+            seq = seq.insert_virtual(prompts)
         return seq
 
     def pool(self, seq: TokenSequence) -> torch.Tensor:

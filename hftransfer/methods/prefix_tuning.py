@@ -25,6 +25,11 @@ class PrefixTuningConfig(HeadProbeConfig, BackboneDropoutOption):
     projection_hidden_size: int = field(default=512, metadata={"help": "width of that MLP"})
     init: str = field(default="xavier", metadata={"help": "'xavier' (uniform) or 'normal' (std 0.02)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the prompt tokens"})
+    prompt_positions: bool = field(default=True, metadata={"help": (
+        "true: the first layer's prompts enter as virtual words (word-embedding space, position embeddings), which "
+        "moves the text back by num_virtual_tokens positions and shortens max_length by as much; false: they join "
+        "after the embedding layer like every later layer's prompts, and the text keeps its pretrained positions "
+        "(as with P-Tuning v2's key/value prefixes)")})
 
     def __post_init__(self):
         if self.num_virtual_tokens < 1:
@@ -55,7 +60,10 @@ class PrefixTuning(PromptMethod):
     def num_virtual_tokens(self) -> int:
         return self.config.num_virtual_tokens
 
+    def embeds_prompts(self) -> bool:
+        return self.config.prompt_positions
+
     def build_hook(self, model, tokens) -> DeepPrompts:
         cfg = self.config
         return DeepPrompts(len(tokens.blocks()), cfg.num_virtual_tokens, tokens.hidden_size, cfg.init, cfg.dropout,
-                           cfg.projection_hidden_size if cfg.projection else None)
+                           cfg.projection_hidden_size if cfg.projection else None, embed=cfg.prompt_positions)

@@ -90,13 +90,15 @@ class DeepPrompts(TokenHook):
     """Deep prompts: fresh P tokens before every block, replacing the previous block's (P-Tuning v2, VPT-deep).
 
     With ``projection_hidden`` the (num_blocks, P, dim) prompts come from P embeddings through a two-layer tanh MLP
-    (P-Tuning v2's reparameterisation); otherwise they are learned directly.
+    (P-Tuning v2's reparameterisation); otherwise they are learned directly. ``embed=False``: the first block's
+    prompts join the embedded sequence like the later ones (no position embedding: the text keeps its positions).
     """
 
     def __init__(self, num_blocks: int, num_virtual: int, dim: int, init: str = "xavier", dropout: float = 0.0,
-                 projection_hidden: int | None = None):
+                 projection_hidden: int | None = None, embed: bool = True):
         super().__init__()
         self.num_virtual, self.num_blocks, self.dim = num_virtual, num_blocks, dim
+        self.embeds_prompts = embed
         self.dropout = nn.Dropout(dropout)
         if projection_hidden:
             self.embedding = nn.Parameter(init_prompts(torch.empty(num_virtual, dim), init))
@@ -135,6 +137,13 @@ class PromptMethod(TransferMethod):
     def build_hook(self, model, tokens: TokenInterface) -> TokenHook:
         """The prompt module for ``model``'s backbone, whose token interface is ``tokens``."""
 
+    def embeds_prompts(self) -> bool:
+        """Whether the input prompts pass through the embedding layer (see ``TokenHook.embeds_prompts``)."""
+        return True
+
+    def _prompts_take_positions(self, tokens: TokenInterface) -> bool:
+        return tokens.prompts_take_positions and self.embeds_prompts() and tokens.max_positions is not None
+
     def check_backbone(self, model) -> None:
         backbone = model.backbone
         tokens = backbone.token_interface()
@@ -149,7 +158,7 @@ class PromptMethod(TransferMethod):
                 f"method {self.name!r} needs a token sequence it can extend ({self.supported_backbones}); {what} has "
                 f"none this library knows. Use lora or adapter, which act on layers instead of tokens."
             )
-        if tokens.prompts_take_positions and tokens.max_positions is not None:
+        if self._prompts_take_positions(tokens):
             count, limit = self.num_virtual_tokens(), tokens.max_positions
             if count > limit - MIN_TEXT_TOKENS:
                 raise ConfigurationError(
@@ -161,7 +170,7 @@ class PromptMethod(TransferMethod):
         backbone = model.backbone
         tokens = backbone.token_interface()
         hook = self.build_hook(model, tokens)
-        if tokens.prompts_take_positions and tokens.max_positions is not None:
+        if self._prompts_take_positions(tokens):
             _leave_room(backbone.preprocessor, tokens.max_positions - hook.num_virtual, hook.num_virtual)
         backbone.attach_token_hook(hook)
         self.set_trainable(model)
