@@ -84,7 +84,9 @@ SEARCH = {
                       {"method": {"probe_epochs": 100}}, {"model": {"config_overrides": NO_DROPOUT}},
                       {"model": {"config_overrides": NO_DROPOUT}, "optim": {"lr": 3e-2}},
                       # the first layer's prompts after the embedding layer: the text keeps its positions (session 24)
-                      {"method": {"prompt_positions": False}}],
+                      {"method": {"prompt_positions": False}},
+                      # each layer's prompts start as real words' hidden states there (Li & Liang 2021; session 24)
+                      {"method": {"init": "activations"}}],
     "ia3": [{}, {"optim": {"lr": 1e-2}}, {"optim": {"lr": 3e-2}}],
     "prompt_tuning": [{}, {"optim": {"lr": 1e-1}}, {"optim": {"lr": 3e-1}}, {"method": {"probe_epochs": 100}},
                       {"model": {"config_overrides": NO_DROPOUT}}],

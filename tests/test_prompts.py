@@ -21,13 +21,14 @@ TEXT_METHODS = {
     "prefix_tuning": {"num_virtual_tokens": 3},
     "prefix_tuning_projection": {"num_virtual_tokens": 3, "projection": True, "projection_hidden_size": 8},
     "prefix_tuning_kept_positions": {"num_virtual_tokens": 3, "prompt_positions": False},
+    "prefix_tuning_activations": {"num_virtual_tokens": 3, "init": "activations"},
 }
 VISION_METHODS = {"vpt": {"num_tokens": 3}, "vpt_deep": {"num_tokens": 2, "deep": True, "dropout": 0.1}}
 SENTENCES = ["the film was very dull and not fun", "good movie", "a great film"]
 
 
 def method_of(key: str) -> str:
-    return key.replace("_text", "").replace("_projection", "").replace("_deep", "").replace("_kept_positions", "")
+    return key.replace("_text", "").replace("_projection", "").replace("_deep", "").replace("_kept_positions", "").replace("_activations", "")
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +252,32 @@ def test_prefix_prompts_without_positions_keep_the_text_where_it_was(models, fam
     torch.testing.assert_close(seen[0][:, 4:], text[:, 1:])
 
 
+@pytest.mark.parametrize("family", TEXT_FAMILIES)
+@pytest.mark.parametrize("prompt_positions", [True, False])
+def test_prefix_activation_init_starts_each_layer_from_real_words(models, family, prompt_positions):
+    # init=activations: block i's prompts are what init_text's words are entering block i of the frozen encoder;
+    # the first layer's are their word embeddings when they enter as words (prompt_positions=true).
+    config = {"num_virtual_tokens": 4, "init": "activations", "init_text": "a fine film", "prompt_positions":
+              prompt_positions}
+    model = load(models[family], "prefix_tuning", config).eval()
+    tokenizer, tokens = model.preprocessor.tokenizer, model.backbone.token_interface()
+    ids = tokenizer("a fine film", add_special_tokens=False)["input_ids"]
+    ids = (ids * 4)[:4]
+    batch = {"input_ids": torch.tensor([[tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]])}
+    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+    entering = []
+    with torch.no_grad():
+        tokens.run_blocks(tokens.embed_tokens(batch), lambda i, seq: entering.append(seq.tokens[0, 1:5]) or seq)
+        words = model.backbone.base_model().get_input_embeddings()(batch["input_ids"])[0, 1:5]
+    prompts = model.backbone.token_hook.prompts
+    assert prompts.shape[0] == len(tokens.blocks()) > 1
+    torch.testing.assert_close(prompts[0], words if prompt_positions else entering[0])
+    for index in range(1, prompts.shape[0]):
+        torch.testing.assert_close(prompts[index], entering[index])
+    drawn = load(models[family], "prefix_tuning", {"num_virtual_tokens": 4, "init": "activations"})
+    assert not torch.equal(drawn.backbone.token_hook.prompts, prompts)
+
+
 def test_left_padded_batches_are_refused(models):
     model = load(models["bert"], "prompt_tuning")
     model.preprocessor.tokenizer.padding_side = "left"
@@ -302,6 +329,8 @@ def test_unlisted_text_encoder_is_refused_naming_alternatives(tmp_path, models):
     ("prompt_tuning", {"init": "vocab"}, r"init='vocab' is not supported"),
     ("prompt_tuning", {"num_virtual_tokens": 0}, "num_virtual_tokens must be >= 1; received 0"),
     ("prefix_tuning", {"init": "zeros"}, "choose one of"),
+    ("prefix_tuning", {"init_text": "hello"}, "only used with init='activations'"),
+    ("prefix_tuning", {"init": "activations", "projection": True}, "use one of the two"),
     ("vpt", {"dropout": 1.0}, r"dropout must be in \[0, 1\); received 1.0"),
     ("vpt", {"num_token": 3}, r"Unknown method option\(s\) \['method.num_token'\]"),
 ])

@@ -46,6 +46,50 @@ def init_prompts(tensor: torch.Tensor, init: str) -> torch.Tensor:
     return tensor
 
 
+def word_activations(model, tokens: TokenInterface, count: int, words_first: bool,
+                     text: str | None = None) -> torch.Tensor:
+    """(num_blocks, count, dim): what ``count`` real words are as they enter each block of the frozen text encoder
+    (Li & Liang 2021's prefix initialisation). The words are ``text``'s tokens (repeated), or ``count`` whole words
+    drawn from the vocabulary with torch's generator (the run's seed). With ``words_first`` entry 0 is their word
+    embeddings (the first layer's prompts then enter as words); otherwise it is their embedded hidden states.
+    """
+    tokenizer = model.backbone.preprocessor.tokenizer
+    if text:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ConfigurationError(f"init_text={text!r} gives no tokens.")
+        ids = (ids * -(-count // len(ids)))[:count]
+    else:
+        special = set(tokenizer.all_special_ids)
+        plain = {word: i for word, i in tokenizer.get_vocab().items() if i not in special}
+        rows = model.backbone.base_model().get_input_embeddings().num_embeddings
+        vocab = (sorted(i for word, i in plain.items() if word.isalpha()) or sorted(plain.values())
+                 or [i for i in range(rows) if i not in special] or list(range(rows)))
+        ids = [vocab[int(k)] for k in torch.randint(len(vocab), (count,))]
+    backbone = model.backbone
+    device = next(backbone.parameters()).device
+    first = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    last = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    inputs = {"input_ids": torch.tensor([[first, *ids, last]], device=device)}
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    seen: list[torch.Tensor] = []
+
+    def grab(index: int, seq):
+        seen.append(seq.tokens[0, 1:1 + count].float())
+        return seq
+
+    training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            tokens.run_blocks(tokens.embed_tokens(inputs), grab)
+            if words_first:
+                seen[0] = backbone.base_model().get_input_embeddings()(inputs["input_ids"])[0, 1:1 + count].float()
+    finally:
+        backbone.train(training)
+    return torch.stack(seen).cpu()
+
+
 @dataclass
 class BackboneDropoutOption:
     """The ``backbone_dropout`` option of the text prompt methods (a config mixin: one declaration, one default)."""
