@@ -28,7 +28,9 @@ SENTENCES = ["the film was very dull and not fun", "good movie", "a great film"]
 
 
 def method_of(key: str) -> str:
-    return key.replace("_text", "").replace("_projection", "").replace("_deep", "").replace("_kept_positions", "").replace("_activations", "")
+    for variant in ("_text", "_projection", "_deep", "_kept_positions", "_activations"):
+        key = key.replace(variant, "")
+    return key
 
 
 @pytest.fixture(scope="module")
