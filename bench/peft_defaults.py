@@ -94,9 +94,7 @@ SEARCH = {
     "full": [{"optim": {"lr": 1e-4}}],
 }
 WHOLE_SEARCH = {"adapter": [{}, {"optim": {"lr": 1e-3}}],
-                "prefix_tuning": [{}, {"optim": {"lr": 3e-3}},
-                                  # more capacity: 67k sentences may use tokens that 10k could not (session 24)
-                                  {"method": {"num_virtual_tokens": 40}}]}
+                "prefix_tuning": [{}, {"optim": {"lr": 3e-3}}]}
 # Image candidates (adapter: residual 1x1-conv adapters on the CNN blocks; ia3: PEFT's scaling vectors), with `full`
 # and `linear_probe` at their defaults as the references a parameter-efficient default has to stand beside.
 VISION_SEARCH = {

@@ -58,8 +58,9 @@ VISION_LR = {"full": 0.01, "lora": 0.01, "linear_probe": 0.01}
 # Parameter-efficient rows (issue #10), default method options; the adapter's learning rate is its registered text
 # default (chosen by bench/peft_defaults.py), as are ia3's and p_tuning's; the others' come from the methods' papers /
 # recipes.
-TEXT_LR.update({m: METHODS[m].defaults_for("text")["optim"]["lr"] for m in ("adapter", "ia3", "p_tuning")})
-TEXT_LR.update({"prompt_tuning": 3e-2, "prefix_tuning": 5e-3})
+TEXT_LR.update({m: METHODS[m].defaults_for("text")["optim"]["lr"]
+                for m in ("adapter", "ia3", "p_tuning", "prefix_tuning")})
+TEXT_LR.update({"prompt_tuning": 3e-2})
 VISION_LR.update({"adapter": 0.01, "ia3": 0.01, "loha": 0.01})
 TEXT_PEFT_ROWS = {"adapter": False, "ia3": True, "prompt_tuning": False, "prefix_tuning": True,
                   "p_tuning": False}  # method -> has a peer
@@ -110,6 +111,9 @@ def build_rows(mode: str) -> list[dict[str, Any]]:
         for method in ("adapter", "prefix_tuning"):
             rows.append({**text, "tool": "hftransfer", "method": method, "variant": "3ep", "epochs": 3,
                          "lr": TEXT_LR[method]})
+    if not quick:  # issue 22: each layer's prompts start as real words' hidden states (a candidate default)
+        rows.append({**text, "tool": "hftransfer", "method": "prefix_tuning", "variant": "activations",
+                     "lr": TEXT_LR["prefix_tuning"], "method_options": {"init": "activations"}})
     if not quick:  # issue 22: the former default (the frozen encoder's dropout on), beside today's default
         for method in ("prefix_tuning", "prompt_tuning"):
             rows.append({**text, "tool": "hftransfer", "method": method, "variant": "backbone-dropout",
