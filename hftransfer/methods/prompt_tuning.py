@@ -9,7 +9,13 @@ import torch
 from hftransfer.errors import ConfigurationError
 from hftransfer.methods.base import HeadWarmup
 from hftransfer.methods.head_probe import HeadProbeConfig
-from hftransfer.methods.prompts import TEXT_PROMPT_FAMILIES, BackboneDropoutOption, InputPrompts, PromptMethod
+from hftransfer.methods.prompts import (
+    TEXT_PROMPT_FAMILIES,
+    BackboneDropoutOption,
+    InputPrompts,
+    PromptMethod,
+    text_token_ids,
+)
 from hftransfer.methods.registry import register_method
 
 
@@ -61,11 +67,8 @@ class PromptTuning(PromptMethod):
         cfg = self.config
         words = model.backbone.base_model().get_input_embeddings().weight.detach()
         if cfg.init == "text":
-            ids = model.backbone.preprocessor.tokenizer(cfg.init_text, add_special_tokens=False)["input_ids"]
-            if not ids:
-                raise ConfigurationError(f"init_text={cfg.init_text!r} gives no tokens.")
-            reps = -(-cfg.num_virtual_tokens // len(ids))
-            prompts = words[torch.tensor(ids * reps)[: cfg.num_virtual_tokens]].clone().float()
+            ids = text_token_ids(model.backbone.preprocessor.tokenizer, cfg.init_text, cfg.num_virtual_tokens)
+            prompts = words[torch.tensor(ids)].clone().float()
         else:
             prompts = torch.randn(cfg.num_virtual_tokens, words.shape[1]) * words.float().std()
         return InputPrompts(prompts, cfg.dropout)

@@ -46,6 +46,14 @@ def init_prompts(tensor: torch.Tensor, init: str) -> torch.Tensor:
     return tensor
 
 
+def text_token_ids(tokenizer, text: str, count: int) -> list[int]:
+    """``count`` token ids of ``text`` (no special tokens), repeated as often as needed: a text initialisation."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ConfigurationError(f"init_text={text!r} gives no tokens.")
+    return (ids * -(-count // len(ids)))[:count]
+
+
 def word_activations(model, tokens: TokenInterface, count: int, words_first: bool,
                      text: str | None = None) -> torch.Tensor:
     """(num_blocks, count, dim): what ``count`` real words are as they enter each block of the frozen text encoder
@@ -55,16 +63,12 @@ def word_activations(model, tokens: TokenInterface, count: int, words_first: boo
     """
     tokenizer = model.backbone.preprocessor.tokenizer
     if text:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ConfigurationError(f"init_text={text!r} gives no tokens.")
-        ids = (ids * -(-count // len(ids)))[:count]
-    else:
+        ids = text_token_ids(tokenizer, text, count)
+    else:  # whole words; a vocabulary without any (tiny test tokenizers): any row of the embedding matrix
         special = set(tokenizer.all_special_ids)
-        plain = {word: i for word, i in tokenizer.get_vocab().items() if i not in special}
         rows = model.backbone.base_model().get_input_embeddings().num_embeddings
-        vocab = (sorted(i for word, i in plain.items() if word.isalpha()) or sorted(plain.values())
-                 or [i for i in range(rows) if i not in special] or list(range(rows)))
+        vocab = (sorted(i for word, i in tokenizer.get_vocab().items() if word.isalpha() and i not in special)
+                 or list(range(rows)))
         ids = [vocab[int(k)] for k in torch.randint(len(vocab), (count,))]
     backbone = model.backbone
     device = next(backbone.parameters()).device
