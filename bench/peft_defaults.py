@@ -86,7 +86,12 @@ SEARCH = {
                       # the first layer's prompts after the embedding layer: the text keeps its positions (session 24)
                       {"method": {"prompt_positions": False}},
                       # each layer's prompts start as real words' hidden states there (Li & Liang 2021; session 24)
-                      {"method": {"init": "activations"}}],
+                      {"method": {"init": "activations"}},
+                      # keys and values learned directly in every layer, free of each other (P-Tuning v2's
+                      # past_key_values; session 25), with the text moved back behind the prefix or where it was
+                      {"method": {"form": "key_value"}}, {"method": {"form": "key_value", "prompt_positions": False}},
+                      {"method": {"form": "key_value"}, "optim": {"lr": 3e-3}},
+                      {"method": {"form": "key_value"}, "optim": {"lr": 3e-2}}],
     "ia3": [{}, {"optim": {"lr": 1e-2}}, {"optim": {"lr": 3e-2}}],
     "prompt_tuning": [{}, {"optim": {"lr": 1e-1}}, {"optim": {"lr": 3e-1}}, {"method": {"probe_epochs": 100}},
                       {"model": {"config_overrides": NO_DROPOUT}}],

@@ -22,13 +22,14 @@ TEXT_METHODS = {
     "prefix_tuning_projection": {"num_virtual_tokens": 3, "projection": True, "projection_hidden_size": 8},
     "prefix_tuning_kept_positions": {"num_virtual_tokens": 3, "prompt_positions": False},
     "prefix_tuning_activations": {"num_virtual_tokens": 3, "init": "activations"},
+    "prefix_tuning_key_value": {"num_virtual_tokens": 3, "form": "key_value", "dropout": 0.1},
 }
 VISION_METHODS = {"vpt": {"num_tokens": 3}, "vpt_deep": {"num_tokens": 2, "deep": True, "dropout": 0.1}}
 SENTENCES = ["the film was very dull and not fun", "good movie", "a great film"]
 
 
 def method_of(key: str) -> str:
-    for variant in ("_text", "_projection", "_deep", "_kept_positions", "_activations"):
+    for variant in ("_text", "_projection", "_deep", "_kept_positions", "_activations", "_key_value"):
         key = key.replace(variant, "")
     return key
 
@@ -146,7 +147,7 @@ def _check_gradients(model: AutoTransfer) -> None:
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 @pytest.mark.parametrize("family", TEXT_FAMILIES)
-@pytest.mark.parametrize("key", ["prompt_tuning", "p_tuning", "prefix_tuning"])
+@pytest.mark.parametrize("key", ["prompt_tuning", "p_tuning", "prefix_tuning", "prefix_tuning_key_value"])
 def test_padding_does_not_change_a_sentence_s_features(models, family, key, pooling, attn):
     # The attention mask covers the virtual tokens: a short sentence padded in a batch has its unpadded features.
     model = load(models[family], method_of(key), TEXT_METHODS[key], pooling=pooling).eval()
@@ -280,6 +281,94 @@ def test_prefix_activation_init_starts_each_layer_from_real_words(models, family
     assert not torch.equal(drawn.backbone.token_hook.prompts, prompts)
 
 
+KV_ATTENTION = "hftransfer_test_kv_prefix"
+
+
+@pytest.mark.parametrize("family", TEXT_FAMILIES)
+def test_key_value_prefixes_are_the_keys_and_values_every_real_token_attends_to(models, family):
+    # Reference: the plain encoder whose attention function prepends each layer's learned keys and values to the
+    # real ones (what P-Tuning v2's past_key_values do), written with torch's SDPA. Padded batch, arbitrary
+    # prefixes (keys and values unrelated), text at its own positions.
+    import torch.nn.functional as F
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    model = load(models[family], "prefix_tuning", {"num_virtual_tokens": 3, "form": "key_value",
+                                                    "prompt_positions": False}).eval()
+    hook = model.backbone.token_hook
+    with torch.no_grad():
+        hook.keys.normal_(0.0, 2.0)
+        hook.values.normal_(0.0, 2.0)
+    plain = load(models[family]).eval()
+    tokens = plain.backbone.token_interface()
+    owners = {}
+    for index, block in enumerate(tokens.blocks()):
+        key_layer = tokens.key_value_projections(block)[0]
+        owners.update({id(m): index for m in block.modules() if any(c is key_layer for c in m.children())})
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        batch, heads, _, size = key.shape
+        index = owners[id(module)]
+        extra_k = hook.keys[index].view(-1, heads, size).transpose(0, 1).expand(batch, -1, -1, -1)
+        extra_v = hook.values[index].view(-1, heads, size).transpose(0, 1).expand(batch, -1, -1, -1)
+        key, value = torch.cat([extra_k, key], 2), torch.cat([extra_v, value], 2)
+        if attention_mask is not None:
+            attention_mask = F.pad(attention_mask, (3, 0), value=True)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling)
+        return out.transpose(1, 2).contiguous(), None
+
+    AttentionInterface.register(KV_ATTENTION, attention)
+    AttentionMaskInterface.register(KV_ATTENTION, sdpa_mask)
+    plain.backbone.base_model().set_attn_implementation(KV_ATTENTION)
+    batch = plain.backbone.select_inputs(batch_of(plain))
+    assert batch["attention_mask"].min() == 0  # padding is part of what is checked
+    with torch.no_grad():
+        expected = plain.backbone.forward_tokens(batch)
+        got = model.backbone.forward_tokens(batch)
+        without = model.backbone.token_interface().forward(batch)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert (got - without).abs().max() > 1e-2  # the prefixes matter
+
+
+def test_key_value_prefixes_start_as_the_deep_prompt_tokens_they_were_drawn_as(models):
+    # Keys and values begin as what each layer makes of hidden-state prompts: with the text at its own positions the
+    # two forms compute the same function before training; then each layer's keys and values train apart.
+    batch = batch_of(load(models["bert"]))
+    logits = []
+    for form in ("tokens", "key_value"):
+        torch.manual_seed(0)
+        model = load(models["bert"], "prefix_tuning", {"num_virtual_tokens": 3, "form": form,
+                                                       "prompt_positions": False}).eval()
+        logits.append(model(**batch).logits)
+    torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=1e-6)
+    hook = model.backbone.token_hook
+    assert hook.keys.shape == hook.values.shape == (2, 3, 32)
+    assert not torch.allclose(hook.keys, hook.values)
+
+
+def test_key_value_prefixes_follow_a_deep_copy(models):
+    # The projections' forward hooks belong to the copy's own prefixes (soups and WiSE-FT copy models).
+    import copy
+
+    model = load(models["bert"], "prefix_tuning", {"num_virtual_tokens": 3, "form": "key_value"}).eval()
+    batch = batch_of(model)
+    before = model(**batch).logits
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.backbone.token_hook.values.add_(1.0)
+    assert torch.equal(model(**batch).logits, before)
+    assert not torch.allclose(twin(**batch).logits, before)
+
+
+def test_key_value_prefixes_refuse_a_family_without_known_projections(models, monkeypatch):
+    from hftransfer.backbones import transformers_tokens
+
+    monkeypatch.setattr(transformers_tokens.TextTokens, "key_value_projections", lambda self, block: None)
+    with pytest.raises(ConfigurationError, match="form='key_value' writes into every layer's key and value.*form: "
+                                                 "tokens"):
+        load(models["bert"], "prefix_tuning", {"form": "key_value"})
+
+
 def test_left_padded_batches_are_refused(models):
     model = load(models["bert"], "prompt_tuning")
     model.preprocessor.tokenizer.padding_side = "left"
@@ -333,6 +422,8 @@ def test_unlisted_text_encoder_is_refused_naming_alternatives(tmp_path, models):
     ("prefix_tuning", {"init": "zeros"}, "choose one of"),
     ("prefix_tuning", {"init_text": "hello"}, "only used with init='activations'"),
     ("prefix_tuning", {"init": "activations", "projection": True}, "use one of the two"),
+    ("prefix_tuning", {"form": "kv"}, r"form='kv' is not supported; choose one of \('tokens', 'key_value'\)"),
+    ("prefix_tuning", {"form": "key_value", "projection": True}, "Use one of the two"),
     ("vpt", {"dropout": 1.0}, r"dropout must be in \[0, 1\); received 1.0"),
     ("vpt", {"num_token": 3}, r"Unknown method option\(s\) \['method.num_token'\]"),
 ])
@@ -406,7 +497,8 @@ def test_text_prompts_train_without_the_frozen_encoder_s_dropout_unless_asked(mo
 
 
 @pytest.mark.parametrize("family, key, train", [("timm_vit", "vpt_deep", False), ("vit", "vpt", False),
-                                                ("bert", "prefix_tuning", True), ("bert", "prompt_tuning", False)])
+                                                ("bert", "prefix_tuning", True), ("bert", "prompt_tuning", False),
+                                                ("bert", "prefix_tuning_key_value", True)])
 def test_gradient_checkpointing_recomputes_blocks_and_keeps_the_gradients(models, family, key, train):
     # Also with the frozen backbone in eval mode (VPT), where transformers layers would not checkpoint themselves.
     grads, calls = [], []
@@ -431,7 +523,7 @@ def test_gradient_checkpointing_recomputes_blocks_and_keeps_the_gradients(models
 
 
 @pytest.mark.parametrize("family, key", [("timm_vit", "vpt_deep"), ("deit", "vpt"), ("bert", "prefix_tuning"),
-                                         ("roberta", "p_tuning")])
+                                         ("roberta", "p_tuning"), ("distilbert", "prefix_tuning_key_value")])
 def test_bf16_autocast_trains_the_prompts(models, family, key):
     model = load(models[family], method_of(key), {**TEXT_METHODS, **VISION_METHODS}[key])
     batch = batch_of(model)

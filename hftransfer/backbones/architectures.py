@@ -8,7 +8,7 @@ module name reads it from here (like peft's ``utils/constants.py``, but one reco
 - bottleneck adapter placement (``methods/adapter.py``): :attr:`Architecture.blocks` with ``attn_out`` / ``mlp_out``
   / ``mlp_in``, or :attr:`Architecture.cnn_blocks` for residual conv adapters;
 - prompt methods' token interface (``backbones/transformers_tokens.py``): :attr:`Architecture.token_family` and
-  :attr:`Architecture.layer_lists`.
+  :attr:`Architecture.layer_lists` (and :attr:`Architecture.key_value` for prefix tuning's key/value prefixes).
 
 Adding a backbone family means adding one record here (and a tiny random model to the tests).
 """
@@ -48,6 +48,9 @@ class Architecture:
     token_model_types: tuple[str, ...] = ()
     layer_lists: tuple[str, ...] = ()
     position_offset_model_types: tuple[str, ...] = ()
+    # Paths relative to a block of the nn.Linear layers whose outputs are the attention's keys and values (prefix
+    # tuning's key/value prefixes write into them).
+    key_value: tuple[str, str] | None = None
 
 
 # Order matters where rules are tried in turn: transformer-block rules (the first that finds blocks wins) and
@@ -76,6 +79,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         mlp_in="intermediate",
         token_family="text", token_model_types=("bert", "roberta", "xlm-roberta", "camembert"),
         layer_lists=("encoder.layer",), position_offset_model_types=("roberta", "xlm-roberta", "camembert"),
+        key_value=("attention.self.key", "attention.self.value"),
     ),
     "transformers_distilbert": Architecture(
         name="transformers DistilBERT",
@@ -84,6 +88,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         ia3_feedforward=("lin2",),
         blocks=r"(.*\.)?transformer\.layer\.\d+", attn_out="attention.out_lin", mlp_out="ffn.lin2", mlp_in="ffn",
         token_family="text", token_model_types=("distilbert",), layer_lists=("transformer.layer",),
+        key_value=("attention.k_lin", "attention.v_lin"),
     ),
     "transformers_decoder_mlp": Architecture(
         name="transformers BLOOM/GPT-NeoX-style MLP",

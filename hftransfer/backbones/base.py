@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from hftransfer.backbones.tokens import TokenInterface
+from hftransfer.backbones.tokens import TokenHook, TokenInterface
 from hftransfer.errors import ConfigurationError
 
 
@@ -67,7 +67,7 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
         self.num_features = int(num_features)
         self.preprocessor = preprocessor
         self.pretrained_head: PretrainedHead | None = None
-        self.token_hook: nn.Module | None = None  # set by attach_token_hook (prompt methods)
+        self.token_hook: TokenHook | None = None  # set by attach_token_hook (prompt methods)
 
     @property
     def task(self) -> str:
@@ -86,15 +86,17 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
         the architecture has no token sequence this library knows (CNNs, unlisted transformers)."""
         return None
 
-    def attach_token_hook(self, hook: nn.Module) -> None:
+    def attach_token_hook(self, hook: TokenHook) -> None:
         """Route the forward pass through :meth:`token_interface` with ``hook``'s virtual tokens (prompt methods).
 
         The hook becomes the submodule ``token_hook``: its parameters are ``backbone.token_hook.*``.
         """
-        if self.token_interface() is None:
+        tokens = self.token_interface()
+        if tokens is None:
             raise ConfigurationError(f"{type(self.model).__name__} has no token interface (see backbones/tokens.py); "
                                      "it cannot take virtual tokens. Use a method that acts on layers (lora).")
         self.token_hook = hook
+        hook.attach(tokens)
 
     def forward_tokens(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled features through the token interface (with the attached hook, if any)."""

@@ -96,6 +96,10 @@ class TokenHook(nn.Module):
     def forward(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
+    def attach(self, tokens: TokenInterface) -> None:
+        """Called once when the hook joins a backbone whose token interface is ``tokens`` (key/value prefixes register
+        their forward hooks on the blocks' projections here). Default: nothing."""
+
 
 class TokenInterface(abc.ABC):
     """One backbone family's path from inputs to pooled features through an explicit token sequence.
@@ -107,6 +111,7 @@ class TokenInterface(abc.ABC):
 
     kind: str
     prompts_take_positions: bool = False
+    num_prefix: int | None = None  # prefix tokens before the virtual ones, where every model of the family has the same
 
     def __init__(self, backbone: nn.Module):
         self.backbone = backbone
@@ -143,6 +148,11 @@ class TokenInterface(abc.ABC):
 
     def attention_mask(self, seq: TokenSequence) -> Any:
         """The padding mask in the form the blocks take (computed once per forward). Default: no mask."""
+        return None
+
+    def key_value_projections(self, block: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+        """The layers of ``block`` whose outputs (batch, length, dim) are its attention's keys and values; None when
+        this family's are not known (or not separate layers)."""
         return None
 
     def gradient_checkpointing(self) -> bool:

@@ -52,6 +52,12 @@ class _TransformersTokens(TokenInterface):
     def checkpoints_itself(self, block: nn.Module) -> bool:
         return bool(getattr(block, "gradient_checkpointing", False)) and block.training
 
+    def key_value_projections(self, block: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+        if self.architecture.key_value is None:
+            return None
+        key, value = (block.get_submodule(path) for path in self.architecture.key_value)
+        return key, value
+
     def _pooled(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         from hftransfer.backbones.transformers_backbone import POOLERS  # import cycle: it imports this module
 
@@ -90,6 +96,7 @@ class TextTokens(_TransformersTokens):
 
     kind = "text"
     prompts_take_positions = True
+    num_prefix = 1  # [CLS] (RoBERTa's <s>)
 
     @property
     def max_positions(self) -> int:
@@ -110,18 +117,18 @@ class TextTokens(_TransformersTokens):
             )
         if prompts is None:
             x = embeddings(ids) if distil else embeddings(input_ids=ids, token_type_ids=types)
-            return TokenSequence(x, mask, 1)
+            return TokenSequence(x, mask, self.num_prefix)
         batch, count = ids.shape[0], prompts.shape[1]
-        words = insert_after_prefix(embeddings.word_embeddings(ids), 1, prompts)
+        words = insert_after_prefix(embeddings.word_embeddings(ids), self.num_prefix, prompts)
         if mask is not None:
-            mask = insert_after_prefix(mask, 1, mask.new_ones(batch, count))
+            mask = insert_after_prefix(mask, self.num_prefix, mask.new_ones(batch, count))
         if distil:
             x = embeddings(None, inputs_embeds=words)
         else:
             if types is not None:
-                types = insert_after_prefix(types, 1, types.new_zeros(batch, count))
+                types = insert_after_prefix(types, self.num_prefix, types.new_zeros(batch, count))
             x = embeddings(input_ids=None, token_type_ids=types, inputs_embeds=words)
-        return TokenSequence(x, mask, 1, count)
+        return TokenSequence(x, mask, self.num_prefix, count)
 
     def attention_mask(self, seq: TokenSequence) -> Any:
         if seq.mask is None:

@@ -1,4 +1,5 @@
-"""``prefix_tuning``: deep prompts, fresh learned tokens before every layer of a text encoder (P-Tuning v2)."""
+"""``prefix_tuning``: a learned prefix in every layer of a text encoder (P-Tuning v2): deep prompt tokens (default) or
+the keys and values themselves."""
 
 from __future__ import annotations
 
@@ -14,18 +15,27 @@ from hftransfer.methods.prompts import (
     TEXT_PROMPT_FAMILIES,
     BackboneDropoutOption,
     DeepPrompts,
+    KeyValuePrefixes,
     PromptMethod,
+    project_to_key_values,
     word_activations,
 )
 from hftransfer.methods.registry import register_method
 
 
 PREFIX_INITS = (*PROMPT_INITS, "activations")
+PREFIX_FORMS = ("tokens", "key_value")
 
 
 @dataclass
 class PrefixTuningConfig(HeadProbeConfig, BackboneDropoutOption):
     num_virtual_tokens: int = field(default=20, metadata={"help": "prompt tokens per layer"})
+    form: str = field(default="tokens", metadata={"help": (
+        "'tokens': deep prompts, hidden states that each layer turns into keys, values (and unused queries); "
+        "'key_value': each layer's attention gets learned keys and values directly, free of each other (Li & Liang's "
+        "and P-Tuning v2's past_key_values; twice the parameters). Its keys and values begin as what each layer makes "
+        "of hidden-state prompts drawn by init, so with prompt_positions=false it starts as the same function as "
+        "form='tokens'")})
     projection: bool = field(default=False, metadata={
         "help": "reparameterise the per-layer prompts by a two-layer tanh MLP (P-Tuning v2's option)"})
     projection_hidden_size: int = field(default=512, metadata={"help": "width of that MLP"})
@@ -40,13 +50,19 @@ class PrefixTuningConfig(HeadProbeConfig, BackboneDropoutOption):
         "true: the first layer's prompts enter as virtual words (word-embedding space, position embeddings), which "
         "moves the text back by num_virtual_tokens positions and shortens max_length by as much; false: they join "
         "after the embedding layer like every later layer's prompts, and the text keeps its pretrained positions "
-        "(as with P-Tuning v2's key/value prefixes)")})
+        "(as with P-Tuning v2's key/value prefixes). With form='key_value' it says the same of the text: true moves "
+        "it back behind the prefix's num_virtual_tokens positions, false keeps it where it was (P-Tuning v2)")})
 
     def __post_init__(self):
         if self.num_virtual_tokens < 1:
             raise ConfigurationError(f"num_virtual_tokens must be >= 1; received {self.num_virtual_tokens}.")
         if self.projection_hidden_size < 1:
             raise ConfigurationError(f"projection_hidden_size must be >= 1; received {self.projection_hidden_size}.")
+        if self.form not in PREFIX_FORMS:
+            raise ConfigurationError(f"form={self.form!r} is not supported; choose one of {PREFIX_FORMS}.")
+        if self.form == "key_value" and self.projection:
+            raise ConfigurationError("projection=true makes prompt tokens with an MLP; form='key_value' learns the keys "
+                                     "and values themselves. Use one of the two.")
         if self.init not in PREFIX_INITS:
             raise ConfigurationError(f"init={self.init!r} is not supported; choose one of {PREFIX_INITS}.")
         if self.init_text and self.init != "activations":
@@ -80,14 +96,30 @@ class PrefixTuning(PromptMethod):
     def embeds_prompts(self) -> bool:
         return self.config.prompt_positions
 
-    def build_hook(self, model, tokens) -> DeepPrompts:
+    def check_backbone(self, model) -> None:
+        super().check_backbone(model)
+        tokens = model.backbone.token_interface()
+        if self.config.form == "key_value" and (tokens.num_prefix is None
+                                                or tokens.key_value_projections(tokens.blocks()[0]) is None):
+            raise ConfigurationError(
+                f"form='key_value' writes into every layer's key and value projections, and this library does not "
+                f"know where {model.backbone.spec.name!r} keeps them (backbones/architectures.py, key_value). Use "
+                "form: tokens.")
+
+    def build_hook(self, model, tokens) -> DeepPrompts | KeyValuePrefixes:
         cfg = self.config
         activations = cfg.init == "activations"
+        key_value = cfg.form == "key_value"
+        # The key/value form starts from hidden-state prompts as the block sees them (after the embedding layer).
         hook = DeepPrompts(len(tokens.blocks()), cfg.num_virtual_tokens, tokens.hidden_size,
                            "xavier" if activations else cfg.init, cfg.dropout,
-                           cfg.projection_hidden_size if cfg.projection else None, embed=cfg.prompt_positions)
+                           cfg.projection_hidden_size if cfg.projection else None,
+                           embed=cfg.prompt_positions and not key_value)
         if activations:
             with torch.no_grad():
-                hook.prompts.copy_(word_activations(model, tokens, cfg.num_virtual_tokens, cfg.prompt_positions,
+                hook.prompts.copy_(word_activations(model, tokens, cfg.num_virtual_tokens, hook.embeds_prompts,
                                                     cfg.init_text))
-        return hook
+        if not key_value:
+            return hook
+        keys, values = project_to_key_values(tokens, hook.prompts)
+        return KeyValuePrefixes(keys, values, cfg.dropout, embed=cfg.prompt_positions)

@@ -8,6 +8,7 @@ pushed like any other) and the backbone's token interface splices the virtual to
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -165,6 +166,64 @@ class DeepPrompts(TokenHook):
         prompts = self.all_prompts().unsqueeze(1).expand(-1, batch_size, -1, -1)
         deep = self.dropout(prompts)
         return deep[0], deep
+
+
+class KeyValuePrefixes(TokenHook):
+    """Key/value prefixes (Li & Liang 2021, P-Tuning v2): P learned keys and values in every block's attention.
+
+    The sequence carries P placeholder slots after the prefix tokens; forward hooks on each block's key and value
+    projections overwrite the slots' outputs with the learned (num_blocks, P, dim) ``keys`` and ``values``, so every
+    real token attends to them exactly as to P-Tuning v2's ``past_key_values``. Nothing else of the slots is read:
+    their keys and values are replaced in every block and pooling drops them. Keys and values are free of each
+    other, where deep prompt tokens make both from one hidden state (twice the parameters of :class:`DeepPrompts`).
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, dropout: float = 0.0, embed: bool = True):
+        super().__init__()
+        self.num_virtual = keys.shape[1]
+        self.embeds_prompts = embed
+        self.keys, self.values = nn.Parameter(keys), nn.Parameter(values)
+        self.dropout = nn.Dropout(dropout)
+        self.start = 0  # where the slots begin (the token interface's prefix tokens), set by attach
+
+    def forward(self, batch_size: int) -> tuple[torch.Tensor, None]:
+        return self.keys.new_zeros(batch_size, self.num_virtual, self.keys.shape[-1]), None
+
+    def attach(self, tokens: TokenInterface) -> None:
+        blocks = tokens.blocks()
+        projections = [tokens.key_value_projections(block) for block in blocks]
+        if tokens.num_prefix is None or any(p is None for p in projections):
+            raise ConfigurationError(
+                f"key/value prefixes need the key and value layers of every block; {type(tokens.model).__name__} "
+                "has none this library knows (backbones/architectures.py, key_value). Use form: tokens.")
+        if len(blocks) != self.keys.shape[0]:
+            raise ValueError(f"{self.keys.shape[0]} sets of key/value prefixes for {len(blocks)} blocks.")
+        self.start = tokens.num_prefix
+        for index, (key, value) in enumerate(projections):
+            # partial of this module (not a closure): a deep copy of the backbone copies the hooks with it.
+            key.register_forward_hook(functools.partial(_write_prefix, self, "keys", index))
+            value.register_forward_hook(functools.partial(_write_prefix, self, "values", index))
+
+
+def _write_prefix(hook: KeyValuePrefixes, name: str, index: int, module: nn.Module, args, output: torch.Tensor):
+    """Forward hook of a key (value) layer: its output with the placeholder slots replaced by block ``index``'s
+    learned keys (values)."""
+    prefix = hook.dropout(getattr(hook, name)[index]).to(output.dtype).expand(output.shape[0], -1, -1)
+    start, stop = hook.start, hook.start + hook.num_virtual
+    return torch.cat([output[:, :start], prefix, output[:, stop:]], dim=1)
+
+
+def project_to_key_values(tokens: TokenInterface, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(num_blocks, P, dim) hidden-state prompts -> the keys and values each block makes of them: key/value prefixes
+    that start as the same function as those deep prompts."""
+    keys, values = [], []
+    with torch.no_grad():
+        for block, prompt in zip(tokens.blocks(), prompts):
+            key, value = tokens.key_value_projections(block)
+            weight = next(key.parameters())
+            keys.append(key(prompt.to(weight)).float())
+            values.append(value(prompt.to(weight)).float())
+    return torch.stack(keys).cpu(), torch.stack(values).cpu()
 
 
 class PromptMethod(TransferMethod):
