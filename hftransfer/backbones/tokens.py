@@ -111,7 +111,7 @@ class TokenInterface(abc.ABC):
 
     kind: str
     prompts_take_positions: bool = False
-    num_prefix: int | None = None  # prefix tokens before the virtual ones, where every model of the family has the same
+    num_prefix: int | None = None  # prefix tokens before the virtual ones, where the whole family has the same count
 
     def __init__(self, backbone: nn.Module):
         self.backbone = backbone

@@ -61,8 +61,8 @@ class PrefixTuningConfig(HeadProbeConfig, BackboneDropoutOption):
         if self.form not in PREFIX_FORMS:
             raise ConfigurationError(f"form={self.form!r} is not supported; choose one of {PREFIX_FORMS}.")
         if self.form == "key_value" and self.projection:
-            raise ConfigurationError("projection=true makes prompt tokens with an MLP; form='key_value' learns the keys "
-                                     "and values themselves. Use one of the two.")
+            raise ConfigurationError("projection=true makes prompt tokens with an MLP; form='key_value' learns the "
+                                     "keys and values themselves. Use one of the two.")
         if self.init not in PREFIX_INITS:
             raise ConfigurationError(f"init={self.init!r} is not supported; choose one of {PREFIX_INITS}.")
         if self.init_text and self.init != "activations":
