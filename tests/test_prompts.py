@@ -234,6 +234,20 @@ def test_max_length_leaves_room_for_virtual_tokens(models):
         load(models["bert"], "prompt_tuning", {"num_virtual_tokens": 62})
 
 
+@pytest.mark.parametrize("family, positions", [("bert", 64), ("roberta", 39), ("distilbert", 64)])
+def test_max_length_never_exceeds_the_encoder_s_positions(models, family, positions, caplog):
+    # Without any method too: the default max_length (128) is cut to what the encoder can embed, so a long text
+    # predicts instead of failing in the position embeddings; a shorter max_length is kept.
+    with caplog.at_level("WARNING", logger="hftransfer"):
+        model = load(models[family]).eval()
+    assert model.preprocessor.max_length == positions
+    assert f"max_length 128 -> {positions}: the text encoder has {positions} positions" in caplog.text
+    batch = model.preprocess([" ".join(["good"] * 200)])
+    assert batch["input_ids"].shape[1] == positions
+    assert model(**batch).logits.shape == (1, 3)
+    assert load(models[family], max_length=16).preprocessor.max_length == 16
+
+
 @pytest.mark.parametrize("family", TEXT_FAMILIES)
 def test_prefix_prompts_without_positions_keep_the_text_where_it_was(models, family):
     # prompt_positions=false: block 0 sees the plain embedding of the text (its own positions) with the first

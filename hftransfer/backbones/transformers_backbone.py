@@ -15,10 +15,13 @@ from torch import nn
 
 from hftransfer.backbones.base import Backbone, BackboneSpec
 from hftransfer.backbones.tokens import TokenInterface
-from hftransfer.backbones.transformers_tokens import transformers_token_interface
+from hftransfer.backbones.transformers_tokens import text_positions, transformers_token_interface
 from hftransfer.errors import ConfigurationError
 from hftransfer.preprocessing import ImagePreprocessor, TextPreprocessor, data_config_from_image_processor
 from hftransfer.utils.io import read_json, write_json
+
+
+logger = logging.getLogger("hftransfer")
 
 
 POOLING_FILE = "hftransfer_pooling.json"
@@ -283,7 +286,12 @@ def load_preprocessor(directory: Path, config: Any, modality: str, saved: dict[s
             raise ConfigurationError(
                 f"No tokenizer found in {str(directory)!r}; a text backbone needs one (tokenizer.json or vocab files)."
             ) from err
-        return TextPreprocessor(tokenizer, max_length=saved.get("max_length", 128))
+        max_length = saved.get("max_length", 128)
+        limit = text_positions(config)
+        if limit is not None and max_length > limit:
+            logger.warning("max_length %d -> %d: the text encoder has %d positions", max_length, limit, limit)
+            max_length = limit
+        return TextPreprocessor(tokenizer, max_length=max_length)
     if "data_config" in saved:
         return ImagePreprocessor(saved["data_config"])
     try:

@@ -100,9 +100,7 @@ class TextTokens(_TransformersTokens):
 
     @property
     def max_positions(self) -> int:
-        config = self.model.config
-        offset = (config.pad_token_id + 1) if config.model_type in self.architecture.position_offset_model_types else 0
-        return int(config.max_position_embeddings) - offset
+        return text_positions(self.model.config, self.architecture)
 
     def embed_tokens(self, inputs: dict[str, torch.Tensor], prompts: torch.Tensor | None = None) -> TokenSequence:
         embeddings = self.model.embeddings
@@ -140,6 +138,16 @@ class TextTokens(_TransformersTokens):
     def pool(self, seq: TokenSequence) -> torch.Tensor:
         seq = seq.without_virtual()
         return self._pooled(seq.tokens, seq.mask)
+
+
+def text_positions(config: Any, architecture: Architecture | None = None) -> int | None:
+    """Tokens a text encoder of a token-interface family can take: its position embeddings, less the padding offset
+    of RoBERTa-style position ids. None for other model types (their position scheme is not in the table)."""
+    architecture = architecture or token_architecture(getattr(config, "model_type", None), "text")
+    if architecture is None or getattr(config, "max_position_embeddings", None) is None:
+        return None
+    offset = (config.pad_token_id + 1) if config.model_type in architecture.position_offset_model_types else 0
+    return int(config.max_position_embeddings) - offset
 
 
 def transformers_token_interface(backbone: nn.Module) -> TokenInterface | None:
