@@ -91,7 +91,8 @@ SEARCH = {
                       # past_key_values; session 25), with the text moved back behind the prefix or where it was
                       {"method": {"form": "key_value"}}, {"method": {"form": "key_value", "prompt_positions": False}},
                       {"method": {"form": "key_value"}, "optim": {"lr": 3e-3}},
-                      {"method": {"form": "key_value"}, "optim": {"lr": 3e-2}}],
+                      {"method": {"form": "key_value"}, "optim": {"lr": 3e-2}},
+                      {"method": {"form": "key_value"}, "optim": {"lr": 1e-1}}],
     "ia3": [{}, {"optim": {"lr": 1e-2}}, {"optim": {"lr": 3e-2}}],
     "prompt_tuning": [{}, {"optim": {"lr": 1e-1}}, {"optim": {"lr": 3e-1}}, {"method": {"probe_epochs": 100}},
                       {"model": {"config_overrides": NO_DROPOUT}}],
