@@ -32,6 +32,7 @@ CASES = [
     ("bert_lora_merged", "transformers_bert", "lora", None),
     ("bert_adapter", "transformers_bert", "adapter", None),
     ("bert_prefix_tuning", "transformers_bert", "prefix_tuning", {"num_virtual_tokens": 4}),
+    ("bert_prefix_key_value", "transformers_bert", "prefix_tuning", {"num_virtual_tokens": 4, "form": "key_value"}),
 ]
 
 
