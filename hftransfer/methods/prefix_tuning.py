@@ -17,6 +17,7 @@ from hftransfer.methods.prompts import (
     DeepPrompts,
     KeyValuePrefixes,
     PromptMethod,
+    key_value_layers,
     project_to_key_values,
     word_activations,
 )
@@ -98,13 +99,8 @@ class PrefixTuning(PromptMethod):
 
     def check_backbone(self, model) -> None:
         super().check_backbone(model)
-        tokens = model.backbone.token_interface()
-        if self.config.form == "key_value" and (tokens.num_prefix is None
-                                                or tokens.key_value_projections(tokens.blocks()[0]) is None):
-            raise ConfigurationError(
-                f"form='key_value' writes into every layer's key and value projections, and this library does not "
-                f"know where {model.backbone.spec.name!r} keeps them (backbones/architectures.py, key_value). Use "
-                "form: tokens.")
+        if self.config.form == "key_value":
+            key_value_layers(model.backbone.token_interface())
 
     def build_hook(self, model, tokens) -> DeepPrompts | KeyValuePrefixes:
         cfg = self.config

@@ -190,19 +190,27 @@ class KeyValuePrefixes(TokenHook):
         return self.keys.new_zeros(batch_size, self.num_virtual, self.keys.shape[-1]), None
 
     def attach(self, tokens: TokenInterface) -> None:
-        blocks = tokens.blocks()
-        projections = [tokens.key_value_projections(block) for block in blocks]
-        if tokens.num_prefix is None or any(p is None for p in projections):
-            raise ConfigurationError(
-                f"key/value prefixes need the key and value layers of every block; {type(tokens.model).__name__} "
-                "has none this library knows (backbones/architectures.py, key_value). Use form: tokens.")
-        if len(blocks) != self.keys.shape[0]:
-            raise ValueError(f"{self.keys.shape[0]} sets of key/value prefixes for {len(blocks)} blocks.")
+        projections = key_value_layers(tokens)
+        if len(projections) != self.keys.shape[0]:
+            raise ValueError(f"{self.keys.shape[0]} sets of key/value prefixes for {len(projections)} blocks.")
         self.start = tokens.num_prefix
         for index, (key, value) in enumerate(projections):
             # partial of this module (not a closure): a deep copy of the backbone copies the hooks with it.
             key.register_forward_hook(functools.partial(_write_prefix, self, "keys", index))
             value.register_forward_hook(functools.partial(_write_prefix, self, "values", index))
+
+
+def key_value_layers(tokens: TokenInterface) -> list[tuple[nn.Module, nn.Module]]:
+    """Every block's (key layer, value layer); an error saying what to use instead when the family's are not known
+    (or its virtual tokens have no fixed place)."""
+    projections = [tokens.key_value_projections(block) for block in tokens.blocks()]
+    if tokens.num_prefix is None or any(p is None for p in projections):
+        model = tokens.model
+        raise ConfigurationError(
+            f"form='key_value' writes into every layer's key and value projections, and this library does not know "
+            f"where {getattr(model.config, 'model_type', type(model).__name__)!r} models keep them "
+            "(backbones/architectures.py, key_value). Use form: tokens.")
+    return projections
 
 
 def _write_prefix(hook: KeyValuePrefixes, name: str, index: int, module: nn.Module, args, output: torch.Tensor):
@@ -218,8 +226,7 @@ def project_to_key_values(tokens: TokenInterface, prompts: torch.Tensor) -> tupl
     that start as the same function as those deep prompts."""
     keys, values = [], []
     with torch.no_grad():
-        for block, prompt in zip(tokens.blocks(), prompts):
-            key, value = tokens.key_value_projections(block)
+        for (key, value), prompt in zip(key_value_layers(tokens), prompts):
             weight = next(key.parameters())
             keys.append(key(prompt.to(weight)).float())
             values.append(value(prompt.to(weight)).float())
