@@ -21,8 +21,11 @@ pytestmark = pytest.mark.integration
 
 BASES = HUB_BASES
 PUSHES = [("timm", "adapter"), ("bert", "adapter"), ("bert", "ia3"), ("timm", "loha"), ("bert", "boft"),
-          ("bert", "vera"), ("bert", "lokr"), ("timm", "oft"), ("bert", "dora"), ("timm", "dora")]
-METHOD_OF = {"dora": ("lora", {"use_dora": True, "r": 4})}  # a pushed variant: (method, options)
+          ("bert", "vera"), ("bert", "lokr"), ("timm", "oft"), ("bert", "dora"), ("timm", "dora"),
+          ("bert", "prefix_key_value")]
+# pushed variants: (method, options)
+METHOD_OF = {"dora": ("lora", {"use_dora": True, "r": 4}),
+             "prefix_key_value": ("prefix_tuning", {"form": "key_value", "num_virtual_tokens": 3})}
 MERGED = [("bert", "ia3"), ("timm", "loha"), ("bert", "boft")]
 
 

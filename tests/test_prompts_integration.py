@@ -45,15 +45,18 @@ def saved_weights(output_dir: str) -> dict[str, torch.Tensor]:
     return load_file(found[0])
 
 
-def test_p_tuning_resumes_after_sigkill_to_the_same_weights(tiny_models, tmp_path):
-    # The prompt encoder (MLP) and its optimizer state are ordinary checkpoint content: a killed run resumes exactly
-    # (PEFT saves only the final prompt embeddings, so its prompt-encoder runs cannot resume).
+@pytest.mark.parametrize("recipe, method, trained", [
+    ("p_tuning", {"num_virtual_tokens": 4, "encoder_hidden_size": 16, "dropout": 0.1}, "backbone.token_hook.encoder."),
+    ("prefix_tuning", {"num_virtual_tokens": 4, "form": "key_value", "dropout": 0.1}, "backbone.token_hook.values"),
+])
+def test_prompt_methods_resume_after_sigkill_to_the_same_weights(tiny_models, tmp_path, recipe, method, trained):
+    # The prompt encoder (MLP) or the key/value prefixes and their optimizer state are ordinary checkpoint content: a
+    # killed run resumes exactly (PEFT saves only the final prompt embeddings, so its prompt-encoder runs cannot).
     script = tmp_path / "run.py"
     script.write_text(RESUME_SCRIPT)
     common = {"checkpoint_every_steps": 2, "model": {"name": tiny_models["transformers_bert"], "head_dropout": 0.1}}
-    method = {"num_virtual_tokens": 4, "encoder_hidden_size": 16, "dropout": 0.1}
-    clean = text_config(tmp_path / "clean", tiny_models["transformers_bert"], "p_tuning", method=method, **common)
-    killed = text_config(tmp_path / "killed", tiny_models["transformers_bert"], "p_tuning", method=method, **common)
+    clean = text_config(tmp_path / "clean", tiny_models["transformers_bert"], recipe, method=method, **common)
+    killed = text_config(tmp_path / "killed", tiny_models["transformers_bert"], recipe, method=method, **common)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     subprocess.run([sys.executable, str(script), json.dumps(clean), "0"], check=True, env=env, capture_output=True)
     # 36 train rows / 12 = 3 steps per epoch: step 5 is mid epoch 2; checkpoints at steps 2, 3 (epoch), 4.
@@ -66,7 +69,7 @@ def test_p_tuning_resumes_after_sigkill_to_the_same_weights(tiny_models, tmp_pat
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in (Path(killed["output_dir"]) / "train.log").read_text()
     wa, wb = saved_weights(clean["output_dir"]), saved_weights(killed["output_dir"])
-    assert wa.keys() == wb.keys() and any(k.startswith("backbone.token_hook.encoder.") for k in wa)
+    assert wa.keys() == wb.keys() and any(k.startswith(trained) for k in wa)
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0)
     ma = json.loads((Path(clean["output_dir"]) / "metrics.json").read_text())

@@ -171,7 +171,7 @@ class DeepPrompts(TokenHook):
 class KeyValuePrefixes(TokenHook):
     """Key/value prefixes (Li & Liang 2021, P-Tuning v2): P learned keys and values in every block's attention.
 
-    The sequence carries P placeholder slots after the prefix tokens; forward hooks on each block's key and value
+    The sequence carries P virtual slots (zeros) after the prefix tokens; forward hooks on each block's key and value
     projections overwrite the slots' outputs with the learned (num_blocks, P, dim) ``keys`` and ``values``, so every
     real token attends to them exactly as to P-Tuning v2's ``past_key_values``. Nothing else of the slots is read:
     their keys and values are replaced in every block and pooling drops them. Keys and values are free of each
@@ -214,7 +214,7 @@ def key_value_layers(tokens: TokenInterface) -> list[tuple[nn.Module, nn.Module]
 
 
 def _write_prefix(hook: KeyValuePrefixes, name: str, index: int, module: nn.Module, args, output: torch.Tensor):
-    """Forward hook of a key (value) layer: its output with the placeholder slots replaced by block ``index``'s
+    """Forward hook of a key (value) layer: its output with the virtual slots replaced by block ``index``'s
     learned keys (values)."""
     prefix = hook.dropout(getattr(hook, name)[index]).to(output.dtype).expand(output.shape[0], -1, -1)
     start, stop = hook.start, hook.start + hook.num_virtual
