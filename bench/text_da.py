@@ -136,6 +136,48 @@ def _paired_delta(row: dict[str, Any], base: dict[str, Any]) -> float:
     return statistics.mean(row["by_seed"][s] - base["by_seed"][s] for s in seeds) if seeds else float("nan")
 
 
+def _selection_counterfactuals(row: dict[str, Any]) -> dict[str, float] | None:
+    """Target test accuracy (%) of the epoch each rule would pick from the row's per-epoch history: ``as_run`` (source
+    dev, warm-up epochs excluded: what the engine does), ``warmup_candidate`` (source dev over every epoch, the
+    engine's tie rule: the earlier epoch) and ``bound`` (the epoch best on target test: no rule that picks among the
+    run's epochs can do better; it reads target labels, a diagnostic only). None without a complete history."""
+    history = row.get("history") or []
+    if len(history) < 2 or any(h.get("target_test_accuracy") is None for h in history):
+        return None
+    first_best = lambda rows: max(rows, key=lambda h: (h["source_dev_accuracy"], -h["epoch"]))  # noqa: E731
+    return {"as_run": 100 * row["target_test_accuracy"],
+            "warmup_candidate": 100 * first_best(history)["target_test_accuracy"],
+            "bound": 100 * max(h["target_test_accuracy"] for h in history)}
+
+
+def _seed_deltas(row: dict[str, Any], base: dict[str, Any]) -> str:
+    """``+1.35 / +0.60 / +3.10``: the row's target accuracy minus source-only's, seed by seed (the spread behind Δ)."""
+    seeds = sorted(set(row["by_seed"]) & set(base["by_seed"]))
+    return " / ".join(f"{row['by_seed'][s] - base['by_seed'][s]:+.2f}" for s in seeds)
+
+
+def render_selection(rows: list[dict[str, Any]], pairs: list[str], labels: list[str]) -> list[str]:
+    """The 'what could model selection change' table: each rule's mean Δ against source-only (paired by seed)."""
+    base = {(r["pair"], r["seed"]): 100 * r["target_test_accuracy"] for r in rows if r["objective"] == "source_only"}
+    lines = ["", "What model selection could change (from each run's per-epoch history, no new runs; Δ against "
+             "source-only as it ran, mean over the seeds both have): **as run** = source dev, the warm-up epochs "
+             "excluded (the engine's rule); **warm-up a candidate** = source dev over every epoch; **bound** = the "
+             "epoch best on target test, an upper bound for any rule that picks one of the run's epochs (it reads "
+             "target labels: a diagnostic, never a selection rule).", "",
+             "| pair | objective | seeds | Δ as run | Δ warm-up a candidate | Δ bound |", "|:--|:--|--:|--:|--:|--:|"]
+    for pair in pairs:
+        for label in labels[1:]:
+            picks = [(r["seed"], c) for r in rows if (r["pair"], row_label(r)) == (pair, label)
+                     and (c := _selection_counterfactuals(r)) is not None and (pair, r["seed"]) in base]
+            if not picks:
+                continue
+            delta = {rule: statistics.mean(c[rule] - base[pair, seed] for seed, c in picks)
+                     for rule in ("as_run", "warmup_candidate", "bound")}
+            lines.append(f"| {pair} | {label} | {len(picks)} | {delta['as_run']:+.2f} | "
+                         f"{delta['warmup_candidate']:+.2f} | {delta['bound']:+.2f} |")
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     rows = list(results.get("rows", {}).values())
     pairs = [p for p in PAIRS if any(r["pair"] == p for r in rows)] + sorted(
@@ -166,18 +208,20 @@ def render(results: dict[str, Any]) -> str:
              "`<objective> [k=v]` is a variant with those options added, outside the goals). Mean ± "
              "std over seeds (n); Δ: the mean, over the seeds both rows have (paired: same seed, same data "
              "order), of the row's target accuracy minus source-only's on the pair.", "",
-             "| pair | objective | target test acc (%) | Δ vs source-only | source dev acc (%) | selected epoch "
-             "(per seed) | train time (s) |",
-             "|:--|:--|--:|--:|--:|--:|--:|"]
+             "| pair | objective | target test acc (%) | Δ vs source-only | Δ per seed | source dev acc (%) | "
+             "selected epoch (per seed) | train time (s) |",
+             "|:--|:--|--:|--:|--:|--:|--:|--:|"]
     for pair in pairs:
         base = cell.get((pair, "source_only"))
         for objective in labels:
             if (pair, objective) not in cell:
                 continue
             c = cell[pair, objective]
-            delta = "–" if base is None or objective == "source_only" else f"{_paired_delta(c, base):+.1f}"
+            paired = base is not None and objective != "source_only"
+            delta = f"{_paired_delta(c, base):+.1f}" if paired else "–"
+            seeds = _seed_deltas(c, base) if paired else "–"
             lines.append(f"| {pair} | {objective} | {c['target'][0]:.1f} ± {c['target'][1]:.1f} ({c['target'][2]}) | "
-                         f"{delta} | {c['source'][0]:.1f} ± {c['source'][1]:.1f} | {c['epochs']} | "
+                         f"{delta} | {seeds} | {c['source'][0]:.1f} ± {c['source'][1]:.1f} | {c['epochs']} | "
                          f"{c['time'][0]:.0f} |")
     complete = [p for p in pairs if all((p, o) in cell for o in OBJECTIVES)]
     lines += ["", "Goals (issue 22), on the pairs with every objective measured:"]
@@ -194,6 +238,7 @@ def render(results: dict[str, Any]) -> str:
                      f"-> **{'met' if dann >= 1.0 else 'missed'}**")
     else:
         lines.append("- not measurable yet (no pair has every objective)")
+    lines += render_selection(rows, pairs, labels)
     options = {o: next((r["objective_options"] for r in rows if row_label(r) == o), None) for o in labels}
     machine = results.get("machine", {})
     lines += ["", "Objective options as resolved in the runs (metrics.json): " + "; ".join(

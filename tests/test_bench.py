@@ -105,6 +105,32 @@ def test_text_da_table_marks_the_goals_and_says_when_they_are_provisional(bench_
     assert "| p | mmd | 81.0 ± 0.0 (1) | +1.0 |" in text_da.render({"rows": rows})
 
 
+def test_text_da_page_shows_each_seed_s_delta_and_what_each_selection_rule_would_pick(bench_modules):
+    import text_da
+
+    def row(objective, seed, history, selected):
+        return {"pair": "p", "objective": objective, "seed": seed, "target_test_accuracy": selected,
+                "source_dev_accuracy": 0.9, "best_epoch": 2, "train_time_s": 10.0,
+                "objective_options": {"warmup_epochs_not_selected": [1]} if objective != "source_only" else {},
+                "history": [{"epoch": e, "source_dev_accuracy": d, "target_test_accuracy": t}
+                            for e, (d, t) in enumerate(history, 1)]}
+
+    rows = {"s0": row("source_only", 0, [(0.90, 0.83), (0.90, 0.82)], 0.83),
+            "s1": row("source_only", 1, [(0.88, 0.80), (0.91, 0.81)], 0.81),
+            # seed 0: the warm-up epoch ties on source dev and is better on target; seed 1: the adapted one wins
+            "d0": row("dann", 0, [(0.91, 0.82), (0.91, 0.79)], 0.79),
+            "d1": row("dann", 1, [(0.89, 0.80), (0.92, 0.84)], 0.84)}
+    page = text_da.render({"rows": rows})
+    assert "| p | dann | 81.5 ± 2.5 (2) | -0.5 | -4.00 / +3.00 |" in page
+    # as run: (79-83 + 84-81)/2 = -0.5; the warm-up epoch a candidate (ties go to the earlier epoch):
+    # (82-83 + 84-81)/2 = +1.0; bound: the better epoch on target, the same here
+    assert "| p | dann | 2 | -0.50 | +1.00 | +1.00 |" in page
+    rows["d1"]["history"][0]["target_test_accuracy"] = 0.86  # the bound reads target labels, selection never does
+    assert "| p | dann | 2 | -0.50 | +1.00 | +2.00 |" in text_da.render({"rows": rows})
+    rows["d1"]["history"] = rows["d1"]["history"][:1]  # an incomplete history is left out, not guessed
+    assert "| p | dann | 1 | -4.00 | -1.00 | -1.00 |" in text_da.render({"rows": rows})
+
+
 def test_text_da_variant_rows_stand_apart_from_the_defaults_and_the_goals(bench_modules):
     import text_da
 
