@@ -140,6 +140,22 @@ def cpu_tag() -> str:
             f"{info.get('model', '?')}, {bf16})")
 
 
+def code_commit() -> str:
+    """The commit of the code a row runs: ``6db5b35``, with ``+uncommitted`` when the package or the bench scripts
+    differ from it (results files aside), or ``""`` outside a git checkout. Stamped on every row, since one results
+    file gathers rows from many commits."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = commit and git("status", "--porcelain", "--untracked-files=no", "--", "hftransfer", "bench/*.py")
+    except Exception:  # noqa: BLE001
+        return ""
+    return commit + ("+uncommitted" if changed else "")
+
+
 def machine_info() -> dict[str, Any]:
     import torch
 
@@ -162,11 +178,7 @@ def machine_info() -> dict[str, Any]:
         versions["hftransfer"] = hftransfer.__version__
     except Exception:  # noqa: BLE001
         versions["hftransfer"] = None
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-    except Exception:  # noqa: BLE001
-        commit = ""
+    commit = code_commit()
     return {
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model,

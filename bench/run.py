@@ -41,6 +41,7 @@ from hftransfer.methods import METHODS  # noqa: E402
 from common import (  # noqa: E402
     MemoryMonitor,
     children_cpu_seconds,
+    code_commit,
     cpu_busy_fraction,
     cpu_tag,
     machine_info,
@@ -271,6 +272,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     out.update(mon.report())
     out["torch_threads"] = torch.get_num_threads()
     out["started"] = _dt.datetime.fromtimestamp(start).isoformat(timespec="seconds")
+    out["git_commit"] = code_commit()
     out["cpu"] = cpu_tag()  # rows of one results file come from several machines: each row names its own
     out["load_average_after"] = list(os.getloadavg())
     return out

@@ -33,7 +33,7 @@ from typing import Any
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA_ROOT, cpu_tag, machine_info, offline_env, write_bench_page, write_json  # noqa: E402
+from common import DATA_ROOT, code_commit, cpu_tag, machine_info, offline_env, write_bench_page, write_json  # noqa: E402
 
 
 REVIEWS = DATA_ROOT / "reviews_dvd_electronics"
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                         if key in results["rows"] and not args.rerun:
                             continue
                         row = run_row(pair, objective, seed, Path(work), args.smoke, options)
-                        results["rows"][key] = {**row, "cpu": cpu_tag()}
+                        results["rows"][key] = {**row, "cpu": cpu_tag(), "git_commit": code_commit()}
                         write_json(results_file, results)
                         write_bench_page(table_file, render(results))
                         print(json.dumps({k: v for k, v in row.items() if k != "objective_options"}), flush=True)

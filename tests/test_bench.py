@@ -617,3 +617,25 @@ def test_cpu_tag_names_the_model_and_its_bf16_path(bench_modules, monkeypatch):
     info["flags"] = "fpu avx2"
     assert common.cpu_tag().endswith(", no native bf16)")
     assert common._cpuinfo is not None and isinstance(common.machine_info()["cpu"], str)
+
+
+def test_code_commit_names_the_commit_and_says_when_the_code_differs_from_it(bench_modules, monkeypatch, tmp_path):
+    import common
+
+    monkeypatch.setattr(common, "REPO_ROOT", tmp_path)
+    assert common.code_commit() == ""  # not a git checkout: no commit, never a wrong one
+    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True,  # noqa: E731
+                                       text=True).stdout.strip()
+    git("init", "-q")
+    (tmp_path / "hftransfer").mkdir()
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    for name in ("hftransfer/core.py", "bench/run.py", "bench/results/x.json"):
+        (tmp_path / name).write_text("a")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = git("rev-parse", "--short", "HEAD")
+    assert common.code_commit() == head
+    (tmp_path / "bench/results/x.json").write_text("b")  # a results file the bench itself writes: still clean
+    assert common.code_commit() == head
+    (tmp_path / "hftransfer/core.py").write_text("b")
+    assert common.code_commit() == head + "+uncommitted"
