@@ -49,6 +49,10 @@ class PerformanceWarning(HFTransferWarning):
     """A setting that works but runs much slower here than an alternative the message names."""
 
 
+class AdaptationWarning(HFTransferWarning):
+    """Domain adaptation lowered the labelled target split's metric below the model it started adapting."""
+
+
 _OTHER_FORMAT = warnings.formatwarning  # what formatted warnings before hftransfer was imported
 
 

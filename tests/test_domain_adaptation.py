@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from helpers import (
     run_killed_and_resumed,
     saved_weights,
     target_files,
+    with_overrides,
 )
 
 
@@ -249,6 +251,73 @@ def test_the_target_eval_split_is_scored_once_per_epoch_and_again_only_for_an_ea
     chosen = metrics["history"][metrics["best_epoch"] - 1]
     assert metrics["target_eval"]["accuracy"] == pytest.approx(chosen["target_eval_accuracy"])
     assert metrics["target_eval"]["loss"] == pytest.approx(chosen["target_eval_loss"])
+
+
+def test_a_wise_ft_run_reports_the_target_numbers_of_the_mix_it_saves(tmp_path):
+    # alpha 0 saves the starting weights: the target numbers must be theirs, not the best epoch's reused pass
+    config = da_config(tmp_path, {"name": "coral", "source_warmup": 0.5}, epochs=2)
+    config["wise_ft"] = {"alphas": [0.0]}
+    result = hftransfer.train(config)
+    metrics = json.loads((result.output_dir / "metrics.json").read_text())
+    saved = hftransfer.evaluate(result.model_dir, config["target_eval"]["source"], progress_bar=False).metrics
+    assert metrics["target_eval"]["accuracy"] == pytest.approx(saved["accuracy"])
+    assert metrics["target_eval"]["accuracy"] != pytest.approx(metrics["history"][1]["target_eval_accuracy"])
+    # the adaptation check compares the end of the warm-up (epoch 1) with what the run delivers
+    check = metrics["adaptation_check"]
+    assert check["selected"] == pytest.approx(saved["accuracy"])
+    assert check["before_from"] == "source_warmup" and check["before_epoch"] == 1
+    assert check["before_adaptation"] == pytest.approx(metrics["history"][0]["target_eval_accuracy"])
+    assert "| target at the end of the source warm-up (epoch 1, before adaptation) |" in (
+        result.model_dir / "README.md").read_text()
+
+
+def test_the_adaptation_check_compares_the_target_before_adaptation_with_the_delivered_model():
+    from hftransfer.training.domain import adaptation_check
+
+    history = [{"epoch": 1, "target_eval_accuracy": 0.82}, {"epoch": 2, "target_eval_accuracy": 0.79}]
+    check = adaptation_check(history, 0.79, 2, [1], "accuracy", True)
+    assert check["before_adaptation"] == 0.82 and check["before_from"] == "source_warmup"
+    assert check["before_epoch"] == 1 and check["change"] == pytest.approx(-0.03) and check["adaptation_hurt"]
+    assert not adaptation_check(history, 0.83, 2, [1], "accuracy", True)["adaptation_hurt"]
+    # a loss is better lower
+    losses = [{"epoch": 1, "target_eval_loss": 0.5}]
+    assert adaptation_check(losses, 0.6, 2, [1], "loss", False)["adaptation_hurt"]
+    assert not adaptation_check(losses, 0.4, 2, [1], "loss", False)["adaptation_hurt"]
+    # no warm-up epoch: the source_only_baseline's target number, else nothing to compare
+    baseline = {"run": "/runs/so", "source": {}, "target_eval": {"accuracy": 0.85}}
+    check = adaptation_check(history, 0.79, 2, [], "accuracy", True, baseline)
+    assert check["before_from"] == "source_only_baseline" and check["before_adaptation"] == 0.85
+    assert adaptation_check(history, 0.79, 2, [], "accuracy", True) is None
+    assert adaptation_check(history, None, 2, [1], "accuracy", True) is None
+
+
+def test_a_run_whose_adaptation_lowered_the_labelled_target_says_so_in_log_metrics_and_card(tmp_path):
+    from hftransfer.errors import AdaptationWarning
+
+    # a finished source-only run that scored every target_eval image right: any adaptation run falls short of it
+    baseline = tmp_path / "source_only"
+    baseline.mkdir()
+    (baseline / "metrics.json").write_text(json.dumps({
+        "objective": {"name": "source_only"}, "final_eval": {"accuracy": 0.9}, "target_eval": {"accuracy": 1.0}}))
+    config = da_config(tmp_path, "coral", epochs=1, source_only_baseline=str(baseline))
+    with pytest.warns(AdaptationWarning, match="adaptation lowered the labelled target split's accuracy from 1 "):
+        result = hftransfer.train(config)
+    metrics = json.loads((result.output_dir / "metrics.json").read_text())
+    check = metrics["adaptation_check"]
+    assert check["before_from"] == "source_only_baseline" and check["before_adaptation"] == 1.0
+    assert check["selected"] == pytest.approx(metrics["target_eval"]["accuracy"]) and check["selected"] < 1.0
+    assert check["adaptation_hurt"] is True
+    card = (result.model_dir / "README.md").read_text()
+    assert "**Adaptation lowered the target accuracy** (1.0000 before it" in card
+    assert "WARNING: adaptation lowered" in (result.output_dir / "train.log").read_text()
+    # the same run against a baseline it beats: a plain log line, no warning
+    (baseline / "metrics.json").write_text(json.dumps({
+        "objective": {"name": "source_only"}, "final_eval": {"accuracy": 0.9}, "target_eval": {"accuracy": 0.0}}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AdaptationWarning)
+        again = hftransfer.train(with_overrides(config, {"output_dir": str(tmp_path / "again")}))
+    assert json.loads((again.output_dir / "metrics.json").read_text())["adaptation_check"]["adaptation_hurt"] is False
+    assert "Adaptation lowered" not in (again.model_dir / "README.md").read_text()
 
 
 def test_source_only_objective_is_the_old_supervised_loss_with_class_weights(tmp_path):

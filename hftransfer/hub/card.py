@@ -363,6 +363,14 @@ def _domain_markdown(da: dict[str, Any] | None) -> str:
         rows.append(["source-only baseline: source", baseline["source"][metric]])
     if metric in baseline.get("target_eval", {}):
         rows.append(["source-only baseline: target", baseline["target_eval"][metric]])
+    check = da.get("adaptation_check") or {}
+    if check.get("metric") == metric:
+        if check.get("before_from") == "source_warmup":  # a source_only_baseline has its own row above
+            rows.append([f"target at the end of the source warm-up (epoch {check['before_epoch']}, before "
+                         "adaptation)", check["before_adaptation"]])
+        if check.get("adaptation_hurt"):
+            lines.append(f"- **Adaptation lowered the target {metric}** ({check['before_adaptation']:.4f} before it, "
+                         f"{check['selected']:.4f} for this model), which source validation could not see.")
     table = _table(["Split", "Accuracy"], rows, metric=True) if rows else ""
     return "\n".join(lines) + ("\n\n" + table if table else "")
 

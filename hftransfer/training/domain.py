@@ -4,6 +4,7 @@ evaluation split, the checks that run before training, and :class:`DomainRun`, w
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from hftransfer.data import DataConfig, DataError, LoadedData, load_data
 from hftransfer.data.images import encode_image_arrays, image_dataset, scan_class_folders
 from hftransfer.data.sources import ARRAY_KEYS
 from hftransfer.data.tables import TABLE_SUFFIXES, read_table, text_dataset
-from hftransfer.errors import ConfigurationError
+from hftransfer.errors import AdaptationWarning, ConfigurationError
 from hftransfer.objectives import StepInfo, get_objective, objective_entry
 from hftransfer.objectives.base import STRONG_SUFFIX, adaptation_start
 from hftransfer.training.loaders import EpochBatchSampler, ImageDataset, intra_op_threads, split_inputs, split_loader
@@ -252,6 +253,39 @@ def prediction_entropy(logits: np.ndarray) -> float:
 
 
 
+def adaptation_check(history: list[dict[str, Any]], selected: float | None, best_epoch: int | None,
+                     warmup_epochs: list[int], metric: str, greater: bool,
+                     baseline: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The labelled target split (``target_eval``, reported only) before the adaptation and for the model the run
+    delivers (``selected``: the best epoch's, or its WiSE-FT mix).
+
+    "Before" is the run's own model at the end of the source warm-up (its last warm-up epoch), or else the
+    ``source_only_baseline`` run's target number. Source validation cannot see an adaptation that hurts the target;
+    this says so when a few target labels can. None when there is nothing to compare."""
+    key = f"target_eval_{metric}"
+    rows = {row["epoch"]: row for row in history if key in row}
+    if selected is None:
+        return None
+    if warmup_epochs and warmup_epochs[-1] in rows:
+        last = warmup_epochs[-1]
+        before, source = rows[last][key], {"before_from": "source_warmup", "before_epoch": last}
+    elif baseline is not None and metric in baseline.get("target_eval", {}):
+        before, source = baseline["target_eval"][metric], {"before_from": "source_only_baseline"}
+    else:
+        return None
+    change = selected - before
+    hurt = change < 0 if greater else change > 0
+    return {"split": "target_eval", "metric": metric, "before_adaptation": before, **source, "selected": selected,
+            "selected_epoch": best_epoch, "change": change, "adaptation_hurt": bool(hurt)}
+
+
+def before_adaptation_label(check: dict[str, Any]) -> str:
+    """Where an :func:`adaptation_check`'s "before" number comes from, in words."""
+    if check["before_from"] == "source_warmup":
+        return f"the end of the source warm-up, epoch {check['before_epoch']}"
+    return "the source_only_baseline run"
+
+
 def selection_key(config: TrainConfig) -> tuple[str, bool]:
     """The history key that picks the best checkpoint and whether higher is better."""
     if config.model_selection == "target_entropy":
@@ -267,8 +301,8 @@ class DomainRun:
     and the metrics.json summary. Without ``target:`` / ``target_eval:`` it holds nothing and adds only the objective
     description to the summary."""
 
-    def __init__(self, config: TrainConfig, objective: Objective, log: Callable[[str], None]):
-        self.config, self.objective, self._log = config, objective, log
+    def __init__(self, config: TrainConfig, objective: Objective, log: Callable[[str], None], warn: bool = True):
+        self.config, self.objective, self._log, self._warn = config, objective, log, warn
         self.logs: dict[str, float] = {}  # the last micro-batch's loss parts (to trackers with report_to)
         self.adaptation_start: int | None = None  # the first step with the adaptation term on (set by plan())
         self.baseline = read_baseline(config.source_only_baseline) if config.source_only_baseline else None
@@ -294,7 +328,7 @@ class DomainRun:
         objective.prepare_model(model)
         if objective.needs_target:
             log(f"objective: {objective.to_dict()}")
-        return cls(config, objective, log)
+        return cls(config, objective, log, warn=accelerator.is_main_process)
 
     def bind(self, accelerator: Accelerator, model: torch.nn.Module) -> None:
         """Prepare the objective's own modules (a discriminator) and hand it the unwrapped model (after
@@ -402,10 +436,11 @@ class DomainRun:
         return row
 
     def summary(self, predict: Predict, best_epoch: int | None = None,
-                history: list[dict[str, Any]] = ()) -> dict[str, Any]:
+                history: list[dict[str, Any]] = (), mixed: bool = False) -> dict[str, Any]:
         """What metrics.json says about the objective and the target domain (``predict`` runs the best model; the
-        last epoch's target_eval pass is reused when ``best_epoch`` is that epoch; ``history`` names the epochs
-        that ended within the source warm-up)."""
+        last epoch's target_eval pass is reused when ``best_epoch`` is that epoch, unless ``mixed``: the model in
+        memory is then a WiSE-FT mix, scored afresh; ``history`` names the epochs that ended within the source
+        warm-up)."""
         cfg = self.config
         key, _ = selection_key(cfg)
         objective = self.objective.to_dict()
@@ -427,7 +462,7 @@ class DomainRun:
             out["target_entropy"] = prediction_entropy(logits)
         if self.eval_loader is not None:
             cached = self._last_eval
-            if cached is not None and best_epoch is not None and cached[0] == best_epoch:
+            if cached is not None and best_epoch is not None and cached[0] == best_epoch and not mixed:
                 _, logits, labels, loss = cached  # the model that made them is the best one
             else:
                 logits, labels, loss = predict(self.eval_loader)
@@ -436,4 +471,25 @@ class DomainRun:
                 "note": "labelled target data: reported only" + (
                     "" if cfg.model_selection != "target_eval" else "; ALSO USED FOR MODEL SELECTION (opt-in)"),
             }
+            check = adaptation_check(list(history), out["target_eval"].get(cfg.metric_for_best), best_epoch,
+                                     skipped, cfg.metric_for_best, cfg.greater_is_better,
+                                     self.baseline) if self.objective.needs_target else None
+            if check is not None:
+                out["adaptation_check"] = check
+                self._log_check(check)
         return out
+
+    def _log_check(self, check: dict[str, Any]) -> None:
+        metric, before, after = check["metric"], check["before_adaptation"], check["selected"]
+        if check["adaptation_hurt"]:
+            message = (f"adaptation lowered the labelled target split's {metric} from {before:.4g} "
+                       f"({before_adaptation_label(check)}) to {after:.4g} (the selected model, epoch "
+                       f"{check['selected_epoch']}). Source validation cannot see this, and the target labels did "
+                       "not choose the model. On a far shift try objective.bottleneck_dim: null, or keep the "
+                       "source-only model (docs/how-to/domain-adaptation.md).")
+            self._log(f"WARNING: {message}")
+            if self._warn:
+                warnings.warn(message, AdaptationWarning, stacklevel=2)
+        else:
+            self._log(f"target_eval {metric}: {before:.4g} ({before_adaptation_label(check)}) -> {after:.4g} after "
+                      f"adaptation (epoch {check['selected_epoch']})")

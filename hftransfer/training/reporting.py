@@ -52,7 +52,7 @@ def run_summary(trainer, state, final: dict[str, Any], test: dict[str, Any] | No
     if trainer.head_warmup:
         summary["head_warmup"] = trainer.head_warmup
     summary.update(trainer.domain.summary(trainer.predict_eval, best_epoch=state.best_epoch,
-                                          history=state.history))
+                                          history=state.history, mixed=wise_ft is not None))
     if wise_ft is not None:
         summary["wise_ft"] = wise_ft
     return summary
@@ -163,7 +163,8 @@ def _domain_adaptation(summary: dict[str, Any], source: dict[str, float]) -> dic
     objective = summary.get("objective") or {}
     if objective.get("name", "source_only") == "source_only" and "target_eval" not in summary:
         return None
-    keys = ("objective", "model_selection", "selected_on", "selection_uses_target_labels", "source_only_baseline")
+    keys = ("objective", "model_selection", "selected_on", "selection_uses_target_labels", "source_only_baseline",
+            "adaptation_check")
     out = {k: summary[k] for k in keys if k in summary}
     out["source"] = source
     if "target_eval" in summary:
