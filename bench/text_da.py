@@ -130,6 +130,10 @@ def _stats(values: list[float]) -> tuple[float, float, int]:
     return statistics.mean(values), statistics.pstdev(values) if len(values) > 1 else 0.0, len(values)
 
 
+def _paired_seeds(row: dict[str, Any], base: dict[str, Any]) -> int:
+    return len(set(row["by_seed"]) & set(base["by_seed"]))
+
+
 def _paired_delta(row: dict[str, Any], base: dict[str, Any]) -> float:
     """Mean of (row - source-only) target accuracy over the seeds both have (NaN when they share none)."""
     seeds = sorted(set(row["by_seed"]) & set(base["by_seed"]))
@@ -229,13 +233,15 @@ def render(results: dict[str, Any]) -> str:
     if complete and seeds < 3:
         lines.append(f"- **provisional**: {seeds} seed(s) per row; the goals are stated over 3 seeds")
     if complete:
-        below = [f"{p}/{o} ({_paired_delta(cell[p, o], cell[p, 'source_only']):+.1f})"
+        below = [f"{p}/{o} ({_paired_delta(cell[p, o], cell[p, 'source_only']):+.1f}, "
+                 f"{_paired_seeds(cell[p, o], cell[p, 'source_only'])} seeds)"
                  for p in complete for o in ADAPTATION if _paired_delta(cell[p, o], cell[p, "source_only"]) < 0]
         lines.append(f"- no objective below source-only on any pair (mean over seeds): "
                      f"**{'met' if not below else 'missed'}**" + (f" — below: {', '.join(below)}" if below else ""))
         dann = statistics.mean(_paired_delta(cell[p, "dann"], cell[p, "source_only"]) for p in complete)
-        lines.append(f"- DANN >= source-only + 1 point on the text average ({len(complete)} pair(s)): {dann:+.2f} "
-                     f"-> **{'met' if dann >= 1.0 else 'missed'}**")
+        seeds_per_pair = ", ".join(str(_paired_seeds(cell[p, "dann"], cell[p, "source_only"])) for p in complete)
+        lines.append(f"- DANN >= source-only + 1 point on the text average ({len(complete)} pair(s); paired seeds "
+                     f"per pair: {seeds_per_pair}): {dann:+.2f} -> **{'met' if dann >= 1.0 else 'missed'}**")
     else:
         lines.append("- not measurable yet (no pair has every objective)")
     lines += render_selection(rows, pairs, labels)

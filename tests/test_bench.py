@@ -96,7 +96,8 @@ def test_text_da_table_marks_the_goals_and_says_when_they_are_provisional(bench_
     page = text_da.render({"rows": rows})
     assert "| dvd-electronics | dann | 82.1 ± 0.1 (2) | +2.0 |" in page
     assert "- **provisional**: 2 seed(s) per row" in page
-    assert "**missed** — below: dvd-electronics/coral (-1.0)" in page and "+2.00 -> **met**" in page
+    assert "**missed** — below: dvd-electronics/coral (-1.0, 2 seeds)" in page and "+2.00 -> **met**" in page
+    assert "(1 pair(s); paired seeds per pair: 2)" in page
     rows.update({f"{o}2": row("dvd-electronics", o, 2, 0.80 + g) for o, g in gains.items()})
     assert "provisional" not in text_da.render({"rows": rows})
     # Δ pairs seeds: an objective run on seed 0 only is compared with source-only's seed 0, not its mean
@@ -152,7 +153,8 @@ def test_text_da_variant_rows_stand_apart_from_the_defaults_and_the_goals(bench_
     page = text_da.render({"rows": rows})
     assert "| p | dann [weight=0.1] | 85.0 ± 0.0 (1) | +5.0 |" in page
     assert "| p | dann | 80.0 ± 0.0 (1) | +0.0 |" in page
-    assert "text average (1 pair(s)): +0.00 -> **missed**" in page  # the variant's +5 is not the default's
+    # the variant's +5 is not the default's
+    assert "text average (1 pair(s); paired seeds per pair: 1): +0.00 -> **missed**" in page
 
 
 def test_peft_defaults_page_ranks_the_candidates_and_searches_off_dev(bench_modules, tmp_path, monkeypatch):
