@@ -85,6 +85,7 @@ def run_row(pair: str, objective: str, seed: int, work: Path, smoke: bool,
            "target_test_accuracy": metrics["target_eval"]["accuracy"],
            "source_dev_accuracy": metrics["final_eval"]["accuracy"], "best_epoch": metrics["best_epoch"],
            "selected_on": metrics["selected_on"], "objective_options": metrics["objective"],
+           "adaptation_check": metrics.get("adaptation_check"),  # target_eval before adaptation vs delivered
            "train_time_s": round(last["train_time_s"], 1), "wall_s": round(time.perf_counter() - start, 1),
            # per epoch: source dev (selection) and target test (reported only), to see what selection chose from,
            # and what an unlabelled-target check could see (target_entropy: on the target stream)
