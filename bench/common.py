@@ -156,6 +156,11 @@ def code_commit() -> str:
     return commit + ("+uncommitted" if changed else "")
 
 
+def row_provenance() -> dict[str, str]:
+    """What every bench row records about where it ran: the CPU (:func:`cpu_tag`) and code (:func:`code_commit`)."""
+    return {"cpu": cpu_tag(), "git_commit": code_commit()}
+
+
 def machine_info() -> dict[str, Any]:
     import torch
 

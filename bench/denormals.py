@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peft_defaults import BASE, task_data  # noqa: E402
 
-from common import SST2, code_commit, cpu_tag, machine_info, offline_env, write_bench_page, write_json  # noqa: E402
+from common import SST2, machine_info, offline_env, row_provenance, write_bench_page, write_json  # noqa: E402
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tempfile.gettempdir()) / "hftransfer-bench-peft"
         for _ in range(args.repeats):
             for mode in MODES:
-                row = {"mode": mode, "cpu": cpu_tag(), "git_commit": code_commit(), **run_one(mode, work)}
+                row = {"mode": mode, **row_provenance(), **run_one(mode, work)}
                 print(mode, row["train_samples_per_s"], row["accuracy"], flush=True)
                 results["rows"].append(row)
                 write_json(json_path, results)

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lp_ft import DOMAINS, mean_std_cell, merge_domains, target_subset  # noqa: E402
 from lp_ft import SETTINGS as LP_FT_SETTINGS  # noqa: E402
 
-from common import DATA_ROOT, REPO_ROOT, code_commit, cpu_tag, machine_info, offline_env, write_json  # noqa: E402
+from common import DATA_ROOT, REPO_ROOT, machine_info, offline_env, row_provenance, write_json  # noqa: E402
 
 
 OBJECTIVES = ("source_only", "source_only_continued", "dann", "mmd", "coral", "self_training")
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(dir=_mkdir(args.work_dir), prefix="runs-") as work:
             for row in selected:
                 out = run_row(row, args.mode, args.work_dir / "data", Path(work))
-                results["rows"][f"{args.mode}/{row['id']}"] = {**out, "cpu": cpu_tag(), "git_commit": code_commit()}
+                results["rows"][f"{args.mode}/{row['id']}"] = {**out, **row_provenance()}
                 write_json(results_file, results)
                 print(json.dumps(out), flush=True)
     text = render(results, args.mode)

@@ -49,7 +49,7 @@ from typing import Any
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA_ROOT, REPO_ROOT, code_commit, cpu_tag, machine_info, offline_env, write_bench_page, write_json  # noqa: E402
+from common import DATA_ROOT, REPO_ROOT, machine_info, offline_env, row_provenance, write_bench_page, write_json  # noqa: E402
 
 
 TARGETS = ("art_painting", "cartoon", "sketch")
@@ -242,7 +242,7 @@ def render_lodo(results: dict[str, Any], mode: str = "lodo") -> str:
 
 def _record(results: dict[str, Any], results_file: Path, key: str, row: dict[str, Any]) -> None:
     """A finished row merged into the results file at once (a stopped run keeps it) and printed."""
-    results["rows"][key] = {**row, "cpu": cpu_tag(), "git_commit": code_commit()}
+    results["rows"][key] = {**row, **row_provenance()}
     write_json(results_file, results)
     print(json.dumps(row), flush=True)
 

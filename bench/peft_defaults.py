@@ -46,10 +46,9 @@ from common import (  # noqa: E402
     HYMENOPTERA,
     NO_DROPOUT,
     SST2,
-    code_commit,
-    cpu_tag,
     machine_info,
     offline_env,
+    row_provenance,
     stratified_indices,
     write_bench_page,
     write_json,
@@ -235,7 +234,7 @@ def run_row(method: str, overrides: dict[str, Any], seed: int, work: Path, task:
            "train_time_s": round(last["train_time_s"], 1),
            "probe_s": round((metrics.get("head_warmup") or {}).get("probe_seconds", 0.0), 1),
            "wall_s": round(time.perf_counter() - start, 1),
-           "date": time.strftime("%Y-%m-%d", time.gmtime()), "cpu": cpu_tag(), "git_commit": code_commit()}
+           "date": time.strftime("%Y-%m-%d", time.gmtime()), **row_provenance()}
     shutil.rmtree(out_dir, ignore_errors=True)
     return row
 

@@ -41,12 +41,11 @@ from hftransfer.methods import METHODS  # noqa: E402
 from common import (  # noqa: E402
     MemoryMonitor,
     children_cpu_seconds,
-    code_commit,
     cpu_busy_fraction,
-    cpu_tag,
     machine_info,
     offline_env,
     proc_stat_busy_seconds,
+    row_provenance,
     wait_for_quiet,
     write_json,
 )
@@ -272,8 +271,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     out.update(mon.report())
     out["torch_threads"] = torch.get_num_threads()
     out["started"] = _dt.datetime.fromtimestamp(start).isoformat(timespec="seconds")
-    out["git_commit"] = code_commit()
-    out["cpu"] = cpu_tag()  # rows of one results file come from several machines: each row names its own
+    out.update(row_provenance())  # rows of one results file come from several machines and commits
     out["load_average_after"] = list(os.getloadavg())
     return out
 

@@ -33,7 +33,7 @@ from typing import Any
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA_ROOT, code_commit, cpu_tag, machine_info, offline_env, write_bench_page, write_json  # noqa: E402
+from common import DATA_ROOT, machine_info, offline_env, row_provenance, write_bench_page, write_json  # noqa: E402
 
 
 REVIEWS = DATA_ROOT / "reviews_dvd_electronics"
@@ -131,14 +131,16 @@ def _stats(values: list[float]) -> tuple[float, float, int]:
     return statistics.mean(values), statistics.pstdev(values) if len(values) > 1 else 0.0, len(values)
 
 
-def _paired_seeds(row: dict[str, Any], base: dict[str, Any]) -> int:
-    return len(set(row["by_seed"]) & set(base["by_seed"]))
+def _paired(row: dict[str, Any], base: dict[str, Any]) -> list[float]:
+    """The row's target accuracy minus source-only's, seed by seed, over the seeds both have (paired: same seed, same
+    data order)."""
+    return [row["by_seed"][s] - base["by_seed"][s] for s in sorted(set(row["by_seed"]) & set(base["by_seed"]))]
 
 
 def _paired_delta(row: dict[str, Any], base: dict[str, Any]) -> float:
-    """Mean of (row - source-only) target accuracy over the seeds both have (NaN when they share none)."""
-    seeds = sorted(set(row["by_seed"]) & set(base["by_seed"]))
-    return statistics.mean(row["by_seed"][s] - base["by_seed"][s] for s in seeds) if seeds else float("nan")
+    """Mean of :func:`_paired` (NaN when the rows share no seed)."""
+    deltas = _paired(row, base)
+    return statistics.mean(deltas) if deltas else float("nan")
 
 
 def _selection_counterfactuals(row: dict[str, Any]) -> dict[str, float] | None:
@@ -156,9 +158,8 @@ def _selection_counterfactuals(row: dict[str, Any]) -> dict[str, float] | None:
 
 
 def _seed_deltas(row: dict[str, Any], base: dict[str, Any]) -> str:
-    """``+1.35 / +0.60 / +3.10``: the row's target accuracy minus source-only's, seed by seed (the spread behind Δ)."""
-    seeds = sorted(set(row["by_seed"]) & set(base["by_seed"]))
-    return " / ".join(f"{row['by_seed'][s] - base['by_seed'][s]:+.2f}" for s in seeds)
+    """``+1.35 / +0.60 / +3.10``: :func:`_paired` as text (the spread behind Δ)."""
+    return " / ".join(f"{d:+.2f}" for d in _paired(row, base))
 
 
 def render_selection(rows: list[dict[str, Any]], pairs: list[str], labels: list[str]) -> list[str]:
@@ -235,12 +236,12 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"- **provisional**: {seeds} seed(s) per row; the goals are stated over 3 seeds")
     if complete:
         below = [f"{p}/{o} ({_paired_delta(cell[p, o], cell[p, 'source_only']):+.1f}, "
-                 f"{_paired_seeds(cell[p, o], cell[p, 'source_only'])} seeds)"
+                 f"{len(_paired(cell[p, o], cell[p, 'source_only']))} seeds)"
                  for p in complete for o in ADAPTATION if _paired_delta(cell[p, o], cell[p, "source_only"]) < 0]
         lines.append(f"- no objective below source-only on any pair (mean over seeds): "
                      f"**{'met' if not below else 'missed'}**" + (f" — below: {', '.join(below)}" if below else ""))
         dann = statistics.mean(_paired_delta(cell[p, "dann"], cell[p, "source_only"]) for p in complete)
-        seeds_per_pair = ", ".join(str(_paired_seeds(cell[p, "dann"], cell[p, "source_only"])) for p in complete)
+        seeds_per_pair = ", ".join(str(len(_paired(cell[p, "dann"], cell[p, "source_only"]))) for p in complete)
         lines.append(f"- DANN >= source-only + 1 point on the text average ({len(complete)} pair(s); paired seeds "
                      f"per pair: {seeds_per_pair}): {dann:+.2f} -> **{'met' if dann >= 1.0 else 'missed'}**")
     else:
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                         if key in results["rows"] and not args.rerun:
                             continue
                         row = run_row(pair, objective, seed, Path(work), args.smoke, options)
-                        results["rows"][key] = {**row, "cpu": cpu_tag(), "git_commit": code_commit()}
+                        results["rows"][key] = {**row, **row_provenance()}
                         write_json(results_file, results)
                         write_bench_page(table_file, render(results))
                         print(json.dumps({k: v for k, v in row.items() if k != "objective_options"}), flush=True)

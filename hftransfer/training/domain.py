@@ -262,10 +262,10 @@ def adaptation_check(history: list[dict[str, Any]], selected: float | None, best
     "Before" is the run's own model at the end of the source warm-up (its last warm-up epoch), or else the
     ``source_only_baseline`` run's target number. Source validation cannot see an adaptation that hurts the target;
     this says so when a few target labels can. None when there is nothing to compare."""
-    key = f"target_eval_{metric}"
-    rows = {row["epoch"]: row for row in history if key in row}
     if selected is None:
         return None
+    key = f"target_eval_{metric}"
+    rows = {row["epoch"]: row for row in history if key in row}
     if warmup_epochs and warmup_epochs[-1] in rows:
         last = warmup_epochs[-1]
         before, source = rows[last][key], {"before_from": "source_warmup", "before_epoch": last}
