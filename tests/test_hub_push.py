@@ -472,7 +472,7 @@ def test_push_validates_folder_and_arguments_before_any_upload(tmp_path, tiny_mo
     # Clear errors without touching the hub: bad folders, pickles, unfetchable bases, repo ids, revisions, offline.
     from hftransfer import AutoTransfer
     from hftransfer.errors import ConfigurationError, ForeignFolderError, OfflineError, UnsafeCheckpointError
-    from hftransfer.hub import plan_upload, push_folder, push_model
+    from hftransfer.hub import plan_upload, push_folder
     from hftransfer.hub.push import _refuse_token_in_files
 
     with pytest.raises(ForeignFolderError, match="does not exist"):
@@ -513,7 +513,7 @@ def test_push_validates_folder_and_arguments_before_any_upload(tmp_path, tiny_mo
     with pytest.raises(ConfigurationError, match="full_weights=True"):
         plan_upload(tmp_path / "probe")
     with pytest.raises(ConfigurationError, match="nothing to merge"):
-        push_model(probe, "tester/probe", merge=True)
+        probe.push_to_hub("tester/probe", merge=True)
 
     model.save_pretrained(folder)
     with pytest.raises(ConfigurationError, match="repo_id="):

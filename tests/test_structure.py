@@ -101,6 +101,77 @@ def _module_of(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _module_imports(path: Path, modules: set[str], annotations: bool = False) -> set[str]:
+    """The hftransfer modules that ``path`` imports at run time, function-level imports included (and, with
+    ``annotations``, those under ``if TYPE_CHECKING:`` too); ``from pkg import mod`` counts as importing ``pkg.mod``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    guarded = [n for n in ast.walk(tree) if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]
+    skipped = set() if annotations else {id(n) for node in guarded for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return found & modules
+
+
+def _import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other in a loop (strongly connected components of two or more)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def _import_graph(annotations: bool = False) -> dict[str, set[str]]:
+    paths = {_module_of(p): p for p in SOURCES}
+    # A package's own __init__ is not an edge for its submodules (importing a.b runs a/__init__ first anyway).
+    return {m: {t for t in _module_imports(p, set(paths), annotations) if t != m and not m.startswith(t + ".")}
+            for m, p in paths.items()}
+
+
+def test_no_two_modules_import_each_other():
+    # Function-level imports included: "import it late to dodge a cycle" is a cycle; move the shared fact down.
+    assert _import_cycles(_import_graph()) == []
+    assert _import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_hub_and_backbones_do_not_even_name_the_model_they_serve():
+    # Not in annotations either: hub/ works on saved folders and backbones/ on backbones; AutoTransfer sits above.
+    graph = _import_graph(annotations=True)
+    upward = {m: sorted(t for t in targets if t == "hftransfer.modeling")
+              for m, targets in graph.items() if m.startswith(("hftransfer.hub", "hftransfer.backbones"))}
+    assert {m: t for m, t in upward.items() if t} == {}
+    assert "hftransfer.modeling" in graph["hftransfer.methods.base"]  # the check reads TYPE_CHECKING imports
+
+
 def _private_imports(path: Path, own: str) -> list[str]:
     """``from x import _name`` in ``path`` (module ``own``) where x is another hftransfer module (dunders are fine)."""
     found = []

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from hftransfer.backbones.base import Backbone, BackboneSpec
+from hftransfer.backbones.pooling import POOLERS, default_pooling
 from hftransfer.backbones.tokens import TokenInterface
 from hftransfer.backbones.transformers_tokens import text_positions, transformers_token_interface
 from hftransfer.errors import ConfigurationError
@@ -25,9 +26,6 @@ logger = logging.getLogger("hftransfer")
 
 
 POOLING_FILE = "hftransfer_pooling.json"
-# Vision transformers trained with a [CLS] token whose checkpoints ship no pooler weights.
-CLS_POOLED_MODEL_TYPES = {"vit", "deit", "beit", "data2vec-vision", "dinov2", "dinov2_with_registers", "vit_msn",
-                          "vit_mae", "ijepa"}
 
 
 def modality_of_config(config: Any) -> str | None:
@@ -43,28 +41,6 @@ def modality_of_config(config: Any) -> str | None:
     if model_type in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
         return "text"
     return None
-
-
-def default_pooling(config: Any, modality: str) -> str:
-    if modality == "text":
-        return "mean"
-    return "cls" if config.model_type in CLS_POOLED_MODEL_TYPES else "pooler"
-
-
-POOLERS = {
-    "cls": lambda out, mask: out.last_hidden_state[:, 0],
-    "pooler": lambda out, mask: out.pooler_output.flatten(1),
-    "mean": lambda out, mask: _masked_mean(out.last_hidden_state, mask),
-}
-
-
-def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    if hidden.dim() == 4:  # conv feature maps (B, C, H, W)
-        return hidden.mean(dim=(2, 3))
-    if mask is None:
-        return hidden.mean(dim=1)
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
 class TransformersBackbone(Backbone):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from hftransfer.backbones.architectures import Architecture, token_architecture
+from hftransfer.backbones.pooling import POOLERS
 from hftransfer.backbones.tokens import TokenInterface, TokenSequence, insert_after_prefix
 from hftransfer.errors import ConfigurationError
 
@@ -59,8 +60,6 @@ class _TransformersTokens(TokenInterface):
         return key, value
 
     def _pooled(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        from hftransfer.backbones.transformers_backbone import POOLERS  # import cycle: it imports this module
-
         pooling = self.backbone.pooling
         pooler = getattr(self.model, "pooler", None)
         out = SimpleNamespace(last_hidden_state=hidden,

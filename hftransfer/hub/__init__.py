@@ -12,7 +12,6 @@ from typing import Any
 
 
 _EXPORTS = {
-    "push_model": "push",
     "push_folder": "push",
     "plan_upload": "push",
     "HubPushError": "push",

@@ -1,18 +1,16 @@
-"""Push an hftransfer model to the hub in one commit: safetensors only, a merged model card, no token anywhere.
+"""Push an hftransfer model folder to the hub in one commit: safetensors only, a merged model card, no token anywhere.
 
 :func:`push_folder` uploads a folder written by ``AutoTransfer.save_pretrained`` (or a training run's
-``OUTPUT_DIR/model``); :func:`push_model` saves a live model into a temporary folder first. Both make exactly one
-hub commit, so a failed upload leaves the repo at its previous version and the local folder untouched.
+``OUTPUT_DIR/model``); ``AutoTransfer.push_to_hub`` saves a live model into a temporary folder and calls it. Either
+way there is exactly one hub commit, so a failed upload leaves the repo at its previous version and the local folder
+untouched.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import fnmatch
 import logging
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -32,8 +30,6 @@ from hftransfer.utils.io import PICKLE_SUFFIXES
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
 
-    from hftransfer.hub.card import CardInfo
-    from hftransfer.modeling import AutoTransfer
 
 
 logger = logging.getLogger(__name__)
@@ -238,63 +234,6 @@ def push_folder(
     return info
 
 
-def push_model(
-    model: AutoTransfer,
-    repo_id: str,
-    *,
-    merge: bool = False,
-    card_info: CardInfo | None = None,
-    private: bool = False,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    commit_description: str | None = None,
-    token: str | bool | None = None,
-    full_weights: bool | None = None,
-    create_repo: bool = True,
-) -> CommitInfo:
-    """Save ``model`` into a temporary folder with a model card, and push it with :func:`push_folder`.
-
-    Args:
-        model (`AutoTransfer`): The model to upload; it is not modified.
-        repo_id (`str`): `namespace/name` (or `name` for the token's user).
-        merge (`bool`, *optional*, defaults to `False`): Fold adapters (LoRA family) into the backbone and push a
-            plain full model that loads without the base backbone. Done on a copy.
-        card_info (`CardInfo`, *optional*): What the model card shows; defaults to what the model knows (base
-            backbone, method, parameter counts). Training runs write a full card with metrics instead.
-        full_weights (`bool`, *optional*): Force full weights (True) or trained weights only (False); the default
-            is what `save_pretrained` picks (trained weights plus a base reference for adapter methods).
-        private / revision / commit_message / commit_description / token / create_repo: See :func:`push_folder`.
-
-    Example:
-
-    ```py
-    >>> model = AutoTransfer.from_pretrained("timm/resnet18.a1_in1k", num_labels=3, method="lora")
-    >>> ...  # train
-    >>> model.push_to_hub("me/resnet18-lora")               # adapter weights + base reference
-    >>> model.push_to_hub("me/resnet18-merged", merge=True)  # standalone full model
-    ```
-    """
-    from hftransfer.hub.card import write_model_card  # heavy: hub.card imports huggingface_hub
-
-    method_name = model.method.name
-    if merge:
-        model = copy.deepcopy(model)
-        model.merge_adapters()
-        if model.method.name != "full":
-            raise ConfigurationError(
-                f"merge=True folds adapters into the backbone, but method {method_name!r} has nothing to merge. "
-                "Push without merge, or pass full_weights=True for a standalone copy with full weights."
-            )
-    info = card_info if card_info is not None else _default_card_info(model, repo_id, method_name, merge)
-    if info.repo_id is None:
-        info = dataclasses.replace(info, repo_id=repo_id)
-    with tempfile.TemporaryDirectory(prefix="hftransfer-push-") as tmp:
-        folder = model.save_pretrained(Path(tmp) / "model", full_weights=full_weights)
-        write_model_card(info, folder)
-        return push_folder(folder, repo_id, private=private, revision=revision, commit_message=commit_message,
-                           commit_description=commit_description, token=token, create_repo=create_repo)
-
-
 # --- helpers ---------------------------------------------------------------------------------------------------------
 
 
@@ -332,29 +271,6 @@ def check_push_target(repo_id: str, revision: str | None = None) -> None:
 def _check_online(repo_id: str) -> None:
     require_hub(f"Cannot push to {repo_id!r}", "Unset it (or set HF_HUB_OFFLINE=0) to upload; the model folder is "
                 "unchanged.", "Check the network or HF_ENDPOINT and push again; the model folder is unchanged.")
-
-
-def _default_card_info(model: AutoTransfer, repo_id: str, method_name: str, merged: bool) -> CardInfo:
-    from hftransfer.hub.card import CardInfo, method_options  # heavy: hub.card imports huggingface_hub
-
-    spec = model.backbone.spec
-    summary = model.trainable_summary()
-    hyperparameters: dict[str, Any] = {"method": method_name}
-    if merged:
-        hyperparameters["merged"] = True
-    hyperparameters.update(method_options(model.method.config.to_dict()) if not merged else {})
-    return CardInfo(
-        model_name=repo_id.split("/")[-1],
-        repo_id=repo_id,
-        base_model=spec.name,
-        base_model_revision=spec.revision,
-        task=model.task,
-        recipe=method_name,
-        hyperparameters=hyperparameters,
-        trainable_params=summary["trainable_params"],
-        all_params=summary["all_params"],
-        tags=["merged"] if merged else [],
-    )
 
 
 def _card_for_upload(plan: PushPlan, existing: str | None, repo_id: str) -> str:

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hftransfer.errors import ConfigurationError
 from hftransfer.ranking.features import RANDOM_PREFIX
-
-
-if TYPE_CHECKING:
-    from hftransfer.ranking.rank import RankResult
+from hftransfer.ranking.result import RankResult
 
 
 def short_label(label: str, candidates: Sequence[str] = ()) -> str:

@@ -13,14 +13,14 @@ from typing import Any
 import yaml
 
 from hftransfer.augment import AUGMENTATION_PRESETS
+from hftransfer.backbones.pooling import POOLERS
 from hftransfer.data import DataConfig
 from hftransfer.errors import ConfigurationError, InputFileError
 from hftransfer.methods.registry import METHODS
 from hftransfer.metrics.classification import classification_metric_names
-from hftransfer.objectives import normalize_objective
+from hftransfer.objectives import normalize_objective, objective_entry
 from hftransfer.recipes import get_recipe, registry
 from hftransfer.recipes.examples import example_configs, resolve_config
-from hftransfer.training.domain import check_domain_config
 from hftransfer.training.wise_ft import WiseFTConfig
 from hftransfer.utils.config_values import coerce_value, load_yaml
 from hftransfer.utils.hub_ids import is_repo_id
@@ -29,7 +29,8 @@ from hftransfer.utils.hub_ids import is_repo_id
 OPTIMIZER_NAMES = ("adamw", "sgd")  # hftransfer.training.optim.OPTIMIZERS implements each
 SCHEDULER_NAMES = ("cosine", "linear", "step", "constant")  # hftransfer.training.optim.SCHEDULES implements each
 MIXED_PRECISION = (None, "no", "bf16", "fp16", "auto")
-POOLINGS = (None, "cls", "mean", "pooler")
+POOLINGS = (None, *POOLERS)
+MODEL_SELECTIONS = ("source", "target_entropy", "target_eval")
 
 
 def check_values(section: str, obj: Any, rules: dict[str, tuple[bool, str]]) -> None:
@@ -349,9 +350,23 @@ class TrainConfig:
         return entry.config_cls.from_dict(self.method, context=f"recipe={self.recipe!r}")
 
     def _check_domain(self) -> None:
-
+        """Errors before anything is loaded: an objective that needs target data without any, a selection rule that
+        needs what is missing."""
         self.objective = normalize_objective(self.objective)
-        check_domain_config(self.objective, self.target, self.target_eval, self.model_selection)
+        entry = objective_entry(self.objective["name"])
+        if entry.objective_cls.needs_target and self.target is None:
+            raise ConfigurationError(
+                f"objective.name={entry.name!r} learns from unlabelled target data but the config has no target: add "
+                "`target: {source: <folder, CSV or .npz of the target domain>}` or use objective.name=source_only.")
+        if self.model_selection not in MODEL_SELECTIONS:
+            raise ConfigurationError(f"model_selection={self.model_selection!r} is invalid; use one of "
+                                     f"{list(MODEL_SELECTIONS)} "
+                                     "('source': held-out source validation, the default).")
+        if self.model_selection == "target_entropy" and self.target is None:
+            raise ConfigurationError("model_selection='target_entropy' needs `target:` (unlabelled target data).")
+        if self.model_selection == "target_eval" and self.target_eval is None:
+            raise ConfigurationError("model_selection='target_eval' selects on labelled target data and needs "
+                                     "`target_eval:`; the default 'source' needs no target labels.")
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

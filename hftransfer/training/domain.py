@@ -1,6 +1,6 @@
 """Domain adaptation in a run: the unlabelled target set, its resumable endless batch stream, the labelled target
-evaluation split, the checks that run before training, and :class:`DomainRun`, which owns all of them for the engine
-(target views, per-epoch target numbers, the metrics.json summary, the model-selection key)."""
+evaluation split, and :class:`DomainRun`, which owns all of them for the engine (target views, per-epoch target
+numbers, the metrics.json summary, the model-selection key). The config's checks live in ``training/config.py``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hftransfer.data.images import encode_image_arrays, image_dataset, scan_clas
 from hftransfer.data.sources import ARRAY_KEYS
 from hftransfer.data.tables import TABLE_SUFFIXES, read_table, text_dataset
 from hftransfer.errors import AdaptationWarning, ConfigurationError
-from hftransfer.objectives import StepInfo, get_objective, objective_entry
+from hftransfer.objectives import StepInfo, get_objective
 from hftransfer.objectives.base import STRONG_SUFFIX, adaptation_start
 from hftransfer.training.loaders import EpochBatchSampler, ImageDataset, intra_op_threads, split_inputs, split_loader
 from hftransfer.training.run_data import WeightShare
@@ -38,29 +38,8 @@ if TYPE_CHECKING:
 Predict = Callable[[Any], tuple[np.ndarray, np.ndarray, float]]
 
 
-MODEL_SELECTIONS = ("source", "target_entropy", "target_eval")
 UNLABELLED = -1  # label id of target rows: never read as a label
 TARGET_SEED_OFFSET = 7919  # target order and augmentations are drawn independently of the source's
-
-
-def check_domain_config(objective: dict[str, Any], target: DataConfig | None, target_eval: DataConfig | None,
-                        model_selection: str) -> None:
-    """Errors before anything is loaded: an objective that needs target data without any, a selection rule that
-    needs what is missing."""
-    entry = objective_entry(objective["name"])
-    if entry.objective_cls.needs_target and target is None:
-        raise ConfigurationError(
-            f"objective.name={entry.name!r} learns from unlabelled target data but the config has no target: add "
-            "`target: {source: <folder, CSV or .npz of the target domain>}` or use objective.name=source_only.")
-    if model_selection not in MODEL_SELECTIONS:
-        raise ConfigurationError(f"model_selection={model_selection!r} is invalid; use one of "
-                                 f"{list(MODEL_SELECTIONS)} "
-                                 "('source': held-out source validation, the default).")
-    if model_selection == "target_entropy" and target is None:
-        raise ConfigurationError("model_selection='target_entropy' needs `target:` (unlabelled target data).")
-    if model_selection == "target_eval" and target_eval is None:
-        raise ConfigurationError("model_selection='target_eval' selects on labelled target data and needs "
-                                 "`target_eval:`; the default 'source' needs no target labels.")
 
 
 def read_baseline(path: str) -> dict[str, Any]:
