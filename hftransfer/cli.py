@@ -20,6 +20,7 @@ from hftransfer.compare import add_compare_parser  # compare (recipes / backbone
 from hftransfer.demo.cli import add_demo_parser  # demo (Gradio app, --write-space)
 from hftransfer.errors import HFTransferError
 from hftransfer.export.cli import add_export_parser  # export (ONNX, parity check, int8)
+from hftransfer.export.defaults import BACKENDS
 from hftransfer.hub.pull import pull
 from hftransfer.hub.push import push_folder
 from hftransfer.objectives import OBJECTIVES
@@ -183,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default=None, help="model revision on the hub")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"],
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="onnx / onnx-int8: score a folder written by `hftransfer export` with onnxruntime; auto: "
                    "onnx for an export folder, else torch")
     p.set_defaults(func=_cmd_evaluate)
@@ -203,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--revision", default=None)
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"],
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="onnx / onnx-int8: run a folder written by `hftransfer export` with onnxruntime (same "
                    "preprocessing); auto: onnx for an export folder, else torch")
     p.set_defaults(func=_cmd_predict)

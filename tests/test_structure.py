@@ -16,11 +16,12 @@ PACKAGE = Path(hftransfer.__file__).resolve().parent
 SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if "metrics/modules" not in p.as_posix())
 
 
-def _runtime_imports(path: Path) -> set[str]:
-    """Modules imported by ``path``, ignoring ``if TYPE_CHECKING:`` blocks (annotations only)."""
+def _runtime_imports(path: Path, annotations: bool = False, names: bool = False) -> set[str]:
+    """Modules imported by ``path``, imports inside functions included, ignoring ``if TYPE_CHECKING:`` blocks
+    (annotations only) unless ``annotations``; with ``names``, ``from pkg import x`` also gives ``pkg.x``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     guarded = [n for n in ast.walk(tree) if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]
-    skipped = {id(n) for node in guarded for n in ast.walk(node)}
+    skipped = set() if annotations else {id(n) for node in guarded for n in ast.walk(node)}
     found = set()
     for node in ast.walk(tree):
         if id(node) in skipped:
@@ -29,6 +30,8 @@ def _runtime_imports(path: Path) -> set[str]:
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
+            if names:
+                found |= {f"{node.module}.{alias.name}" for alias in node.names}
     return found
 
 
@@ -101,23 +104,6 @@ def _module_of(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _module_imports(path: Path, modules: set[str], annotations: bool = False) -> set[str]:
-    """The hftransfer modules that ``path`` imports at run time, function-level imports included (and, with
-    ``annotations``, those under ``if TYPE_CHECKING:`` too); ``from pkg import mod`` counts as importing ``pkg.mod``."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    guarded = [n for n in ast.walk(tree) if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]
-    skipped = set() if annotations else {id(n) for node in guarded for n in ast.walk(node)}
-    found = set()
-    for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
-    return found & modules
-
-
 def _import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """The groups of modules that import each other in a loop (strongly connected components of two or more)."""
     index: dict[str, int] = {}
@@ -153,8 +139,8 @@ def _import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def _import_graph(annotations: bool = False) -> dict[str, set[str]]:
     paths = {_module_of(p): p for p in SOURCES}
     # A package's own __init__ is not an edge for its submodules (importing a.b runs a/__init__ first anyway).
-    return {m: {t for t in _module_imports(p, set(paths), annotations) if t != m and not m.startswith(t + ".")}
-            for m, p in paths.items()}
+    return {m: {t for t in _runtime_imports(p, annotations, names=True) & set(paths)
+                if t != m and not m.startswith(t + ".")} for m, p in paths.items()}
 
 
 def test_no_two_modules_import_each_other():

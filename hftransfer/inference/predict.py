@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hftransfer.data.errors import DataError
+from hftransfer.export.defaults import BACKENDS
 from hftransfer.export.files import is_export_folder
 from hftransfer.export.runtime import OnnxClassifier
 from hftransfer.modeling import AutoTransfer
@@ -113,9 +114,6 @@ def _csv_line(index: int, row: InputRow, preds: list[dict[str, Any]] | None, top
         pred = preds[i] if preds and i < len(preds) else None
         cells += [pred["label"], f"{pred['score']:.6f}"] if pred else ["", ""]
     return [index, row.source, *cells, row.error or ""]
-
-
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def load_model_for_inference(model: str | Path, backend: str, revision: str | None, compile: bool) -> Any:
