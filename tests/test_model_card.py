@@ -13,10 +13,10 @@ from hftransfer.hub.card import (
     DatasetInfo,
     collect_versions,
     default_template_path,
-    redact_secrets,
     render_model_card,
     write_model_card,
 )
+from hftransfer.hub.secrets import redact_secrets
 from hftransfer.metrics import classification_report
 
 

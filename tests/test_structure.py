@@ -205,6 +205,13 @@ def test_saved_format_facts_live_in_one_module(literal, home):
     assert holders == [home]
 
 
+def test_the_card_marker_format_lives_in_one_module():
+    # hub/card_sections.py writes and reads `<!-- hftransfer:begin NAME -->`; everything else asks it.
+    holders = sorted(p.relative_to(PACKAGE).as_posix() for p in SOURCES
+                     if re.search(r"[\"']<!-- hftransfer:", p.read_text(encoding="utf-8")))
+    assert holders == ["hub/card_sections.py"]
+
+
 def test_one_hub_id_rule():
     # Every module asks utils/hub_ids.is_repo_id; nobody compiles its own repo-id regex.
     pattern = re.compile(r"re\.compile\(r\"\^\(\?:?\[A-Za-z0-9\]")

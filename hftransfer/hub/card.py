@@ -20,7 +20,9 @@ from typing import Any, Literal
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hftransfer.errors import ConfigurationError, ModelCardError
+from hftransfer.errors import ConfigurationError
+from hftransfer.hub.card_sections import card_sections, generated_tags, put_section, replace_sections
+from hftransfer.hub.secrets import REDACTED, is_secret_key, redact_secrets
 from hftransfer.metrics.classification import format_report_markdown
 from hftransfer.saved_format import HFTRANSFER_CONFIG, read_model_config
 from hftransfer.utils.hub_ids import is_repo_id
@@ -48,59 +50,6 @@ VERSIONED_PACKAGES = (
 
 _PACKAGED_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 _REPO_TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "hftransfer_model_card.md"
-
-_SECTION_RE = re.compile(r"<!-- hftransfer:begin (?P<name>[\w.-]+) -->.*?<!-- hftransfer:end (?P=name) -->", re.S)
-_MARKER_RE = re.compile(r"<!-- hftransfer:(?P<kind>begin|end) (?P<name>[\w.-]+) -->")
-_TAGS_RE = re.compile(r"<!-- hftransfer:tags (?P<tags>[^>]*?) -->")
-
-REDACTED = "<redacted>"
-_HF_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{20,}")
-_SECRET_KEYS = (
-    "token",
-    "hf_token",
-    "hub_token",
-    "huggingface_token",
-    "huggingface_hub_token",
-    "hugging_face_hub_token",
-    "api_token",
-    "access_token",
-    "auth_token",
-    "password",
-    "secret",
-    "api_key",
-)
-_SECRET_KEY_PATTERN = "|".join(key.replace("_", "[_-]") for key in sorted(_SECRET_KEYS, key=len, reverse=True))
-# `token=abc`, `hub.token: abc`, `"token": "abc"`, `--hub-token=abc`
-# (keys match exactly, so `pad_token` is left alone) ...
-_SECRET_ASSIGN_RE = re.compile(
-    rf"(?i)(?<![\w-])(?P<key>(?:[\w-]+\.)*-{{0,2}}(?:{_SECRET_KEY_PATTERN})['\"]?)(?P<sep>\s*[:=]\s*)"
-    r"(?P<quote>['\"]?)(?P<value>[^\s'\",}\]]+)(?P=quote)"
-)
-# ... and `--token abc` on a command line.
-_SECRET_FLAG_RE = re.compile(
-    rf"(?i)(?<![\w-])(?P<key>--(?:{_SECRET_KEY_PATTERN}))(?P<sep>\s+)(?P<value>[^\s'\"-][^\s'\"]*)"
-)
-_NOT_SECRET_VALUES = {"null", "none", "~", "true", "false", REDACTED}
-
-
-def redact_secrets(text: str) -> str:
-    """Replace Hugging Face tokens (`hf_...`) and values of token/password-like keys or flags with `<redacted>`."""
-    text = _HF_TOKEN_RE.sub(REDACTED, text)
-
-    def assign(match: re.Match) -> str:
-        if match["value"].lower() in _NOT_SECRET_VALUES:
-            return match[0]
-        return f"{match['key']}{match['sep']}{match['quote']}{REDACTED}{match['quote']}"
-
-    def flag(match: re.Match) -> str:
-        return f"{match['key']}{match['sep']}{REDACTED}"
-
-    return _SECRET_FLAG_RE.sub(flag, _SECRET_ASSIGN_RE.sub(assign, text))
-
-
-def _is_secret_key(key: str) -> bool:
-    return key.rsplit(".", 1)[-1].lower().replace("-", "_") in _SECRET_KEYS
-
 
 def collect_versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:
     """Installed versions of `packages` (plus Python), read with `importlib.metadata`; `"not installed"` if absent."""
@@ -308,7 +257,7 @@ def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(value, Mapping) and value:
             flat.update(_flatten(value, f"{name}."))
         else:
-            flat[name] = REDACTED if _is_secret_key(name) and value else value
+            flat[name] = REDACTED if is_secret_key(name) and value else value
     return flat
 
 
@@ -452,38 +401,6 @@ def _template_kwargs(info: CardInfo) -> dict[str, Any]:
     }
 
 
-def _sections(text: str, where: str) -> dict[str, str]:
-    """`{name: whole marked block}`; raises on unbalanced or repeated markers so nothing is silently dropped."""
-    fix = "Restore the missing marker, or delete both markers to stop hftransfer from managing that section."
-    open_name: str | None = None
-    for match in _MARKER_RE.finditer(text):
-        if match["kind"] == "begin":
-            if open_name is not None:
-                raise ModelCardError(
-                    f"{where}: section '{open_name}' has no '<!-- hftransfer:end {open_name} -->' marker before "
-                    f"section '{match['name']}' begins. {fix}"
-                )
-            open_name = match["name"]
-        elif open_name != match["name"]:
-            raise ModelCardError(
-                f"{where}: '<!-- hftransfer:end {match['name']} -->' has no matching begin marker. {fix}"
-            )
-        else:
-            open_name = None
-    if open_name is not None:
-        raise ModelCardError(
-            f"{where}: section '{open_name}' has no '<!-- hftransfer:end {open_name} -->' marker. {fix}"
-        )
-    sections: dict[str, str] = {}
-    for match in _SECTION_RE.finditer(text):
-        if match["name"] in sections:
-            raise ModelCardError(
-                f"{where}: section '{match['name']}' appears twice. Delete one copy, markers included."
-            )
-        sections[match["name"]] = match[0]
-    return sections
-
-
 def merge_cards(existing: str, fresh: ModelCard) -> ModelCard:
     """``fresh`` merged into the ``existing`` card text: generated metadata and sections replaced, the user's kept."""
     old = ModelCard(existing, ignore_metadata_errors=True)
@@ -491,8 +408,7 @@ def merge_cards(existing: str, fresh: ModelCard) -> ModelCard:
     new_meta = fresh.data.to_dict()
 
     # Tags: drop the ones the previous render generated (recorded in the header), keep the user's own.
-    previous = _TAGS_RE.search(old.text)
-    previous_generated = set(previous["tags"].split(",")) if previous else set()
+    previous_generated = set(generated_tags(old.text))
     generated = new_meta.get("tags", [])
     user_tags = [tag for tag in old_meta.get("tags") or [] if tag not in previous_generated and tag not in generated]
 
@@ -506,11 +422,11 @@ def merge_cards(existing: str, fresh: ModelCard) -> ModelCard:
             merged[key] = new_meta[key]
     data = ModelCardData(ignore_metadata_errors=True, **merged)
 
-    new_sections = _sections(fresh.text, "rendered template")
-    old_sections = _sections(old.text, "existing card")
+    new_sections = card_sections(fresh.text, "rendered template")
+    old_sections = card_sections(old.text, "existing card")
     if old_sections:
         # Only blocks still marked in the existing card are regenerated: deleting a block's markers opts it out.
-        body = _SECTION_RE.sub(lambda m: new_sections.get(m["name"], m[0]), old.text)
+        body = replace_sections(old.text, new_sections)
     else:
         user_text = old.text.strip("\n")
         body = (f"{user_text}\n\n" if user_text else "\n") + "\n\n".join(new_sections.values()) + "\n"
@@ -612,13 +528,8 @@ def add_card_section(readme: Path, markdown: str, name: str) -> Path:
     A saved model folder without README.md first gets the card a push would generate for it (metadata, usage), so
     the section never becomes the whole card.
     """
-    begin, end = f"<!-- hftransfer:begin {name} -->", f"<!-- hftransfer:end {name} -->"
-    block = f"{begin}\n{markdown.strip()}\n{end}"
     text = readme.read_text(encoding="utf-8") if readme.is_file() else _new_card(readme.parent)
-    if begin in text and end in text and text.index(begin) < text.index(end):
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + block + "\n"
+    text = put_section(text, name, markdown)
     tmp = readme.with_name(f".{readme.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(readme)

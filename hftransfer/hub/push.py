@@ -21,6 +21,7 @@ from hftransfer.errors import (
     HFTransferError,
     UnsafeCheckpointError,
 )
+from hftransfer.hub.card_sections import has_sections
 from hftransfer.hub.fetch import require_hub
 from hftransfer.saved_format import BACKBONE_DIR, HFTRANSFER_CONFIG, WEIGHT_FILES, read_model_config
 from hftransfer.utils.hub_ids import is_repo_id
@@ -39,7 +40,6 @@ README = "README.md"
 # Top-level files that are uploaded; everything under backbone/ is uploaded too (pickles excepted, see below).
 UPLOAD_PATTERNS = ("*.safetensors", "*.json", "*.md", "*.png", "vocab.txt", "merges.txt", "*.model", "*.tiktoken")
 _COMMIT_ID_RE = re.compile(r"^[0-9a-f]{40}$")
-_CARD_MARKER = "<!-- hftransfer:begin "
 
 
 class HubPushError(HFTransferError, OSError):
@@ -281,7 +281,7 @@ def _card_for_upload(plan: PushPlan, existing: str | None, repo_id: str) -> str:
 
     local_path = plan.folder / README
     local = local_path.read_text(encoding="utf-8") if local_path.is_file() else card_from_config(plan.config, repo_id)
-    if existing is None or _CARD_MARKER not in local:
+    if existing is None or not has_sections(local):
         # No remote card, or a hand-written local card the user wants as is.
         return local
     return str(merge_cards(existing, ModelCard(local, ignore_metadata_errors=True)).content)
