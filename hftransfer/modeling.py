@@ -357,7 +357,9 @@ class AutoTransfer(nn.Module):
         return save_directory
 
     def push_to_hub(self, repo_id: str, *, merge: bool = False, card_info: CardInfo | None = None,
-                    full_weights: bool | None = None, **push_options: Any) -> CommitInfo:
+                    full_weights: bool | None = None, private: bool = False, revision: str | None = None,
+                    commit_message: str | None = None, commit_description: str | None = None,
+                    token: str | bool | None = None, create_repo: bool = True) -> CommitInfo:
         """Save this model with a model card into a temporary folder and upload it in one commit.
 
         Args:
@@ -368,8 +370,8 @@ class AutoTransfer(nn.Module):
                 backbone, method, parameter counts). Training runs write a full card with metrics instead.
             full_weights (`bool`, *optional*): Force full weights (True) or trained weights only (False); the
                 default is what `save_pretrained` picks (trained weights plus a base reference for adapter methods).
-            push_options: `private`, `revision`, `commit_message`, `commit_description`, `token`, `create_repo` of
-                :func:`hftransfer.hub.push_folder`.
+            private / revision / commit_message / commit_description / token / create_repo: See
+                :func:`hftransfer.hub.push_folder`; the token is sent to the hub only, never written anywhere.
 
         Example:
 
@@ -391,7 +393,8 @@ class AutoTransfer(nn.Module):
         with tempfile.TemporaryDirectory(prefix="hftransfer-push-") as tmp:
             folder = model.save_pretrained(Path(tmp) / "model", full_weights=full_weights)
             write_model_card(info, folder)
-            return push_folder(folder, repo_id, **push_options)
+            return push_folder(folder, repo_id, private=private, revision=revision, commit_message=commit_message,
+                               commit_description=commit_description, token=token, create_repo=create_repo)
 
     def merged_copy(self) -> AutoTransfer:
         """A copy with the adapters folded into the backbone (a plain ``full`` model); refused when there are none."""
