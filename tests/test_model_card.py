@@ -320,3 +320,28 @@ def test_custom_template_path(tmp_path):
     card = render_model_card(make_info(), template_path=template)
     assert card.data.library_name == "hftransfer"
     assert "| Metric | validation | test |" in card.text
+
+
+def test_a_hand_written_card_is_uploaded_as_is_and_a_generated_one_keeps_the_remote_edits(tmp_path):
+    # _card_for_upload decides what README.md a push writes: no network, no subprocess.
+    from hftransfer import AutoTransfer
+    from hftransfer.hub.card import card_from_config
+    from hftransfer.hub.push import _card_for_upload, plan_upload
+
+    folder = tmp_path / "model"
+    AutoTransfer.from_pretrained("timm:test_resnet", num_labels=2, pretrained=False).save_pretrained(folder)
+    plan = plan_upload(folder)
+    generated = card_from_config(plan.config, "tester/m")
+    assert "<!-- hftransfer:begin " in generated
+    remote = generated.replace("<!-- hftransfer:end usage -->",
+                               "<!-- hftransfer:end usage -->\n\nREMOTE-EDIT: keep me.\n")
+    assert "REMOTE-EDIT" in remote  # the template has a usage section to write after
+
+    assert _card_for_upload(plan, None, "tester/m") == generated  # no README in the folder: the generated card
+    (folder / "README.md").write_text(generated, encoding="utf-8")
+    merged = _card_for_upload(plan, remote, "tester/m")
+    assert "REMOTE-EDIT: keep me." in merged and merged.count("<!-- hftransfer:begin usage -->") == 1
+
+    hand_written = "# My model\n\nWritten by hand, no hftransfer markers.\n"
+    (folder / "README.md").write_text(hand_written, encoding="utf-8")
+    assert _card_for_upload(plan, remote, "tester/m") == hand_written  # the user's own card, as is
