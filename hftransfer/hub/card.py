@@ -2,8 +2,9 @@
 """Model cards: `model-index` metadata from any metric, and re-rendering that keeps the user's edits.
 
 The card body is a Jinja template (`model_cards/hftransfer_model_card.md`). Generated parts sit between
-`<!-- hftransfer:begin NAME -->` and `<!-- hftransfer:end NAME -->`; re-rendering an existing README replaces only
-those parts and the metadata keys hftransfer owns (see `OWNED_METADATA_KEYS`).
+`<!-- hftransfer:begin NAME -->` and `<!-- hftransfer:end NAME -->` (:mod:`hftransfer.hub.card_sections`);
+re-rendering an existing README replaces only those parts and the metadata keys hftransfer owns (see
+`OWNED_METADATA_KEYS`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ VERSIONED_PACKAGES = (
 
 _PACKAGED_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 _REPO_TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "hftransfer_model_card.md"
+
 
 def collect_versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:
     """Installed versions of `packages` (plus Python), read with `importlib.metadata`; `"not installed"` if absent."""
