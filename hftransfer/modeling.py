@@ -356,72 +356,77 @@ class AutoTransfer(nn.Module):
                 (tmp / name).write_text(text, encoding="utf-8")
         return save_directory
 
-    def push_to_hub(self, repo_id: str, *, merge: bool = False, card_info: CardInfo | None = None,
-                    full_weights: bool | None = None, private: bool = False, revision: str | None = None,
-                    commit_message: str | None = None, commit_description: str | None = None,
-                    token: str | bool | None = None, create_repo: bool = True) -> CommitInfo:
-        """Save this model with a model card into a temporary folder and upload it in one commit.
+    def push_to_hub(self, repo_id: str, **options: Any) -> CommitInfo:
+        """Upload this model with a model card in one commit (options: see :func:`push_model`)."""
+        return push_model(self, repo_id, **options)
 
-        Args:
-            repo_id (`str`): `namespace/name` (or `name` for the token's user).
-            merge (`bool`, *optional*, defaults to `False`): Fold adapters (LoRA family) into the backbone and push a
-                plain full model that loads without the base backbone. Done on a copy; this model is not modified.
-            card_info (`CardInfo`, *optional*): What the model card shows; defaults to what the model knows (base
-                backbone, method, parameter counts). Training runs write a full card with metrics instead.
-            full_weights (`bool`, *optional*): Force full weights (True) or trained weights only (False); the
-                default is what `save_pretrained` picks (trained weights plus a base reference for adapter methods).
-            private / revision / commit_message / commit_description / token / create_repo: See
-                :func:`hftransfer.hub.push_folder`; the token is sent to the hub only, never written anywhere.
 
-        Example:
+def push_model(model: AutoTransfer, repo_id: str, *, merge: bool = False, card_info: CardInfo | None = None,
+               full_weights: bool | None = None, private: bool = False, revision: str | None = None,
+               commit_message: str | None = None, commit_description: str | None = None,
+               token: str | bool | None = None, create_repo: bool = True) -> CommitInfo:
+    """Save ``model`` with a model card into a temporary folder and upload it in one commit.
 
-        ```py
-        >>> model = AutoTransfer.from_pretrained("timm/resnet18.a1_in1k", num_labels=3, method="lora")
-        >>> ...  # train
-        >>> model.push_to_hub("me/resnet18-lora")               # adapter weights + base reference
-        >>> model.push_to_hub("me/resnet18-merged", merge=True)  # standalone full model
-        ```
-        """
-        from hftransfer.hub.card import write_model_card  # heavy: hub.card imports huggingface_hub
-        from hftransfer.hub.push import push_folder  # heavy: hub upload code
+    Args:
+        repo_id (`str`): `namespace/name` (or `name` for the token's user).
+        merge (`bool`, *optional*, defaults to `False`): Fold adapters (LoRA family) into the backbone and push a
+            plain full model that loads without the base backbone. Done on a copy; ``model`` is not modified.
+        card_info (`CardInfo`, *optional*): What the model card shows; defaults to what the model knows (base
+            backbone, method, parameter counts). Training runs write a full card with metrics instead.
+        full_weights (`bool`, *optional*): Force full weights (True) or trained weights only (False); the
+            default is what `save_pretrained` picks (trained weights plus a base reference for adapter methods).
+        private / revision / commit_message / commit_description / token / create_repo: See
+            :func:`hftransfer.hub.push_folder`; the token is sent to the hub only, never written anywhere.
 
-        model = self.merged_copy() if merge else self
-        info = card_info if card_info is not None else model.card_info(repo_id, merged_from=self.method.name
-                                                                       if merge else None)
-        if info.repo_id is None:
-            info = dataclasses.replace(info, repo_id=repo_id)
-        with tempfile.TemporaryDirectory(prefix="hftransfer-push-") as tmp:
-            folder = model.save_pretrained(Path(tmp) / "model", full_weights=full_weights)
-            write_model_card(info, folder)
-            return push_folder(folder, repo_id, private=private, revision=revision, commit_message=commit_message,
-                               commit_description=commit_description, token=token, create_repo=create_repo)
+    Example:
 
-    def merged_copy(self) -> AutoTransfer:
-        """A copy with the adapters folded into the backbone (a plain ``full`` model); refused when there are none."""
-        merged = copy.deepcopy(self)
-        merged.merge_adapters()
-        if merged.method.name != "full":
-            raise ConfigurationError(
-                f"merge=True folds adapters into the backbone, but method {self.method.name!r} has nothing to merge. "
-                "Push without merge, or pass full_weights=True for a standalone copy with full weights.")
-        return merged
+    ```py
+    >>> model = AutoTransfer.from_pretrained("timm/resnet18.a1_in1k", num_labels=3, method="lora")
+    >>> ...  # train
+    >>> model.push_to_hub("me/resnet18-lora")               # adapter weights + base reference
+    >>> model.push_to_hub("me/resnet18-merged", merge=True)  # standalone full model
+    ```
+    """
+    from hftransfer.hub.card import write_model_card  # heavy: hub.card imports huggingface_hub
+    from hftransfer.hub.push import push_folder  # heavy: hub upload code
 
-    def card_info(self, repo_id: str, merged_from: str | None = None) -> CardInfo:
-        """The model card's facts that this model knows (no metrics): base backbone, method and its options,
-        parameter counts; ``merged_from`` names the method whose adapters were merged into it."""
-        from hftransfer.hub.card import CardInfo, method_options  # heavy: hub.card imports huggingface_hub
+    method_name = model.method.name
+    model = merged_copy(model) if merge else model
+    info = card_info if card_info is not None else model_card_info(model, repo_id, method_name if merge else None)
+    if info.repo_id is None:
+        info = dataclasses.replace(info, repo_id=repo_id)
+    with tempfile.TemporaryDirectory(prefix="hftransfer-push-") as tmp:
+        folder = model.save_pretrained(Path(tmp) / "model", full_weights=full_weights)
+        write_model_card(info, folder)
+        return push_folder(folder, repo_id, private=private, revision=revision, commit_message=commit_message,
+                           commit_description=commit_description, token=token, create_repo=create_repo)
 
-        method_name = merged_from or self.method.name
-        hyperparameters: dict[str, Any] = {"method": method_name}
-        if merged_from:
-            hyperparameters["merged"] = True
-        else:
-            hyperparameters.update(method_options(self.method.config.to_dict()))
-        summary = self.trainable_summary()
-        return CardInfo(model_name=repo_id.split("/")[-1], repo_id=repo_id, base_model=self.backbone.spec.name,
-                        base_model_revision=self.backbone.spec.revision, task=self.task, recipe=method_name,
-                        hyperparameters=hyperparameters, trainable_params=summary["trainable_params"],
-                        all_params=summary["all_params"], tags=["merged"] if merged_from else [])
+def merged_copy(model: AutoTransfer) -> AutoTransfer:
+    """A copy with the adapters folded into the backbone (a plain ``full`` model); refused when there are none."""
+    merged = copy.deepcopy(model)
+    merged.merge_adapters()
+    if merged.method.name != "full":
+        raise ConfigurationError(
+            f"merge=True folds adapters into the backbone, but method {model.method.name!r} has nothing to merge. "
+            "Push without merge, or pass full_weights=True for a standalone copy with full weights.")
+    return merged
+
+def model_card_info(model: AutoTransfer, repo_id: str, merged_from: str | None = None) -> CardInfo:
+    """The model card's facts that ``model`` knows (no metrics): base backbone, method and its options,
+    parameter counts; ``merged_from`` names the method whose adapters were merged into it."""
+    from hftransfer.hub.card import CardInfo, method_options  # heavy: hub.card imports huggingface_hub
+
+    method_name = merged_from or model.method.name
+    hyperparameters: dict[str, Any] = {"method": method_name}
+    if merged_from:
+        hyperparameters["merged"] = True
+    else:
+        hyperparameters.update(method_options(model.method.config.to_dict()))
+    summary = model.trainable_summary()
+    return CardInfo(model_name=repo_id.split("/")[-1], repo_id=repo_id, base_model=model.backbone.spec.name,
+                    base_model_revision=model.backbone.spec.revision, task=model.task, recipe=method_name,
+                    hyperparameters=hyperparameters, trainable_params=summary["trainable_params"],
+                    all_params=summary["all_params"], tags=["merged"] if merged_from else [])
 
 
 def _mkdir(path: Path) -> Path:
